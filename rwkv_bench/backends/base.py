@@ -1,0 +1,64 @@
+"""One interface for every way of running a model, so scenarios never ask "which model is this?".
+
+A backend owns a model and its tokenizer. Scenarios use:
+- `encode(text)` -> token ids (no BOS added);
+- `token_logprobs(ids)` -> log p(ids[i] | BOS, ids[:i]) for every i (the first token is conditioned on
+  the BOS / end-of-text token, which is itself not scored);
+- `start(ids)` / `step(token, cache)`: prefill a prompt, then decode one token at a time (greedy
+  decoding and per-token timing live in the scenarios, not here);
+- `describe()` -> what ran, for metadata and tables.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+
+class Backend(ABC):
+    spec: str                    # the model spec the user gave
+    family: str                  # "rwkv" or "transformer"
+    implementation: str          # which code runs it, e.g. "rwkv_bench.rwkv4[cpu-kernel]"
+    random_weights: bool         # True: good for speed/memory only, says nothing about quality
+    device: torch.device
+    dtype: torch.dtype
+    bos_token_id: int
+    max_context: int | None      # None: no limit (RWKV carries its state)
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without BOS."""
+
+    @abstractmethod
+    def token_logprobs(self, ids: list[int]) -> torch.Tensor:
+        """float64 tensor of len(ids): natural-log probability of each token given BOS and all before it."""
+
+    @abstractmethod
+    def start(self, ids: list[int]) -> tuple[torch.Tensor, Any]:
+        """Prefill `ids` (BOS not added). Returns the last position's logits (V,) and a decoding cache."""
+
+    @abstractmethod
+    def step(self, token: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        """Feed one token. Returns its logits (V,) and the updated cache."""
+
+    @abstractmethod
+    def weights_bytes(self) -> int:
+        """Bytes taken by the model's parameters and buffers."""
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "family": self.family,
+            "implementation": self.implementation,
+            "random_weights": self.random_weights,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "max_context": self.max_context,
+            "weights_bytes": self.weights_bytes(),
+        }
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,0 +1,63 @@
+"""Our RWKV-4: chunked parallel mode for prompts and scoring, recurrent mode for generation."""
+from __future__ import annotations
+
+import torch
+
+from ..models.rwkv4 import RWKV4
+from ..ops.wkv import implementation_name
+from ..tokenizer import Tokenizer
+from .base import Backend, module_bytes
+
+
+class RWKVBackend(Backend):
+    family = "rwkv"
+    max_context = None
+
+    def __init__(self, model: RWKV4, tokenizer: Tokenizer, spec: str, *, random_weights: bool,
+                 device="cpu", chunk_size: int = 1024, bos_token_id: int = 0):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.dtype = next(model.parameters()).dtype
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.random_weights = random_weights
+        self.chunk_size = chunk_size
+        self.bos_token_id = bos_token_id  # token 0, <|endoftext|>, for RWKV-4 Pile models
+
+    @property
+    def implementation(self) -> str:
+        return f"rwkv_bench.rwkv4[{implementation_name(self.device)}]"
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def protocol(self, stride: int | None = None) -> str:
+        return "rwkv: one pass over the whole text, state carried across chunks (no window)"
+
+    def tensor(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def token_logprobs(self, ids: list[int], stride: int | None = None) -> torch.Tensor:
+        """Chunk by chunk with the state carried, so a text of any length fits in O(chunk x vocab) memory."""
+        inputs = [self.bos_token_id] + ids[:-1]
+        state, out = None, []
+        for s in range(0, len(ids), self.chunk_size):
+            logits, state = self.model(self.tensor(inputs[s:s + self.chunk_size]), state, chunk_size=self.chunk_size)
+            targets = self.tensor(ids[s:s + self.chunk_size])
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            out.append(logp.gather(-1, targets.unsqueeze(-1))[0, :, 0].double().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def start(self, ids: list[int]):
+        logits, state = self.model(self.tensor(ids), chunk_size=self.chunk_size, last_only=True)
+        return logits[0, -1], state
+
+    @torch.no_grad()
+    def step(self, token: int, cache):
+        logits, state = self.model(self.tensor([token]), cache, mode="recurrent")
+        return logits[0, -1], state
+
+    def weights_bytes(self) -> int:
+        return module_bytes(self.model)

@@ -1,0 +1,261 @@
+"""RWKV-4 (Peng et al., 2023), readable top to bottom.
+
+    tokens -> embedding -> LayerNorm (block 0's ln0)
+           -> N x [ x + TimeMix(LN(x)) ; x + ChannelMix(LN(x)) ]
+           -> LayerNorm -> head -> logits
+
+Parameter names follow BlinkDL's checkpoints (`emb.weight`, `blocks.0.att.time_decay`, ...), so a `.pth`
+loads as it is and a Hugging Face `RwkvForCausalLM` is a renaming away (see loaders.py).
+
+One set of weights, two ways to run it, both `forward(tokens, state) -> (logits, state)`:
+- parallel: a whole chunk of tokens per layer with the WKV operator; a long sequence is processed
+  chunk by chunk, carrying the state, so peak memory is O(chunk x d) whatever the length.
+- recurrent: one token at a time with matrix-vector products and a single WKV step, as in generation.
+
+The state is one float32 tensor of shape (n_layer, 5, B, C); per layer its rows are
+  ATT_SHIFT  the previous token's input to time mixing (token shift),
+  AA, BB, PP the WKV numerator, denominator and running maximum exponent,
+  FFN_SHIFT  the previous token's input to channel mixing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.wkv import wkv
+from ..ops.wkv_reference import EMPTY_PP, wkv_step
+
+ATT_SHIFT, AA, BB, PP, FFN_SHIFT = range(5)
+
+
+@dataclass
+class RWKVConfig:
+    vocab_size: int = 50277
+    n_layer: int = 12
+    n_embd: int = 768
+    ffn_dim: int = 0            # 0 means 4 * n_embd, as in the paper
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.ffn_dim == 0:
+            self.ffn_dim = 4 * self.n_embd
+
+
+def token_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """x shifted one step back in time: position t sees x[t-1]; position 0 sees the carried `last`."""
+    return torch.cat([last.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
+
+
+def mix(x: torch.Tensor, shifted: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """mu * x + (1 - mu) * shifted, written with one fused multiply-add."""
+    return torch.addcmul(shifted, x - shifted, mu)
+
+
+class TimeMix(nn.Module):
+    """RWKV's attention replacement: receptance gates a decayed weighted average of past values."""
+
+    def __init__(self, C: int):
+        super().__init__()
+        self.time_decay = nn.Parameter(torch.zeros(C))   # w = -exp(time_decay): per-channel decay
+        self.time_first = nn.Parameter(torch.zeros(C))   # u: bonus for the current token
+        self.time_mix_k = nn.Parameter(torch.zeros(C))
+        self.time_mix_v = nn.Parameter(torch.zeros(C))
+        self.time_mix_r = nn.Parameter(torch.zeros(C))
+        self.key = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(C, C, bias=False)
+        self.receptance = nn.Linear(C, C, bias=False)
+        self.output = nn.Linear(C, C, bias=False)
+
+    def projections(self, x, shifted):
+        k = self.key(mix(x, shifted, self.time_mix_k))
+        v = self.value(mix(x, shifted, self.time_mix_v))
+        r = torch.sigmoid(self.receptance(mix(x, shifted, self.time_mix_r)))
+        return r, k, v
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Parallel over x's T positions. Updates this layer's `state` rows in place."""
+        r, k, v = self.projections(x, token_shift(x, state[ATT_SHIFT]))
+        w = -torch.exp(self.time_decay.float())
+        y, wkv_state = wkv(w, self.time_first.float(), k, v, state[AA:PP + 1].transpose(0, 1))
+        state[ATT_SHIFT] = x[:, -1].float()
+        state[AA:PP + 1] = wkv_state.transpose(0, 1)
+        return self.output(r * y)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One token, x of shape (B, C)."""
+        r, k, v = self.projections(x, state[ATT_SHIFT].to(x.dtype))
+        w = -torch.exp(self.time_decay.float())
+        y, state[AA], state[BB], state[PP] = wkv_step(w, self.time_first.float(), k.float(), v.float(),
+                                                      state[AA], state[BB], state[PP])
+        state[ATT_SHIFT] = x.float()
+        return self.output(r * y.to(x.dtype))
+
+
+class ChannelMix(nn.Module):
+    """RWKV's feed-forward: squared ReLU, gated by receptance."""
+
+    def __init__(self, C: int, ffn_dim: int):
+        super().__init__()
+        self.time_mix_k = nn.Parameter(torch.zeros(C))
+        self.time_mix_r = nn.Parameter(torch.zeros(C))
+        self.key = nn.Linear(C, ffn_dim, bias=False)
+        self.receptance = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(ffn_dim, C, bias=False)
+
+    def mix_and_project(self, x, shifted):
+        k = torch.square(torch.relu(self.key(mix(x, shifted, self.time_mix_k))))
+        r = torch.sigmoid(self.receptance(mix(x, shifted, self.time_mix_r)))
+        return r * self.value(k)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        out = self.mix_and_project(x, token_shift(x, state[FFN_SHIFT]))
+        state[FFN_SHIFT] = x[:, -1].float()
+        return out
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        out = self.mix_and_project(x, state[FFN_SHIFT].to(x.dtype))
+        state[FFN_SHIFT] = x.float()
+        return out
+
+
+class Block(nn.Module):
+    def __init__(self, config: RWKVConfig, layer_id: int):
+        super().__init__()
+        C = config.n_embd
+        if layer_id == 0:  # RWKV-4 normalises the embeddings once, inside the first block
+            self.ln0 = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.ln1 = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.ln2 = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.att = TimeMix(C)
+        self.ffn = ChannelMix(C, config.ffn_dim)
+
+    def forward(self, x, state, recurrent: bool):
+        if hasattr(self, "ln0"):
+            x = self.ln0(x)
+        if recurrent:
+            x = x + self.att.step(self.ln1(x), state)
+            return x + self.ffn.step(self.ln2(x), state)
+        x = x + self.att(self.ln1(x), state)
+        return x + self.ffn(self.ln2(x), state)
+
+
+class RWKV4(nn.Module):
+    def __init__(self, config: RWKVConfig):
+        super().__init__()
+        self.config = config
+        self.emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_out = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+    def init_state(self, batch: int = 1) -> torch.Tensor:
+        c = self.config
+        state = torch.zeros(c.n_layer, 5, batch, c.n_embd, dtype=torch.float32, device=self.emb.weight.device)
+        state[:, PP] = EMPTY_PP
+        return state
+
+    @torch.no_grad()
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None, *, mode: str = "parallel",
+                chunk_size: int = 1024, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) -> logits (B, T, V), or (B, 1, V) with last_only, and the state after them.
+
+        `state` is not modified: a state returned by one call can be passed to several later calls.
+        """
+        if tokens.dim() != 2 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must have shape (B, T) with T >= 1, got {tuple(tokens.shape)}")
+        state = self.init_state(tokens.shape[0]) if state is None else state.clone()
+        if mode == "recurrent":
+            spans = [(t, t + 1) for t in range(tokens.shape[1])]
+        elif mode == "parallel":
+            spans = [(s, min(s + chunk_size, tokens.shape[1])) for s in range(0, tokens.shape[1], chunk_size)]
+        else:
+            raise ValueError(f"mode must be 'parallel' or 'recurrent', not {mode!r}")
+        logits = []
+        for start, end in spans:
+            x = self.hidden(tokens[:, start:end], state, recurrent=(mode == "recurrent"))
+            if last_only and end < tokens.shape[1]:
+                continue  # only the very last position's logits are wanted: skip the head here
+            logits.append(self.logits(x[:, -1:] if last_only else x))
+        return torch.cat(logits, dim=1), state
+
+    def hidden(self, tokens: torch.Tensor, state: torch.Tensor, recurrent: bool) -> torch.Tensor:
+        """Run all blocks over `tokens` (updating `state` in place); returns the last block's output."""
+        x = self.emb(tokens)
+        if recurrent:
+            x = x[:, 0]
+            for i, block in enumerate(self.blocks):
+                x = block(x, state[i], recurrent=True)
+            return x.unsqueeze(1)
+        for i, block in enumerate(self.blocks):
+            x = block(x, state[i], recurrent=False)
+        return x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.ln_out(x)).float()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# ---- random initialisation, after the paper's Appendix E (and BlinkDL's RWKV-LM) ----
+
+ZERO_INIT = ("att.key", "att.receptance", "att.output", "ffn.value", "ffn.receptance")
+
+
+@torch.no_grad()
+def init_paper_(model: RWKV4, generator: torch.Generator | None = None) -> RWKV4:
+    """Initialise as the paper describes: tiny uniform embeddings, time-mixing and decay curves that vary
+    smoothly with depth and channel, zero for the projections named in ZERO_INIT, orthogonal elsewhere."""
+    c = model.config
+    L, C = c.n_layer, c.n_embd
+    ramp = torch.arange(C, dtype=torch.float64) / C                 # channel position in [0, 1)
+    model.emb.weight.uniform_(-1e-4, 1e-4, generator=generator)
+    for layer_id, block in enumerate(model.blocks):
+        depth = layer_id / (L - 1) if L > 1 else 0.0                 # 0 at the bottom, 1 at the top
+        shallow = 1.0 - layer_id / L                                 # 1 at the bottom, -> 0 at the top
+        att, ffn = block.att, block.ffn
+        att.time_mix_k.copy_(ramp ** shallow)
+        att.time_mix_v.copy_(ramp ** shallow + 0.3 * depth)
+        att.time_mix_r.copy_(ramp ** (0.5 * shallow))
+        ffn.time_mix_k.copy_(ramp ** shallow)
+        ffn.time_mix_r.copy_(ramp ** shallow)
+        h = torch.arange(C, dtype=torch.float64) / max(C - 1, 1)
+        att.time_decay.copy_(-5 + 8 * h ** (0.7 + 1.3 * depth))
+        zigzag = ((torch.arange(C) + 1) % 3 - 1).double() * 0.5
+        att.time_first.copy_(math.log(0.3) + zigzag)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, nn.Linear):
+            if any(name.endswith(z) for z in ZERO_INIT):
+                module.weight.zero_()
+            else:
+                rows, cols = module.weight.shape
+                gain = math.sqrt(rows / cols) if rows > cols else 1.0
+                if name == "head":
+                    gain = 0.5 * math.sqrt(rows / cols)
+                nn.init.orthogonal_(module.weight, gain=gain, generator=generator)
+    return model
+
+
+@torch.no_grad()
+def init_random_(model: RWKV4, seed: int = 0, scale: float = 0.5) -> RWKV4:
+    """Dense random weights (no zero blocks), for tests that must exercise every path with non-trivial values."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("time_decay"):
+            p.copy_(torch.rand(p.shape, generator=g) * 4 - 3)
+        elif "time_mix" in name:
+            p.copy_(torch.rand(p.shape, generator=g))
+        elif name.endswith(".weight") and p.dim() == 2:
+            p.copy_(torch.randn(p.shape, generator=g) * scale / math.sqrt(p.shape[1]))
+        elif "ln" in name and name.endswith("weight"):
+            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+        else:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model

@@ -1,0 +1,29 @@
+"""Small shared builders for tests: a random transformers RwkvForCausalLM saved to disk."""
+from pathlib import Path
+
+import torch
+
+
+def random_hf_rwkv(path: Path, vocab: int = 50277, hidden: int = 64, layers: int = 2, seed: int = 0):
+    """Save a random transformers RwkvForCausalLM with dense, non-trivial weights; return the model."""
+    from transformers import RwkvConfig, RwkvForCausalLM
+
+    torch.manual_seed(seed)
+    config = RwkvConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                        intermediate_size=4 * hidden, attention_hidden_size=hidden, rescale_every=0,
+                        context_length=1024, tie_word_embeddings=False)
+    model = RwkvForCausalLM(config).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("time_decay"):
+                p.copy_(torch.rand(p.shape, generator=g) * 4 - 3)
+            elif "time_mix" in name:
+                p.copy_(torch.rand(p.shape, generator=g))
+            elif p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+            else:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g) if "weight" in name and "ln" in name
+                        else 0.1 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(path)
+    return model
