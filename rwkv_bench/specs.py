@@ -135,10 +135,12 @@ def hf_tokenizer(name: str, **kwargs):
 
 def load_transformers(name: str, spec: str, *, device, dtype, tokenizer, kv_cache, **load_kwargs):
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from .backends.hf import TransformersBackend
     from .tokenizer import load_tokenizer
 
+    hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **load_kwargs)
         tok = load_tokenizer(tokenizer) if tokenizer else hf_tokenizer(name, **load_kwargs)

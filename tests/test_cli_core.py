@@ -1,0 +1,89 @@
+"""`rwkv-bench score` end to end, and every bad-input path: one line on stderr, exit code 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rwkv_bench.cli import main
+
+from helpers import random_hf_rwkv
+
+
+def run_cli(args):
+    """The installed console script in a subprocess: what a user sees."""
+    proc = subprocess.run([sys.executable, "-m", "rwkv_bench", *args], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("RWKV is an RNN with transformer-level performance. It can be trained in parallel.\n")
+    return path
+
+
+def test_score_json_ours_equals_transformers_peer(tmp_path, text_file, neox_tokenizer_path, capsys):
+    random_hf_rwkv(tmp_path / "hf", hidden=32, layers=2)
+    results = {}
+    for spec in (str(tmp_path / "hf"), f"transformers:{tmp_path / 'hf'}"):
+        code = main(["score", "--model", spec, "--input", str(text_file), "--json",
+                     "--tokenizer", str(neox_tokenizer_path)])
+        assert code == 0
+        results[spec] = json.loads(capsys.readouterr().out)
+    ours, peer = results.values()
+    assert ours["implementation"].startswith("rwkv_bench.rwkv4")
+    assert peer["implementation"].startswith("transformers.RwkvForCausalLM")
+    for key in ("model", "implementation", "tokens", "bytes", "logprob_nats", "bits_per_byte"):
+        assert key in ours
+    assert ours["tokens"] == peer["tokens"] > 10
+    assert ours["bytes"] == len(text_file.read_bytes())
+    # a sum of ~20 fp32 log-probabilities of ~10 nats each: agreement to 1e-4 nats is rounding
+    assert ours["logprob_nats"] == pytest.approx(peer["logprob_nats"], abs=1e-3)
+    assert ours["bits_per_byte"] == pytest.approx(-ours["logprob_nats"] / 0.6931471805599453 / ours["bytes"])
+
+
+def test_random_preset_is_near_uniform(text_file, neox_tokenizer_path, capsys):
+    assert main(["score", "-m", "rwkv4-tiny", "-i", str(text_file), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["random_weights"] is True
+    # random weights: about log(vocab) = 10.8 nats per token
+    assert 10.0 < -r["logprob_nats"] / r["tokens"] < 11.5
+
+
+@pytest.mark.parametrize("case", ["unknown_spec", "missing_file", "corrupt_pth", "empty_input",
+                                  "non_utf8_input", "missing_input", "bad_dtype", "hub_offline"])
+def test_bad_input_gives_one_line_and_exit_2(case, tmp_path, text_file):
+    model, inp, extra = "rwkv4-tiny", str(text_file), []
+    if case == "unknown_spec":
+        model = "no-such-model"
+    elif case == "missing_file":
+        model = str(tmp_path / "absent.pth")
+    elif case == "corrupt_pth":
+        bad = tmp_path / "bad.pth"
+        bad.write_bytes(b"this is not a checkpoint")
+        model = str(bad)
+    elif case == "empty_input":
+        (tmp_path / "empty.txt").write_text("")
+        inp = str(tmp_path / "empty.txt")
+    elif case == "non_utf8_input":
+        (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+        inp = str(tmp_path / "latin1.txt")
+    elif case == "missing_input":
+        inp = str(tmp_path / "nothing.txt")
+    elif case == "bad_dtype":
+        extra = ["--dtype", "int3"]
+    elif case == "hub_offline":
+        model = "someone/some-model-that-is-not-cached"
+    code, out, err = run_cli(["score", "--model", model, "--input", inp, *extra])
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+
+
+def test_help_lists_every_command_with_a_description():
+    code, out, _ = run_cli(["--help"])
+    assert code == 0
+    for command in ("score", "kernels"):
+        assert command in out
