@@ -50,9 +50,8 @@ def token_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return torch.cat([last.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
 
 
-def mix(x: torch.Tensor, shifted: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """mu * x + (1 - mu) * shifted, written with one fused multiply-add."""
-    return torch.addcmul(shifted, x - shifted, mu)
+# Token shift mixes each position with the one before: mu * x + (1 - mu) * shifted, computed below as
+# shifted + (x - shifted) * mu with one fused multiply-add per mix (torch.addcmul).
 
 
 class TimeMix(nn.Module):
@@ -71,9 +70,10 @@ class TimeMix(nn.Module):
         self.output = nn.Linear(C, C, bias=False)
 
     def projections(self, x, shifted):
-        k = self.key(mix(x, shifted, self.time_mix_k))
-        v = self.value(mix(x, shifted, self.time_mix_v))
-        r = torch.sigmoid(self.receptance(mix(x, shifted, self.time_mix_r)))
+        diff = x - shifted
+        k = self.key(torch.addcmul(shifted, diff, self.time_mix_k))
+        v = self.value(torch.addcmul(shifted, diff, self.time_mix_v))
+        r = torch.sigmoid(self.receptance(torch.addcmul(shifted, diff, self.time_mix_r)))
         return r, k, v
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -107,9 +107,10 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(ffn_dim, C, bias=False)
 
     def mix_and_project(self, x, shifted):
-        k = torch.square(torch.relu(self.key(mix(x, shifted, self.time_mix_k))))
-        r = torch.sigmoid(self.receptance(mix(x, shifted, self.time_mix_r)))
-        return r * self.value(k)
+        diff = x - shifted
+        k = torch.relu(self.key(torch.addcmul(shifted, diff, self.time_mix_k))).square_()
+        r = torch.sigmoid(self.receptance(torch.addcmul(shifted, diff, self.time_mix_r)))
+        return r.mul_(self.value(k))
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         out = self.mix_and_project(x, token_shift(x, state[FFN_SHIFT]))
