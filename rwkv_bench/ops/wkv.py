@@ -1,14 +1,240 @@
-"""WKV operator dispatch (stub: reference only; the kernel work replaces this file)."""
+"""The WKV operator of RWKV-4: compiled kernels for CPU and CUDA, the PyTorch reference as the fallback.
+
+    y, new_state = wkv(w, u, k, v, state=None)
+
+w, u: (C,) float (w = -exp(time_decay) < 0, u = time_first); k, v: (B, T, C); state: (B, 3, C) float32
+with rows aa, bb, pp (see wkv_reference.py). y has k's dtype, the state is float32. Differentiable in
+w, u, k, v and the initial state.
+
+Which implementation runs (`implementation_name(device)` says it without running anything else):
+  * CPU tensors  -> the C++ kernel (kernels/wkv_cpu.cpp), float32; other dtypes are cast around it.
+  * CUDA tensors -> the CUDA kernel (kernels/wkv_cuda.cu); float32, bfloat16 and float16 k, v are read as
+    they are (float32 arithmetic), other dtypes are cast to float32.
+  * anything else, or a kernel that failed to build -> the reference, with one warning saying why.
+  The kernels compute in float32 even for float64 inputs (gradcheck the reference for float64 work).
+  RWKV_BENCH_WKV=reference forces the reference; RWKV_BENCH_WKV=kernel forces the kernel and raises
+  if it cannot be built (default: auto).
+
+The extensions are compiled on first use with torch.utils.cpp_extension.load (ninja) into torch's
+extension directory (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions), in a folder named after
+a hash of the sources, the compiler flags and the CPU, so later processes just load the built library
+and a changed source or another machine's CPU never picks up a stale build. The sources are found in
+the source checkout (<repo>/kernels) or, in an installed wheel, in rwkv_bench/_kernels (setup.py
+copies them there).
+"""
 from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
 
 import torch
 
-from .wkv_reference import empty_state, wkv_reference  # noqa: F401
+from .wkv_reference import empty_state, wkv_reference  # noqa: F401  (empty_state is public API)
+
+__all__ = ["wkv", "implementation_name", "empty_state", "kernel_source_dir"]
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "RWKV_BENCH_WKV"
+KERNEL_FILES = ("wkv_step.h", "wkv_host.h", "wkv_cpu.cpp", "wkv_cuda.cu")
+_SOURCES = {"cpu": ("wkv_cpu.cpp",), "cuda": ("wkv_cuda.cu",)}
+_HEADERS = ("wkv_step.h", "wkv_host.h")
+_CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+_lock = threading.Lock()
+_extensions: dict[str, object] = {}      # "cpu" / "cuda" -> the loaded module
+_failures: dict[str, str] = {}           # "cpu" / "cuda" -> why it could not be built (warned once)
 
 
-def wkv(w, u, k, v, state=None):
-    return wkv_reference(w, u, k, v, state)
+# ------------------------------------------------------------------------------------------ sources / build
+def kernel_source_dir() -> Path:
+    """The folder holding the kernel sources: <repo>/kernels in a checkout, rwkv_bench/_kernels in a wheel."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "kernels", package / "_kernels"):
+        if all((candidate / name).is_file() for name in KERNEL_FILES):
+            return candidate
+    raise FileNotFoundError(f"WKV kernel sources ({', '.join(KERNEL_FILES)}) are neither in "
+                            f"{package.parent / 'kernels'} nor in {package / '_kernels'}")
+
+
+def _mode() -> str:
+    mode = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    if mode not in ("auto", "reference", "kernel"):
+        raise ValueError(f"{ENV_VAR}={mode!r}: expected 'reference', 'kernel' or unset (auto)")
+    return mode
+
+
+def _compiler_accepts(flags: list[str]) -> bool:
+    """Whether the C++ compiler torch will use compiles and links a trivial OpenMP program with `flags`."""
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.cpp"
+        src.write_text("int main() { int s = 0;\n#pragma omp parallel for reduction(+:s)\n"
+                       "for (int i = 0; i < 4; ++i) s += i;\nreturn s == 6 ? 0 : 1; }\n")
+        try:
+            proc = subprocess.run([cxx, *flags, str(src), "-o", str(Path(tmp) / "probe")],
+                                  capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return proc.returncode == 0
+
+
+def _cpu_flags() -> tuple[list[str], list[str]]:
+    """(cflags, ldflags) for the CPU extension: -O3, OpenMP for at::parallel_for, -march=native if possible."""
+    cflags, ldflags = ["-O3"], []
+    if _compiler_accepts(["-fopenmp"]):
+        # at::parallel_for is header code that only runs in parallel when compiled with OpenMP; with gcc
+        # this links libgomp.so.1, the same soname torch has already loaded, so there is one thread pool
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
+    if _compiler_accepts(["-march=native"]):
+        cflags.append("-march=native")
+    return cflags, ldflags
+
+
+def _cpu_fingerprint() -> str:
+    """What -march=native depends on, so that a build is never loaded on a CPU it was not made for."""
+    text = platform.machine() + platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features", "model name")):
+                text += line
+                if line.startswith(("flags", "Features")):
+                    break
+    except OSError:
+        pass
+    return text
+
+
+def _build(kind: str):
+    from torch.utils.cpp_extension import load
+
+    src_dir = kernel_source_dir()
+    sources = [str(src_dir / name) for name in _SOURCES[kind]]
+    digest = hashlib.sha256()
+    for name in (*_HEADERS, *_SOURCES[kind]):
+        digest.update((src_dir / name).read_bytes())
+    digest.update(f"{torch.__version__}|{sys.version_info[:2]}".encode())
+    if kind == "cpu":
+        cflags, ldflags = _cpu_flags()
+        digest.update(repr((cflags, ldflags)).encode())
+        if "-march=native" in cflags:
+            digest.update(_cpu_fingerprint().encode())
+        extra = dict(extra_cflags=cflags, extra_ldflags=ldflags)
+    else:
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch has no usable CUDA")
+        extra = dict(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"])
+        digest.update(repr(extra).encode())
+    name = f"rwkv_bench_wkv_{kind}_{digest.hexdigest()[:12]}"
+    log.info("loading (building if needed) the WKV %s extension %s from %s", kind, name, src_dir)
+    return load(name=name, sources=sources, extra_include_paths=[str(src_dir)], verbose=False, **extra)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A one-line reason from a build error (torch's carries the whole compiler output)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[0]
+    errors = [line for line in lines[1:] if "error" in line.lower()]
+    if errors:
+        reason += " | " + errors[0]
+    return (reason if len(reason) <= 300 else reason[:297] + "...")
+
+
+def _extension(kind: str, strict: bool):
+    """The loaded extension for "cpu" or "cuda", or None (after one warning) if it cannot be built."""
+    with _lock:
+        if kind in _extensions:
+            return _extensions[kind]
+        if kind not in _failures:
+            try:
+                _extensions[kind] = _build(kind)
+                return _extensions[kind]
+            except Exception as exc:  # noqa: BLE001  (any build failure means: use the reference)
+                log.debug("building the WKV %s kernel failed", kind, exc_info=True)
+                _failures[kind] = f"{type(exc).__name__}: {_one_line(exc)}"
+                if not strict:
+                    warnings.warn(f"rwkv_bench: the WKV {kind} kernel is unavailable, using the PyTorch "
+                                  f"reference instead ({_failures[kind]})", RuntimeWarning, stacklevel=3)
+        if strict:
+            raise RuntimeError(f"{ENV_VAR}=kernel but the WKV {kind} kernel is unavailable: {_failures[kind]}")
+        return None
+
+
+def _select(device) -> tuple[str, object]:
+    device = torch.device(device)
+    mode = _mode()
+    if mode == "reference":
+        return "reference", None
+    if device.type not in _SOURCES:
+        if mode == "kernel":
+            raise RuntimeError(f"{ENV_VAR}=kernel but there is no WKV kernel for {device.type} tensors")
+        return "reference", None
+    ext = _extension(device.type, strict=mode == "kernel")
+    return ("reference", None) if ext is None else (f"{device.type}-kernel", ext)
 
 
 def implementation_name(device: torch.device | str = "cpu") -> str:
-    return "reference"
+    """What `wkv` runs for tensors on `device`: "cuda-kernel", "cpu-kernel" or "reference".
+
+    Builds (or loads) the kernel if needed, so that the answer is what would actually run.
+    """
+    return _select(device)[0]
+
+
+# ------------------------------------------------------------------------------------------------- autograd
+class _WKVFunction(torch.autograd.Function):
+    """The kernel's forward saves the state before every token (B, T + 1, 3, C) float32 for its backward."""
+
+    @staticmethod
+    def forward(ctx, ext, w, u, k, v, state):
+        y, state1, scratch = ext.forward(w, u, k, v, state, True)
+        ctx.ext = ext
+        ctx.save_for_backward(w, u, k, v, scratch)
+        return y, state1
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, gstate):
+        w, u, k, v, scratch = ctx.saved_tensors
+        gw, gu, gk, gv, gstate0 = ctx.ext.backward(w, u, k, v, scratch, gy.to(k.dtype), gstate.float())
+        return None, gw, gu, gk, gv, gstate0
+
+
+def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+        state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """WKV over a sequence: returns y (B, T, C) in k's dtype and the final state (B, 3, C) float32."""
+    name, ext = _select(k.device)
+    if ext is None:
+        return wkv_reference(w, u, k, v, state)
+    if k.dim() != 3:
+        raise ValueError(f"wkv: k must be (B, T, C), got {tuple(k.shape)}")
+    B, T, C = k.shape
+    if state is None:
+        state = empty_state(B, C, k.device)
+    out_dtype = k.dtype
+    if name == "cuda-kernel" and k.dtype == v.dtype and k.dtype in _CUDA_DTYPES:
+        compute = k.dtype
+    else:
+        compute = torch.float32
+    # casts outside the Function, so autograd takes care of them
+    k, v = k.to(compute), v.to(compute)
+    w, u, state = w.float(), u.float(), state.float()
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v, state)):
+        y, new_state = _WKVFunction.apply(ext, w, u, k, v, state)
+    else:
+        y, new_state = ext.forward(w, u, k, v, state, False)
+    return y.to(out_dtype), new_state

@@ -1,0 +1,84 @@
+"""`rwkv-bench kernels`: time the WKV implementations on the same inputs and check that they agree.
+
+Implementations: our PyTorch reference, our compiled kernel for the device (CPU C++ or CUDA), and
+transformers' own `rwkv_linear_attention_cpu` (what `RwkvForCausalLM` runs on a CPU). Errors are measured
+against the reference in float64, so every row's `max_abs_err` is the distance to the exact recurrence.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from . import wkv as wkv_ops
+from .wkv_reference import wkv_reference
+
+
+def random_inputs(batch: int, length: int, channels: int, device: str, seed: int = 0):
+    """Inputs in the range a trained RWKV-4 produces: decays spread over orders of magnitude, k ~ N(0, 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    time_decay = torch.randn(channels, generator=gen) * 2.0        # w = -exp(time_decay)
+    u = torch.randn(channels, generator=gen) * 0.5
+    k = torch.randn(batch, length, channels, generator=gen)
+    v = torch.randn(batch, length, channels, generator=gen)
+    return (x.to(device) for x in (time_decay, u, k, v))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_call(fn, device: str, min_total_s: float = 0.3, min_repeats: int = 3, max_repeats: int = 200) -> float:
+    """Median wall time of fn() in milliseconds, after one warm-up call."""
+    fn()
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_total_s):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _implementations(device: str):
+    """(name, fn(time_decay, u, k, v) -> y) for every implementation that can run on `device`."""
+    impls = [("reference", lambda td, u, k, v: wkv_ops.wkv_reference(-torch.exp(td), u, k, v)[0])]
+    kernel = wkv_ops.implementation_name(device)
+    if kernel != "reference":
+        impls.append((kernel, lambda td, u, k, v: wkv_ops.wkv(-torch.exp(td), u, k, v)[0]))
+    if device == "cpu":
+        from transformers.models.rwkv.modeling_rwkv import rwkv_linear_attention_cpu
+
+        impls.append(("transformers-cpu", lambda td, u, k, v: rwkv_linear_attention_cpu(td, u, k, v)[0]))
+    return impls
+
+
+def run_kernel_benchmark(lengths: list[int], channels: int = 768, batch: int = 1, device: str = "cpu",
+                         progress: bool = True) -> list[dict]:
+    """One row per (implementation, T): impl, device, B, T, C, ms, speedup_vs_transformers, max_abs_err."""
+    from rich.progress import Progress
+
+    rows: list[dict] = []
+    impls = _implementations(device)
+    with Progress(transient=True, disable=not progress) as bar, torch.no_grad():
+        task = bar.add_task("WKV implementations", total=len(lengths) * len(impls))
+        for T in lengths:
+            td, u, k, v = random_inputs(batch, T, channels, device)
+            exact = wkv_reference(-torch.exp(td.double()), u.double(), k.double(), v.double())[0]
+            block = []
+            for name, fn in impls:
+                bar.update(task, description=f"{name} T={T}")
+                y = fn(td, u, k, v)
+                block.append(dict(impl=name, device=device, B=batch, T=T, C=channels,
+                                  ms=time_call(lambda: fn(td, u, k, v), device),
+                                  max_abs_err=float((y.double() - exact).abs().max())))
+                bar.advance(task)
+            base = next((r["ms"] for r in block if r["impl"] == "transformers-cpu"), None)
+            for r in block:
+                r["speedup_vs_transformers"] = base / r["ms"] if base else None
+            rows.extend(block)
+    return rows
