@@ -1,0 +1,7 @@
+"""`rwkv-bench report`: rebuild every run's tables and figures from its stored files, plus an index page.
+
+Each run directory's meta.json names its `kind` ("scaling", "uncheatable", "nlp"); the kind's own
+`rwkv_bench/<kind>/report.py: render(run_dir) -> list[Path]` rebuilds its outputs, and `write_index`
+writes `index.md` linking them.
+"""
+from .build import find_run_dirs, render_run, write_index  # noqa: F401

@@ -1,0 +1,92 @@
+"""Dispatch on a run's kind, then write its index.md."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..errors import UserError
+from ..recording import read_meta
+
+INDEX = "index.md"
+TABLE_EXTS = (".md",)
+FIGURE_EXTS = (".png",)
+DATA_EXTS = (".csv", ".json", ".jsonl")
+
+
+def find_run_dirs(root: Path = Path("results")) -> list[Path]:
+    """Every directory under `root` holding a meta.json with a kind (results/<kind>/<run>/ and deeper)."""
+    if not root.is_dir():
+        return []
+    runs = []
+    for meta in sorted(root.rglob("meta.json")):
+        if read_meta_safe(meta.parent).get("kind"):
+            runs.append(meta.parent)
+    return runs
+
+
+def read_meta_safe(run_dir: Path) -> dict:
+    try:
+        return read_meta(run_dir)
+    except (OSError, ValueError):
+        return {}
+
+
+def render_run(run_dir: Path) -> list[Path]:
+    """Rebuild one run's outputs with its kind's renderer, then its index.md. Returns the files written."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no such run directory: {run_dir}")
+    if not (run_dir / "meta.json").is_file():
+        raise UserError(f"{run_dir} has no meta.json: not a run directory")
+    try:
+        meta = read_meta(run_dir)
+    except ValueError as exc:
+        raise UserError(f"{run_dir / 'meta.json'} is not valid JSON: {exc}") from None
+    kind = meta.get("kind")
+    if not kind or not isinstance(kind, str) or not kind.isidentifier():
+        raise UserError(f"{run_dir / 'meta.json'} names no valid kind (got {kind!r})")
+    try:
+        module = importlib.import_module(f"rwkv_bench.{kind}.report")
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == f"rwkv_bench.{kind}" or exc.name.startswith(f"rwkv_bench.{kind}.")):
+            raise UserError(f"{run_dir}: no report for kind {kind!r} in this version "
+                            f"(rwkv_bench/{kind}/report.py is missing)") from None
+        raise
+    render = getattr(module, "render", None)
+    if render is None:
+        raise UserError(f"{run_dir}: rwkv_bench.{kind}.report has no render(run_dir)")
+    written = [Path(p) for p in (render(run_dir) or [])]
+    return written + [write_index(run_dir, meta, written)]
+
+
+def write_index(run_dir: Path, meta: dict, written: list[Path] | None = None) -> Path:
+    """index.md: what the run is, then links to its tables, figures and data files."""
+    run_dir = Path(run_dir)
+    files = sorted(p for p in run_dir.iterdir() if p.is_file() and p.name != INDEX and not p.name.endswith(".tmp"))
+    tables = [p for p in files if p.suffix in TABLE_EXTS]
+    figures = [p for p in files if p.suffix in FIGURE_EXTS]
+    data = [p for p in files if p.suffix in DATA_EXTS]
+    versions = meta.get("versions") or {}
+    lines = [f"# {meta.get('kind', 'run')}: {run_dir.name}", "",
+             f"- kind: {meta.get('kind')}",
+             f"- date (UTC): {meta.get('date_utc')}",
+             f"- device: {meta.get('device')} ({meta.get('gpu') or meta.get('cpu')}), dtype {meta.get('dtype')}, "
+             f"torch threads {meta.get('torch_threads')}",
+             f"- command: `{meta.get('command')}`",
+             f"- git: {meta.get('git_revision')}; torch {versions.get('torch')}, "
+             f"transformers {versions.get('transformers')}", ""]
+    if tables:
+        lines += ["## Tables", ""] + [f"- [{p.name}]({p.name})" for p in tables] + [""]
+    if figures:
+        lines += ["## Figures", ""]
+        for p in figures:
+            svg = p.with_suffix(".svg")
+            alt = f" ([svg]({svg.name}))" if svg.is_file() else ""
+            lines += [f"### {p.stem}{alt}", "", f"![{p.stem}]({p.name})", ""]
+    if data:
+        lines += ["## Data", ""] + [f"- [{p.name}]({p.name})" for p in data] + [""]
+    path = run_dir / INDEX
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,427 @@
+"""`render(run_dir)`: the scaling run's figures, table1.md and summary.md, from its stored files only.
+
+Reads points.csv, generate_tokens.csv and meta.json; never runs a model. Figures (PNG + SVG):
+- prefill_latency:     forward-pass time vs T, log-log, spread over repeats as error bars
+- peak_memory:         peak memory above the loaded model vs T, prefill and generate side by side
+- generate_cumulative: cumulative decode time vs tokens generated (the paper's Figure 7), protocol in the legend
+- generate_per_token:  per-token decode latency vs position, for each model's longest successful run
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..recording import read_meta, read_rows
+from .table1 import FIT_POINTS, fit_loglog, longest_ok, protocol_label, render_table1
+
+MIB = 2 ** 20
+FIGURES = ("prefill_latency", "peak_memory", "generate_cumulative", "generate_per_token")
+
+
+# ---- data ----
+
+def as_bool(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return bool(value)
+
+
+def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    points = read_rows(run_dir / "points.csv")
+    tokens = read_rows(run_dir / "generate_tokens.csv")
+    if not points.empty:
+        points["model"] = points["model"].astype(str)
+        points["seq_len"] = points["seq_len"].astype(int)
+        for col in ("family", "implementation", "kv_cache", "status", "error", "mem_method"):
+            if col in points:
+                points[col] = points[col].map(lambda v: "" if pd.isna(v) else str(v))
+        if "random_weights" in points:
+            points["random_weights"] = points["random_weights"].map(as_bool)
+        points = points.drop_duplicates(["model", "scenario", "seq_len"], keep="last")
+    if not tokens.empty:
+        tokens["model"] = tokens["model"].astype(str)
+    return points, tokens, read_meta(run_dir)
+
+
+def model_order(points: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(points["model"])) if not points.empty else []
+
+
+def model_facts(points: pd.DataFrame) -> dict:
+    """model -> family, implementation, random_weights, kv_cache (from its first ok row, else any row)."""
+    facts = {}
+    for model in model_order(points):
+        rows = points[points["model"] == model]
+        ok = rows[rows["status"] == "ok"]
+        r = (ok if len(ok) else rows).iloc[0]
+        facts[model] = {"family": r.get("family", ""), "implementation": r.get("implementation", ""),
+                        "random_weights": r.get("random_weights"), "kv_cache": r.get("kv_cache", "")}
+    return facts
+
+
+def label(model: str, facts: dict, scenario: str | None = None) -> str:
+    f = facts.get(model, {})
+    parts = []
+    if scenario == "generate":
+        parts.append(protocol_label("generate", f.get("family", ""), f.get("kv_cache", "")).removeprefix("generate, "))
+    if f.get("random_weights"):
+        parts.append("random weights")
+    return f"{model} ({', '.join(parts)})" if parts else model
+
+
+# ---- figures ----
+
+def setup_matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def log_axes(ax, y: bool = True) -> None:
+    """Log scales with plain tick labels (16, 1024, 1e+05) rather than 2x10^1."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if y:
+        ax.set_yscale("log")
+
+
+def title(text: str, meta: dict) -> str:
+    cpu = meta.get("gpu") or meta.get("cpu") or ""
+    return f"{text}\n{meta.get('device', '?')}, {meta.get('dtype', '?')}" + (f", {cpu}" if cpu else "")
+
+
+def save(fig, run_dir: Path, name: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = run_dir / f"{name}.{ext}"
+        fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
+        paths.append(path)
+    return paths
+
+
+def colors(models: list[str]) -> dict:
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+    return {m: palette[i % len(palette)] for i, m in enumerate(models)}
+
+
+def mark_failures(ax, rows: pd.DataFrame, color: str, y: float) -> None:
+    """An x at the first length that did not finish, annotated with its status."""
+    bad = rows[rows["status"].isin(["oom", "timeout", "error"])].sort_values("seq_len")
+    if len(bad):
+        r = bad.iloc[0]
+        ax.scatter([r["seq_len"]], [y], marker="x", color=color, s=60, zorder=5)
+        ax.annotate(r["status"], (r["seq_len"], y), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                    color=color)
+
+
+def figure_prefill(points, meta, facts, run_dir) -> list[Path]:
+    df = points[points["scenario"] == "prefill"]
+    if df.empty:
+        return []
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    cmap = colors(model_order(points))
+    for model in model_order(df):
+        rows = df[df["model"] == model].sort_values("seq_len")
+        ok = rows[rows["status"] == "ok"]
+        if len(ok):
+            lo = (ok["latency_s"] - ok["latency_min_s"]).clip(lower=0)
+            hi = (ok["latency_max_s"] - ok["latency_s"]).clip(lower=0)
+            ax.errorbar(ok["seq_len"], ok["latency_s"], yerr=[lo, hi], marker="o", ms=4, capsize=2,
+                        color=cmap[model], label=label(model, facts))
+            mark_failures(ax, rows, cmap[model], float(ok["latency_s"].max()))
+    log_axes(ax)
+    ax.set_xlabel("sequence length T (tokens)")
+    ax.set_ylabel("prefill latency (s), median of repeats")
+    ax.set_title(title("Prefill: one forward pass over T tokens", meta), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    paths = save(fig, run_dir, "prefill_latency")
+    plt.close(fig)
+    return paths
+
+
+def figure_memory(points, meta, facts, run_dir) -> list[Path]:
+    scenarios = [s for s in ("prefill", "generate") if (points["scenario"] == s).any()]
+    if not scenarios:
+        return []
+    plt = setup_matplotlib()
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(6.5 * len(scenarios), 5), squeeze=False)
+    cmap = colors(model_order(points))
+    for ax, scenario in zip(axes[0], scenarios):
+        df = points[points["scenario"] == scenario]
+        for model in model_order(df):
+            rows = df[df["model"] == model].sort_values("seq_len")
+            ok = rows[(rows["status"] == "ok") & rows["peak_mem_bytes"].notna()]
+            if len(ok):
+                y = (ok["peak_mem_bytes"].clip(lower=1024)) / MIB
+                ax.plot(ok["seq_len"], y, marker="o", ms=4, color=cmap[model], label=label(model, facts, scenario))
+                mark_failures(ax, rows, cmap[model], float(y.max()))
+        log_axes(ax)
+        ax.set_xlabel("sequence length T (tokens)" if scenario == "prefill" else "tokens generated T")
+        ax.set_ylabel("peak memory above the loaded model (MiB)")
+        ax.set_title(scenario, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    method = ", ".join(sorted(set(points["mem_method"]) - {""})) if "mem_method" in points else ""
+    fig.suptitle(title(f"Peak memory vs sequence length [{method}]", meta), fontsize=10)
+    fig.tight_layout()
+    paths = save(fig, run_dir, "peak_memory")
+    plt.close(fig)
+    return paths
+
+
+def longest_curves(points: pd.DataFrame, tokens: pd.DataFrame) -> dict:
+    """model -> per-position rows of its longest ok generate point."""
+    curves = {}
+    if tokens.empty:
+        return curves
+    gen = points[(points["scenario"] == "generate") & (points["status"] == "ok")]
+    for model in model_order(gen):
+        T = int(gen[gen["model"] == model]["seq_len"].max())
+        rows = tokens[(tokens["model"] == model) & (tokens["seq_len"] == T)].sort_values("position")
+        if len(rows):
+            curves[model] = rows
+    return curves
+
+
+def figure_cumulative(points, tokens, meta, facts, run_dir) -> list[Path]:
+    gen = points[points["scenario"] == "generate"]
+    if gen.empty:
+        return []
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    cmap = colors(model_order(points))
+    curves = longest_curves(points, tokens)
+    for model in model_order(gen):
+        rows = gen[gen["model"] == model].sort_values("seq_len")
+        ok = rows[rows["status"] == "ok"]
+        if model in curves:
+            c = curves[model]
+            ax.plot(c["position"], c["cumulative_s"], color=cmap[model], label=label(model, facts, "generate"))
+        if len(ok):
+            ax.scatter(ok["seq_len"], ok["cumulative_s"], color=cmap[model], s=14, zorder=4,
+                       label=None if model in curves else label(model, facts, "generate"))
+            mark_failures(ax, rows, cmap[model], float(ok["cumulative_s"].max()))
+    ax.set_xlabel("tokens generated")
+    ax.set_ylabel("cumulative decode time (s)")
+    ax.set_title(title("Cumulative generation time (Figure 7 style): lines = longest run, dots = each run",
+                       meta), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    paths = save(fig, run_dir, "generate_cumulative")
+    plt.close(fig)
+    return paths
+
+
+def figure_per_token(points, tokens, meta, facts, run_dir) -> list[Path]:
+    curves = longest_curves(points, tokens)
+    if not curves:
+        return []
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    cmap = colors(model_order(points))
+    binned = False
+    for model, c in curves.items():
+        ms = c["latency_s"] * 1000
+        binned |= bool((c["n_positions"] > 1).any())
+        ax.plot(c["position"], ms, color=cmap[model], alpha=0.25, lw=0.8)
+        window = max(1, len(c) // 50)
+        ax.plot(c["position"], ms.rolling(window, center=True, min_periods=1).median(), color=cmap[model],
+                lw=1.6, label=f"{label(model, facts, 'generate')}, T={int(c['position'].max())}")
+    log_axes(ax)
+    ax.set_xlabel("position (tokens generated so far)")
+    ax.set_ylabel("per-token decode latency (ms)" + (", mean per bin" if binned else ""))
+    ax.set_title(title("Per-token latency vs position (faint: raw, solid: rolling median)", meta), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    paths = save(fig, run_dir, "generate_per_token")
+    plt.close(fig)
+    return paths
+
+
+# ---- summary ----
+
+def fmt(value, spec=".4g", scale=1.0, none="–") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    return format(value * scale, spec)
+
+
+def pct(a, b) -> str:
+    if a is None or b is None or not b or any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
+        return "–"
+    return f"{100 * (a / b - 1):+.1f}%"
+
+
+def crossover(rwkv: str, tf: str, points: pd.DataFrame, curves: dict) -> str:
+    """Where RWKV's cumulative decode time drops below the transformer's, and stays there."""
+    gen = points[(points["scenario"] == "generate")]
+    a = gen[(gen["model"] == rwkv) & (gen["status"] == "ok")].set_index("seq_len")["cumulative_s"]
+    b_rows = gen[gen["model"] == tf]
+    b = b_rows[b_rows["status"] == "ok"].set_index("seq_len")["cumulative_s"]
+    common = sorted(set(a.index) & set(b.index))
+    parts = []
+    if common:
+        lower = [T for T in common if a[T] < b[T]]
+        last_not = max([T for T in common if a[T] >= b[T]], default=None)
+        if last_not is None:
+            parts.append(f"RWKV is lower at every common length ({common[0]}–{common[-1]})")
+        elif last_not == common[-1]:
+            parts.append(f"RWKV is not lower at the longest common length {common[-1]}")
+        else:
+            first = min(T for T in lower if T > last_not)
+            parts.append(f"RWKV lower from T={first} on (still higher at T={last_not})")
+    if rwkv in curves and tf in curves:
+        ca, cb = curves[rwkv], curves[tf]
+        n = int(min(ca["position"].max(), cb["position"].max()))
+        ia = ca.set_index("position")["cumulative_s"]
+        ib = cb.set_index("position")["cumulative_s"]
+        grid = sorted(set(ia.index) | set(ib.index))
+        grid = [p for p in grid if p <= n]
+        ya = pd.Series(ia).reindex(grid).interpolate(method="index").bfill()
+        yb = pd.Series(ib).reindex(grid).interpolate(method="index").bfill()
+        not_lower = [p for p in grid if ya[p] >= yb[p]]
+        if not not_lower:
+            parts.append(f"per-token curves: lower from the first position up to {n}")
+        elif not_lower[-1] >= n:
+            parts.append(f"per-token curves: not lower by position {n}")
+        else:
+            parts.append(f"per-token curves: lower after position ≈{not_lower[-1]} (compared up to {n})")
+    failed = b_rows[b_rows["status"].isin(["oom", "timeout", "error"])]
+    if len(failed):
+        r = failed.sort_values("seq_len").iloc[0]
+        ok_a = a.index.max() if len(a) else None
+        parts.append(f"{tf} did not finish T={r['seq_len']} ({r['status']})" +
+                     (f"; RWKV finished up to T={ok_a}" if ok_a else ""))
+    return "; ".join(parts) if parts else "no common generate lengths"
+
+
+def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[str]:
+    out = []
+    curves = longest_curves(points, tokens)
+    rwkvs = [m for m in model_order(points) if facts[m]["family"] == "rwkv"]
+    tfs = [m for m in model_order(points) if facts[m]["family"] == "transformer"]
+    for m in rwkvs:
+        gen = points[(points["model"] == m) & (points["scenario"] == "generate") & (points["status"] == "ok")]
+        gen = gen.sort_values("seq_len")
+        if len(gen) >= 2:
+            s, l = gen.iloc[0], gen.iloc[-1]
+            out.append(f"- **{m}** generation: per-token latency (mean of the last 10% of positions) "
+                       f"{fmt(s['latency_s'], '.3g', 1000)} ms at T={s['seq_len']} vs "
+                       f"{fmt(l['latency_s'], '.3g', 1000)} ms at T={l['seq_len']} "
+                       f"({pct(l['latency_s'], s['latency_s'])}); peak memory above the loaded model "
+                       f"{fmt(s['peak_mem_bytes'], '.3g', 1 / MIB)} → {fmt(l['peak_mem_bytes'], '.3g', 1 / MIB)} MiB, "
+                       f"process total {fmt(s['peak_total_bytes'], '.4g', 1 / MIB)} → "
+                       f"{fmt(l['peak_total_bytes'], '.4g', 1 / MIB)} MiB "
+                       f"({pct(l['peak_total_bytes'], s['peak_total_bytes'])}).")
+        for scenario in ("prefill", "generate"):
+            tcol = "latency_s" if scenario == "prefill" else "cumulative_s"
+            ft = fit_loglog(*_xy(longest_ok(points, m, scenario, tcol), tcol))
+            fm = fit_loglog(*_xy(longest_ok(points, m, scenario, "peak_mem_bytes"), "peak_mem_bytes"))
+            if ft or fm:
+                out.append(f"- **{m}** {scenario}: fitted time exponent {_fit(ft)}, memory exponent {_fit(fm)} "
+                           f"(over the {FIT_POINTS} longest ok lengths).")
+    for m in tfs:
+        for scenario in ("prefill", "generate"):
+            tcol = "latency_s" if scenario == "prefill" else "cumulative_s"
+            df = longest_ok(points, m, scenario, tcol)
+            ft = fit_loglog(*_xy(df, tcol))
+            fm = fit_loglog(*_xy(longest_ok(points, m, scenario, "peak_mem_bytes"), "peak_mem_bytes"))
+            local = fit_loglog(*_xy(df.tail(2), tcol)) if len(df) >= 2 else None
+            if ft or fm:
+                what = "cumulative-time" if scenario == "generate" else "time"
+                out.append(f"- **{m}** {protocol_label(scenario, 'transformer', facts[m]['kv_cache'])}: fitted "
+                           f"{what} exponent {_fit(ft)}, between the two longest ok lengths "
+                           f"{fmt(local.slope if local else None, '.2f')}; memory exponent {_fit(fm)}.")
+    for r in rwkvs:
+        for t in tfs:
+            if ((points["model"] == r) & (points["scenario"] == "generate")).any() and \
+                    ((points["model"] == t) & (points["scenario"] == "generate")).any():
+                out.append(f"- Crossover, cumulative decode time, **{r}** vs **{t}** "
+                           f"({protocol_label('generate', 'transformer', facts[t]['kv_cache'])}): "
+                           f"{crossover(r, t, points, curves)}.")
+    return out
+
+
+def _xy(df: pd.DataFrame, col: str):
+    return (df["seq_len"], df[col]) if len(df) else ([], [])
+
+
+def _fit(fit) -> str:
+    return "n/a" if fit is None else f"{fit.slope:.2f} (R² {fit.r2:.2f}, T={round(fit.x_min)}–{round(fit.x_max)})"
+
+
+def points_table(points: pd.DataFrame) -> list[str]:
+    lines = ["| model | scenario | T | status | latency_s | cumulative_s | tokens/s | peak MiB above loaded | "
+             "kv_cache | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in points.sort_values(["scenario", "model", "seq_len"], kind="stable").itertuples():
+        lines.append("| " + " | ".join([
+            r.model, r.scenario, str(r.seq_len), r.status, fmt(r.latency_s, ".4g"),
+            fmt(getattr(r, "cumulative_s", None), ".4g"), fmt(r.tokens_per_s, ".4g"),
+            fmt(r.peak_mem_bytes, ".3g", 1 / MIB), r.kv_cache,
+            (r.error or "").replace("|", "/")[:120]]) + " |")
+    return lines
+
+
+def render_summary(points, tokens, meta, figures: list[str]) -> str:
+    facts = model_facts(points)
+    versions = meta.get("versions", {})
+    lines = ["# Scaling: time and memory vs sequence length", "",
+             f"- device: {meta.get('device')} ({meta.get('gpu') or meta.get('cpu')}), dtype {meta.get('dtype')}, "
+             f"torch threads {meta.get('torch_threads')}, CPUs {meta.get('cpu_count')}",
+             f"- date (UTC): {meta.get('date_utc')}; git {meta.get('git_revision')}; torch {versions.get('torch')}, "
+             f"transformers {versions.get('transformers')}",
+             f"- command: `{meta.get('command')}`",
+             f"- points: {len(points)} ({', '.join(f'{k} {v}' for k, v in points['status'].value_counts().items())})"
+             if not points.empty else "- points: none", ""]
+    lines += ["## Models", "", "| model | family | implementation | weights | generation protocol |", "|---|---|---|---|---|"]
+    for m, f in facts.items():
+        weights = "random (speed/memory only)" if f["random_weights"] else "trained" if f["random_weights"] is False else "?"
+        lines.append(f"| {m} | {f['family']} | {f['implementation']} | {weights} | "
+                     f"{protocol_label('generate', f['family'], f['kv_cache']).removeprefix('generate, ')} |")
+    proto = meta.get("protocol", {})
+    if proto:
+        lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in proto.items()]
+    found = findings(points, tokens, facts) if not points.empty else []
+    if found:
+        lines += ["", "## Findings", ""] + found
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{name}]({name}.png) ([svg]({name}.svg))" for name in figures]
+    lines += ["", "## Points", "", *points_table(points), ""] if not points.empty else []
+    return "\n".join(lines)
+
+
+def render(run_dir: Path) -> list[Path]:
+    """Rebuild every table and figure of a scaling run from its stored CSVs and meta.json."""
+    from ..errors import UserError
+
+    run_dir = Path(run_dir)
+    points, tokens, meta = load_run(run_dir)
+    if points.empty:
+        raise UserError(f"{run_dir / 'points.csv'} has no rows: nothing to report")
+    facts = model_facts(points)
+    written = []
+    written += figure_prefill(points, meta, facts, run_dir)
+    written += figure_memory(points, meta, facts, run_dir)
+    written += figure_cumulative(points, tokens, meta, facts, run_dir)
+    written += figure_per_token(points, tokens, meta, facts, run_dir)
+    figures = [p.stem for p in written if p.suffix == ".png"]
+    table1 = run_dir / "table1.md"
+    table1.write_text(render_table1(points, meta))
+    summary = run_dir / "summary.md"
+    summary.write_text(render_summary(points, tokens, meta, figures))
+    return [table1, summary, *written]

@@ -1,0 +1,334 @@
+"""The uncheatable eval's run loop: gather texts, score them under every model, write rows as they come.
+
+A run directory holds meta.json (kind "uncheatable"), papers.csv (what was scored: ids, sha256 of the
+scored text, source), per_paper.csv (one row per model and paper, appended and fsynced as soon as the
+paper is scored) and the tables and figures `report.render` makes from those. `--resume` continues a run:
+the same texts (checked by sha256) and no (model, paper) pair scored twice.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import inspect
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+from ..recording import append_row, new_run_dir, read_meta, write_meta
+from . import arxiv_source as src
+from .texts import DEFAULT_CHARS, DEFAULT_MIN_CHARS, Paper, Selector, check_lengths, read_papers_file, select
+
+KIND = "uncheatable"
+DEFAULT_PAPERS = 1000
+PER_PAPER_COLUMNS = ["model", "paper_id", "text_source", "tokens", "bytes", "chars", "logprob_nats", "bits",
+                     "bits_per_byte", "bits_per_char", "compression_rate_pct", "seconds", "tokens_per_s",
+                     "random_weights", "implementation"]
+PAPER_COLUMNS = ["paper_id", "text_source", "chars", "bytes", "sha256", "version", "published", "categories",
+                 "title"]
+RANDOM_WARNING = "{spec} has random weights: its scores say nothing about language-modelling quality"
+
+
+@dataclass
+class Options:
+    models: list[str]
+    papers: int | None = None                 # None: DEFAULT_PAPERS from arXiv, every text of a file
+    papers_file: Path | None = None
+    since: str | None = None
+    until: str | None = None
+    categories: list[str] = field(default_factory=list)
+    chars: int = DEFAULT_CHARS
+    min_chars: int = DEFAULT_MIN_CHARS
+    cache_dir: Path | None = None
+    offline: bool = False
+    out: Path | None = None
+    resume: bool = False
+    stride: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    tokenizer: str | None = None
+    delay: float = src.MIN_DELAY_S
+    page_size: int = 100
+    retries: int = 3
+    bootstrap: int = 10_000
+    seed: int = 0
+    progress: bool = True
+    today: dt.date | None = None              # tests pin "today" for the default window
+
+
+def console(enabled: bool = True):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=not enabled)
+
+
+def warn(message: str) -> None:
+    console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def progress_bar(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console(), disable=not enabled,
+                    transient=False)
+
+
+# ---- texts ----
+
+def check_options(o: Options) -> None:
+    if not o.models:
+        raise UserError("--models needs at least one model spec")
+    if o.papers is not None and o.papers <= 0:
+        raise UserError(f"--papers must be a positive number, got {o.papers}")
+    check_lengths(o.chars, o.min_chars)
+    if o.stride is not None and o.stride <= 0:
+        raise UserError(f"--stride must be positive, got {o.stride}")
+    if o.bootstrap < 100:
+        raise UserError(f"--bootstrap needs at least 100 resamples, got {o.bootstrap}")
+    if o.papers_file is not None and (o.offline or o.categories or o.since or o.until):
+        raise UserError("--since, --until, --categories and --offline apply to arXiv papers, not --papers-file")
+    if o.page_size <= 0 or o.page_size > 2000:
+        raise UserError(f"--page-size must be in 1..2000 (the arXiv API's limit), got {o.page_size}")
+    if o.retries < 0:
+        raise UserError(f"--retries must be 0 or more, got {o.retries}")
+
+
+def gather_file(o: Options) -> tuple[list[Paper], dict]:
+    papers, dropped = select(read_papers_file(o.papers_file), chars=o.chars, min_chars=o.min_chars,
+                             short="error", limit=o.papers)
+    for dup, first in dropped["duplicates"]:
+        warn(f"text {dup} repeats text {first} exactly: dropped")
+    if o.papers and len(papers) < o.papers:
+        warn(f"{o.papers_file} holds {len(papers)} distinct texts, fewer than the {o.papers} asked for")
+    return papers, {"source": "file", "papers_file": str(Path(o.papers_file).resolve()), "dropped": dropped}
+
+
+def gather_arxiv(o: Options) -> tuple[list[Paper], dict]:
+    since, until = src.parse_window(o.since, o.until, o.today)
+    wanted = o.papers or DEFAULT_PAPERS
+    cache = src.Cache(o.cache_dir)
+    opts = src.FetchOptions(cache=cache, since=since, until=until, categories=o.categories, delay=o.delay,
+                            page_size=o.page_size, retries=o.retries, max_chars=max(src.CACHE_MAX_CHARS, o.chars))
+    selector = Selector(chars=o.chars, min_chars=o.min_chars)
+    kept: list[Paper] = []
+    stats = {"listed": 0, "from_cache": 0, "fetched": 0, "abstract_only": 0}
+    where = f"{since}..{until}" + (f" in {','.join(o.categories)}" if o.categories else "")
+    if o.offline:
+        for record in src.cached_in_window(cache, since, until, o.categories):
+            if (paper := selector.offer(record.to_paper())) is not None:
+                kept.append(paper)
+                stats["from_cache"] += 1
+                if len(kept) >= wanted:
+                    break
+        if not kept:
+            raise UserError(f"--offline: the cache {cache.dir} holds no usable papers for {where}; "
+                            "run once without --offline to fill it")
+        if len(kept) < wanted:
+            warn(f"--offline: the cache holds only {len(kept)} usable papers for {where}, "
+                 f"fewer than the {wanted} asked for; scoring those")
+    else:
+        with progress_bar(o.progress) as bar:
+            task = bar.add_task("fetching arXiv papers", total=wanted)
+            for record, cached in src.iter_records(opts):
+                stats["listed"] += 1
+                stats["from_cache" if cached else "fetched"] += 1
+                stats["abstract_only"] += record.text_source == "abstract"
+                if (paper := selector.offer(record.to_paper())) is not None:
+                    kept.append(paper)
+                    bar.update(task, completed=len(kept))
+                    if len(kept) >= wanted:
+                        break
+        if not kept:
+            raise UserError(f"arXiv lists no usable papers for {where} (listed {stats['listed']}, "
+                            f"{len(selector.too_short)} shorter than {o.min_chars} characters)")
+        if len(kept) < wanted:
+            warn(f"arXiv has only {len(kept)} usable papers for {where}, fewer than the {wanted} asked for")
+    info = {"source": "arxiv", "window": {"since": str(since), "until": str(until)}, "categories": o.categories,
+            "cache_dir": str(cache.root), "offline": o.offline, "fetch": stats,
+            "fetch_settings": {"delay_s": o.delay, "page_size": o.page_size, "retries": o.retries},
+            "dropped": selector.dropped(), "shortfall": max(0, wanted - len(kept))}
+    return kept, info  # newest first
+
+
+def gather_resumed(meta: dict, run_dir: Path) -> list[Paper]:
+    """The texts a run was started on, checked against papers.csv's sha256."""
+    listed = pd.read_csv(run_dir / "papers.csv", dtype={"paper_id": str}, keep_default_na=False)
+    chars, min_chars = meta["chars"], meta["min_chars"]
+    if meta.get("source") == "file":
+        pool = {p.paper_id: p for p in read_papers_file(meta["papers_file"])}
+    else:
+        cache = src.Cache(meta.get("cache_dir"))
+        pool = {pid: r.to_paper() for pid in listed["paper_id"] if (r := cache.get(pid)) is not None}
+    papers = []
+    for pid, digest in zip(listed["paper_id"], listed["sha256"]):
+        if pid not in pool:
+            raise UserError(f"cannot resume {run_dir}: text {pid} is no longer available")
+        paper, _ = select([pool[pid]], chars=chars, min_chars=min_chars)
+        if not paper or paper[0].sha256 != digest:
+            raise UserError(f"cannot resume {run_dir}: text {pid} changed since the run started")
+        papers.append(paper[0])
+    return papers
+
+
+# ---- scoring ----
+
+def score(backend, text: str, stride: int | None):
+    from ..scoring import score_text
+
+    try:
+        if stride is not None and "stride" in inspect.signature(score_text).parameters:
+            return score_text(backend, text, stride=stride)
+        if stride is not None:
+            return _score_with_stride(backend, text, stride)
+        return score_text(backend, text)
+    except ValueError as exc:  # a stride the model's window cannot take
+        raise UserError(f"{backend.spec}: {exc}") from None
+
+
+def _score_with_stride(backend, text: str, stride: int):
+    from ..scoring import TextScore
+
+    ids = backend.encode(text)
+    logprobs = backend.token_logprobs(ids, stride=stride)
+    return TextScore(model=backend.spec, implementation=backend.implementation, tokens=len(ids),
+                     bytes=len(text.encode("utf-8")), chars=len(text), logprob_nats=float(logprobs.sum()))
+
+
+def protocol_of(backend, stride: int | None) -> str:
+    fn = getattr(backend, "protocol", None)
+    try:
+        return fn(stride) if fn else "one pass over the whole text"
+    except ValueError as exc:
+        raise UserError(f"{backend.spec}: {exc}") from None
+
+
+def read_per_paper(path: Path) -> pd.DataFrame:
+    """per_paper.csv with ids kept as strings ('2501.01230' must not become a float); a last line cut by
+    a kill is dropped."""
+    import io
+
+    if not path.exists():
+        return pd.DataFrame(columns=PER_PAPER_COLUMNS)
+    text = path.read_text(encoding="utf-8")
+    text = text[: text.rfind("\n") + 1]
+    if not text.strip():
+        return pd.DataFrame(columns=PER_PAPER_COLUMNS)
+    return pd.read_csv(io.StringIO(text), dtype={"paper_id": str, "model": str}, keep_default_na=False,
+                       na_values={"logprob_nats": [""]})
+
+
+def drop_partial_line(path: Path) -> None:
+    """A kill mid-write can leave a last line without its newline; cut it so the next row starts clean."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def score_models(papers: list[Paper], o: Options, run_dir: Path, meta: dict) -> None:
+    import torch
+
+    from ..commands import parse_device, parse_dtype
+    from ..specs import resolve
+
+    per_paper = run_dir / "per_paper.csv"
+    drop_partial_line(per_paper)
+    done = read_per_paper(per_paper)
+    done_pairs = set(zip(done["model"], done["paper_id"]))
+    device, dtype = parse_device(o.device), parse_dtype(o.dtype)
+    models_meta = meta.setdefault("models", {})
+    for spec in o.models:
+        todo = [p for p in papers if (spec, p.paper_id) not in done_pairs]
+        if not todo:
+            console(o.progress).print(f"{spec}: all {len(papers)} papers already scored (resumed)")
+            continue
+        t0 = time.perf_counter()
+        backend = resolve(spec, device=device, dtype=dtype, tokenizer=o.tokenizer)
+        load_s = time.perf_counter() - t0
+        if backend.random_weights:
+            warn(RANDOM_WARNING.format(spec=spec))
+        models_meta[spec] = {**backend.describe(), "protocol": protocol_of(backend, o.stride),
+                             "bos_token_id": backend.bos_token_id, "load_seconds": round(load_s, 2),
+                             "torch_threads": torch.get_num_threads()}
+        write_meta(run_dir, **meta)
+        with progress_bar(o.progress) as bar:
+            task = bar.add_task(f"scoring {spec}", total=len(papers), completed=len(papers) - len(todo))
+            for paper in todo:
+                t1 = time.perf_counter()
+                result = score(backend, paper.text, o.stride)
+                seconds = time.perf_counter() - t1
+                row = result.as_dict()
+                row.update(model=spec, paper_id=paper.paper_id, text_source=paper.text_source,
+                           bits=result.bits, seconds=round(seconds, 4),
+                           tokens_per_s=result.tokens / seconds if seconds > 0 else math.nan,
+                           random_weights=backend.random_weights)
+                append_row(per_paper, row, PER_PAPER_COLUMNS)
+                bar.advance(task)
+        del backend
+        gc.collect()
+
+
+# ---- the whole run ----
+
+def latest_run(results_root: Path = Path("results") / KIND) -> Path:
+    runs = sorted(p for p in results_root.glob("*") if (p / "meta.json").is_file()) if results_root.is_dir() else []
+    if not runs:
+        raise UserError(f"--resume: no earlier run under {results_root}; pass --out DIR of the run to continue")
+    return runs[-1]
+
+
+def run(o: Options) -> Path:
+    """Gather texts, score them under every model (resuming if asked), write the report; the run dir."""
+    check_options(o)
+    if o.resume:
+        run_dir = Path(o.out) if o.out else latest_run()
+        meta = read_meta(run_dir)
+        if meta.get("kind") != KIND or not (run_dir / "papers.csv").is_file():
+            raise UserError(f"--resume: {run_dir} is not an uncheatable run directory")
+        papers = gather_resumed(meta, run_dir)
+        for key in ("date_utc", "command", "git_revision", "versions", "platform", "cpu", "cpu_count",
+                    "torch_threads", "device", "dtype", "kind"):
+            meta.pop(key, None)
+        meta["models"] = meta.get("models") or {}
+        meta["model_specs"] = list(dict.fromkeys(meta.get("model_specs", []) + o.models))
+        meta["resumed"] = meta.get("resumed", 0) + 1
+        o.stride = meta.get("stride", o.stride)
+    else:
+        if o.out and (Path(o.out) / "per_paper.csv").exists():
+            raise UserError(f"{o.out} already holds results: pass --resume to continue it, or choose another --out")
+        papers, info = gather_file(o) if o.papers_file else gather_arxiv(o)
+        run_dir = new_run_dir(KIND, o.out)
+        meta = {**info, "papers_requested": o.papers, "papers": len(papers), "chars": o.chars,
+                "min_chars": o.min_chars, "ids": [p.paper_id for p in papers],
+                "model_specs": list(o.models), "models": {}, "stride": o.stride,
+                "bootstrap": {"resamples": o.bootstrap, "level": 0.95, "seed": o.seed, "unit": "paper"},
+                "protocol": PROTOCOL, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        pd.DataFrame([p.row() for p in papers]).reindex(columns=PAPER_COLUMNS).to_csv(run_dir / "papers.csv",
+                                                                                       index=False)
+    meta.update(device=o.device, dtype=o.dtype)
+    write_meta(run_dir, kind=KIND, **meta)
+    meta["kind"] = KIND
+    score_models(papers, o, run_dir, meta)
+    meta["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    write_meta(run_dir, **meta)
+    from .report import render
+
+    render(run_dir)
+    return run_dir
+
+
+PROTOCOL = ("Each text is NFC-normalised and cut to its first `chars` characters. It is tokenized by each "
+            "model's own tokenizer without special tokens, and every token is scored, the first conditioned on "
+            "the model's BOS / end-of-text token (token 0 for RWKV-4 Pile models), which is not scored. "
+            "Transformers score texts longer than their context with a sliding window (see each model's "
+            "protocol); RWKV carries its state over the whole text. logprob_nats is the sum of natural-log "
+            "probabilities; bits_per_byte = -logprob_nats / ln 2 / UTF-8 bytes; bits_per_char divides by "
+            "characters; compression_rate_pct = bits_per_byte / 8 x 100. Intervals: percentile bootstrap over "
+            "papers (95%); pairs of models compared paper by paper on the papers both scored.")

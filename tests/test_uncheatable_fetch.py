@@ -1,0 +1,382 @@
+"""arXiv fetching through the real `arxiv` client and `requests`, with the HTTP layer replaced by
+recorded Atom responses (tests/fixtures/arxiv) and PDFs generated here; plus the cache and safe ids."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import textwrap
+import time
+import unicodedata
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from rwkv_bench.cli import main
+from rwkv_bench.errors import UserError
+from rwkv_bench.uncheatable import arxiv_source as src
+from rwkv_bench.uncheatable.evaluate import Options, gather_arxiv
+
+FIXTURES = Path(__file__).parent / "fixtures" / "arxiv"
+TODAY = dt.date(2025, 1, 15)  # default window: 2025-01-01 .. 2025-01-14
+
+SENTENCES = [
+    "The experiments use the same tokenizer and training data for every model, so that differences come from the architecture alone.",
+    "We report the mean over three seeds and the standard deviation across them in every table.",
+    "Previous work has mostly studied this question at small scale, where the effect is hard to separate from noise.",
+    "A second set of experiments varies the length of the inputs while keeping the total amount of computation fixed.",
+    "The appendix lists the hyperparameters, which were chosen on a held-out split and never on the test data.",
+    "Our analysis suggests that the gains come from the first few layers rather than from the output head.",
+    "We also release the scripts used to produce the figures, together with the raw measurements behind them.",
+    "Related approaches differ in how they trade memory for speed, and we compare with the strongest of them.",
+]
+
+
+def make_pdf(title: str, authors: str, abstract: str, seed: int) -> bytes:
+    """A small two-page paper as arXiv serves it: front matter, '1 Introduction', wrapped paragraphs with
+    one hyphenated break each, page numbers, and the rotated arXiv stamp in the left margin."""
+    import pymupdf
+
+    rng = random.Random(seed)
+    paragraphs = [f"This paper is about {title.lower()}. " + " ".join(rng.sample(SENTENCES, 5)) for _ in range(4)]
+    doc = pymupdf.open()
+    state = {"page": None, "y": 0.0}
+
+    def new_page():
+        page = doc.new_page()
+        page.insert_text((300, 820), str(doc.page_count))                                   # page number
+        if doc.page_count == 1:
+            page.insert_text((30, 600), f"arXiv:2501.1000{seed}v1 [cs.CL] 14 Jan 2025", rotate=90)
+        state.update(page=page, y=60.0)
+
+    def line(text, size=10.0):
+        if state["page"] is None or state["y"] > 780:
+            new_page()
+        state["page"].insert_text((72, state["y"]), text, fontsize=size)
+        state["y"] += size * 1.4
+
+    def paragraph(text):
+        lines = textwrap.wrap(text, 88)
+        if len(lines) > 1:  # hyphenate the first word of the second line across the break
+            first, _, rest = lines[1].partition(" ")
+            if len(first) >= 6 and first.isalpha():
+                lines[0] += " " + first[:3] + "-"
+                lines[1] = first[3:] + (" " + rest if rest else "")
+        for ln in lines:
+            line(ln)
+        state["y"] += 8
+
+    line(title, 14)
+    line(authors)
+    state["y"] += 10
+    line("Abstract", 11)
+    paragraph(" ".join(abstract.split()))
+    line("1 Introduction", 11)
+    for p in paragraphs:
+        paragraph(p)
+    return doc.tobytes()
+
+
+class FakeArxiv:
+    """Stands in for export.arxiv.org behind requests' HTTPAdapter: API pages by `start`, PDFs by id.
+    `api_status` / `pdf_status` hold status codes to return first (e.g. [503] then the real answer)."""
+
+    def __init__(self, pages=None, pdfs=None, api_status=None, pdf_status=None):
+        self.pages = pages if pages is not None else {s: (FIXTURES / f"page_{s}.xml").read_bytes() for s in (0, 2, 4)}
+        self.pdfs = pdfs or {}
+        self.api_status = api_status or {}
+        self.pdf_status = pdf_status or {}
+        self.log: list[str] = []
+        self.times: list[float] = []
+
+    def send(self, request, **kwargs):
+        self.log.append(request.url)
+        self.times.append(time.monotonic())
+        url = urlparse(request.url)
+        assert url.hostname == "export.arxiv.org", request.url
+        if url.path == "/api/query":
+            start = int(parse_qs(url.query)["start"][0])
+            queue = self.api_status.get(start, [])
+            if queue:
+                return response(request, queue.pop(0), b"<html>Service Unavailable</html>", "text/html")
+            return response(request, 200, self.pages.get(start, (FIXTURES / "empty.xml").read_bytes()),
+                            "application/atom+xml")
+        assert url.path.startswith("/pdf/"), request.url
+        key = url.path.removeprefix("/pdf/")
+        queue = self.pdf_status.get(key, [])
+        if queue:
+            return response(request, queue.pop(0), b"busy", "text/plain")
+        if key not in self.pdfs:
+            return response(request, 404, b"not found", "text/html")
+        return response(request, 200, self.pdfs[key], "application/pdf")
+
+    def api_calls(self):
+        return [u for u in self.log if "/api/query" in u]
+
+    def pdf_calls(self):
+        return [urlparse(u).path.removeprefix("/pdf/") for u in self.log if "/pdf/" in u]
+
+
+def response(request, status, body, ctype):
+    r = requests.Response()
+    r.status_code, r._content, r.url, r.request = status, body, request.url, request
+    r.headers = CaseInsensitiveDict({"Content-Type": ctype, "Content-Length": str(len(body))})
+    r.reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
+    r.encoding = "utf-8"
+    return r
+
+
+def all_pdfs():
+    entries = {"2501.10005": ("Sparse Recurrent Memory for Long-Context Language Models", 5),
+               "2501.10004": ("A Benchmark of Multilingual Code Summarisation", 4),
+               "2501.10002": ("Stabilite des equations de transport", 2),
+               "2501.10001": ("Robust Visual Place Recognition under Seasonal Change", 1)}
+    import arxiv._feed as feed
+
+    abstracts = {}
+    for s in (0, 2, 4):
+        for r in feed.parse((FIXTURES / f"page_{s}.xml").read_bytes()).results:
+            abstracts[r.get_short_id().split("v")[0]] = r.summary
+    return {f"{pid}v1": make_pdf(title, "A. Author and B. Author", abstracts[pid], seed)
+            for pid, (title, seed) in entries.items()}
+
+
+@pytest.fixture(scope="module")
+def pdfs():
+    return all_pdfs()
+
+
+@pytest.fixture
+def fake(monkeypatch, pdfs):
+    server = FakeArxiv(pdfs=dict(pdfs))
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", lambda adapter, request, **kw: server.send(request))
+    return server
+
+
+def options(tmp_path, **kw):
+    base = dict(models=["unused"], papers=5, cache_dir=tmp_path / "cache", delay=0.0, page_size=2, retries=2,
+                progress=False, today=TODAY)
+    base.update(kw)
+    return Options(**base)
+
+
+# ---- fetching ----
+
+def test_fetch_pages_retry_fallback_and_cache(tmp_path, fake):
+    fake.api_status = {2: [503]}            # the second page fails once, then succeeds
+    fake.pdf_status = {"2501.10004v1": [503]}
+    papers, info = gather_arxiv(options(tmp_path))
+
+    # newest first; 2501.10003 has no PDF -> title + abstract only -> shorter than 2000 chars -> skipped
+    assert [p.paper_id for p in papers] == ["2501.10005", "2501.10004", "2501.10002", "2501.10001"]
+    assert info["shortfall"] == 1 and info["dropped"]["too_short"] == ["2501.10003"]
+    assert all(p.text_source == "pdf" and len(p.text) >= 2000 for p in papers)
+    assert all(len(p.text) <= 5000 for p in papers)
+
+    # three pages, the second asked twice; the query is the date window, newest first, pages of 2
+    api = fake.api_calls()
+    starts = [int(parse_qs(urlparse(u).query)["start"][0]) for u in api]
+    assert starts == [0, 2, 2, 4]
+    q = parse_qs(urlparse(api[0]).query)
+    assert q["search_query"] == ["submittedDate:[202501010000 TO 202501142359]"]
+    assert q["sortBy"] == ["submittedDate"] and q["sortOrder"] == ["descending"] and q["max_results"] == ["2"]
+    # the first version's PDF of every paper; the 503 retried
+    assert fake.pdf_calls() == ["2501.10005v1", "2501.10004v1", "2501.10004v1", "2501.10003v1",
+                                "2501.10002v1", "2501.10001v1"]
+
+    cache = src.Cache(tmp_path / "cache")
+    rec = cache.get("2501.10003")
+    assert rec.text_source == "abstract" and "404" in rec.body_note and not rec.retry_body
+    assert rec.text.startswith("Notes on Improved Lattice Actions\n\nWe summarise")
+    rec = cache.get("2501.10004")
+    assert rec.version == 1 and rec.latest_version == 2 and rec.categories == ["cs.SE", "cs.CL"]
+    assert rec.published.startswith("2025-01-13T09:12:44")
+    assert rec.sha256 == src.sha256(rec.text) and rec.chars == len(rec.text)
+
+
+def test_pdf_text_is_clean(tmp_path, fake):
+    papers, _ = gather_arxiv(options(tmp_path, papers=1))
+    text = papers[0].text
+    title, abstract, body = text.split("\n\n", 2)
+    assert title == "Sparse Recurrent Memory for Long-Context Language Models"
+    assert abstract.startswith("Recurrent language models keep a fixed-size state") and "\n" not in abstract
+    assert body.startswith("1 Introduction\nThis paper is about sparse recurrent memory")
+    assert "arXiv:2501" not in text                       # rotated margin stamp dropped
+    assert "\n1\n" not in text and "\n2\n" not in text   # page numbers dropped
+    assert "-\n" not in body and " ex- " not in body
+    for sentence in SENTENCES:                             # hyphenated words joined back
+        if sentence[:40] in body:
+            assert sentence in body.replace("\n", " ")
+
+
+def test_nfc(tmp_path, fake):
+    papers, _ = gather_arxiv(options(tmp_path, papers=3))
+    french = papers[2]
+    assert french.paper_id == "2501.10002"
+    assert unicodedata.is_normalized("NFC", french.text)
+    assert french.title == unicodedata.normalize("NFC", "Stabilite\u0301 des e\u0301quations de transport non line\u0301aires")
+    assert "Stabilité" in french.text
+
+
+def test_resume_skips_cached_papers(tmp_path, fake):
+    first, _ = gather_arxiv(options(tmp_path, papers=2))
+    assert [p.paper_id for p in first] == ["2501.10005", "2501.10004"]
+    assert len(fake.api_calls()) == 1 and fake.pdf_calls() == ["2501.10005v1", "2501.10004v1"]  # stopped early
+    fake.log.clear()
+    second, _ = gather_arxiv(options(tmp_path, papers=4))
+    assert [p.paper_id for p in second] == ["2501.10005", "2501.10004", "2501.10002", "2501.10001"]
+    assert fake.pdf_calls() == ["2501.10003v1", "2501.10002v1", "2501.10001v1"]  # only the new ones
+    assert [p.text for p in second[:2]] == [p.text for p in first]
+    fake.log.clear()
+    gather_arxiv(options(tmp_path, papers=4))
+    assert fake.pdf_calls() == []
+
+
+def test_transient_pdf_failure_is_retried_on_the_next_run(tmp_path, fake):
+    fake.pdf_status = {"2501.10005v1": [503, 503, 503]}   # retries=2: three tries, all fail
+    papers, info = gather_arxiv(options(tmp_path, papers=1, min_chars=100))
+    assert papers[0].text_source == "abstract"
+    rec = src.Cache(tmp_path / "cache").get("2501.10005")
+    assert rec.retry_body and "503" in rec.body_note
+    fake.log.clear()
+    papers, _ = gather_arxiv(options(tmp_path, papers=1, min_chars=100))
+    assert papers[0].text_source == "pdf" and fake.pdf_calls() == ["2501.10005v1"]
+
+
+def test_categories_in_query(tmp_path, fake):
+    gather_arxiv(options(tmp_path, papers=1, categories=["cs.CL", "cs.LG"], since="2025-01-10", until="2025-01-14"))
+    q = parse_qs(urlparse(fake.api_calls()[0]).query)["search_query"][0]
+    assert q == "(cat:cs.CL OR cat:cs.LG) AND submittedDate:[202501100000 TO 202501142359]"
+
+
+def test_empty_result(tmp_path, fake):
+    fake.pages = {}
+    with pytest.raises(UserError, match="no usable papers"):
+        gather_arxiv(options(tmp_path))
+    assert len(fake.log) == 1
+
+
+def test_empty_result_cli_exit_code(tmp_path, fake, capsys):
+    fake.pages = {}
+    code = main(["uncheatable", "--models", "rwkv4-tiny", "--papers", "3", "--cache-dir", str(tmp_path),
+                 "--since", "2025-01-01", "--until", "2025-01-14", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: arXiv lists no usable papers") and "\n" not in err
+
+
+def test_api_down_gives_user_error(tmp_path, fake):
+    fake.api_status = {0: [503] * 10}
+    with pytest.raises(UserError, match="arXiv API failed.*HTTP 503"):
+        gather_arxiv(options(tmp_path))
+    assert len(fake.api_calls()) == 3   # one try + two retries
+
+
+def test_offline_uses_only_the_cache(tmp_path, fake, monkeypatch, capsys):
+    gather_arxiv(options(tmp_path, papers=5))
+    fake.log.clear()
+    papers, info = gather_arxiv(options(tmp_path, papers=10, offline=True))
+    assert fake.log == []
+    assert [p.paper_id for p in papers] == ["2501.10005", "2501.10004", "2501.10002", "2501.10001"]
+    assert info["shortfall"] == 6
+    assert "cache holds only 4 usable papers" in capsys.readouterr().err.replace("\n", " ")
+    only_cv, _ = gather_arxiv(options(tmp_path, papers=10, offline=True, categories=["cs.CV"]))
+    assert [p.paper_id for p in only_cv] == ["2501.10001"]
+    window, _ = gather_arxiv(options(tmp_path, papers=10, offline=True, since="2025-01-11", until="2025-01-13"))
+    assert [p.paper_id for p in window] == ["2501.10004"]
+    with pytest.raises(UserError, match="holds no usable papers"):
+        gather_arxiv(options(tmp_path, offline=True, cache_dir=tmp_path / "empty-cache"))
+
+
+def test_polite_session_spaces_requests(tmp_path, fake):
+    session = src.PoliteSession(delay=0.2)
+    opts = src.FetchOptions(cache=src.Cache(tmp_path), since=dt.date(2025, 1, 1), until=dt.date(2025, 1, 14),
+                            categories=[], delay=0.2, page_size=2, retries=0)
+    records = [r for r, _ in src.iter_records(opts, session=session)]
+    assert len(records) == 5 and session.requests_made == len(fake.log) == 8  # 3 pages + 5 PDFs
+    gaps = [b - a for a, b in zip(fake.times, fake.times[1:])]
+    assert min(gaps) >= 0.19
+
+
+def test_default_delay_is_polite():
+    assert src.MIN_DELAY_S >= 3 and Options(models=["x"]).delay >= 3
+    assert src.PoliteSession().delay >= 3
+
+
+def test_delay_below_three_seconds_rejected(tmp_path, capsys):
+    code = main(["uncheatable", "--models", "rwkv4-tiny", "--delay", "1", "--cache-dir", str(tmp_path)])
+    assert code == 2 and "at least 3" in capsys.readouterr().err
+
+
+# ---- ids, cache, inputs ----
+
+@pytest.mark.parametrize("pid", ["2501.01234", "hep-th/9901001", "math.GT/0309136", "a_b", ".hidden", "ü/x"])
+def test_safe_filename_round_trip(pid):
+    name = src.safe_filename(pid)
+    assert "/" not in name and "\\" not in name and not name.startswith(".") and name.isascii()
+    assert src.id_from_filename(name) == pid
+
+
+def test_safe_filenames_are_distinct():
+    ids = ["hep-th/9901001", "hep-th_9901001", "hep-th_2f9901001", "2501.01234", "2501.01234v1"]
+    assert len({src.safe_filename(i) for i in ids}) == len(ids)
+
+
+def test_split_id():
+    assert src.split_id("2501.01234v2") == ("2501.01234", 2)
+    assert src.split_id("0704.0001") == ("0704.0001", None)
+    assert src.split_id("hep-th/9901001v1") == ("hep-th/9901001", 1)
+    assert src.split_id("math.GT/0309136v3") == ("math.GT/0309136", 3)
+    with pytest.raises(ValueError):
+        src.split_id("../../etc/passwd")
+
+
+def test_cache_round_trip_old_style_id(tmp_path):
+    cache = src.Cache(tmp_path)
+    text = "Title\n\nAbstract " + "x" * 2500
+    rec = src.Record(id="hep-th/9901001", version=1, title="Title", published="1999-01-01T00:00:00+00:00",
+                     categories=["hep-th"], text_source="pdf", chars=len(text), sha256=src.sha256(text), text=text)
+    path = cache.put(rec)
+    assert path.parent == tmp_path / "arxiv" and path.name == "hep-th_2f9901001.json"
+    assert cache.get("hep-th/9901001") == rec
+    assert list(cache.records()) == [rec]
+    # a damaged record (text edited) is ignored rather than trusted
+    data = json.loads(path.read_text())
+    data["text"] = data["text"] + "!"
+    path.write_text(json.dumps(data))
+    assert cache.get("hep-th/9901001") is None
+    path.write_text("{not json")
+    assert cache.get("hep-th/9901001") is None and list(cache.records()) == []
+
+
+def test_default_cache_dir_is_user_cache():
+    from platformdirs import user_cache_dir
+
+    assert src.default_cache_dir() == Path(user_cache_dir("rwkv-bench")) / "uncheatable"
+
+
+def test_categories():
+    assert src.parse_categories("cs.CL, cs.LG,cs.CL") == ["cs.CL", "cs.LG"]
+    assert src.parse_categories("hep-th,cond-mat.str-el,stat.ML") == ["hep-th", "cond-mat.str-el", "stat.ML"]
+    assert src.parse_categories(None) == []
+    with pytest.raises(UserError, match="did you mean cs.CL"):
+        src.parse_categories("cs.cl")
+    with pytest.raises(UserError, match="unknown arXiv category 'cs.XX'"):
+        src.parse_categories("cs.XX")
+
+
+def test_unknown_category_cli(capsys):
+    code = main(["uncheatable", "--models", "rwkv4-tiny", "--categories", "cs.CL,bogus.ZZ"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unknown arXiv category 'bogus.ZZ'" in err and "\n" not in err
+
+
+def test_window():
+    assert src.parse_window(None, None, TODAY) == (dt.date(2025, 1, 1), dt.date(2025, 1, 14))
+    assert src.parse_window("2024-12-01", "2024-12-31", TODAY) == (dt.date(2024, 12, 1), dt.date(2024, 12, 31))
+    with pytest.raises(UserError, match="after --until"):
+        src.parse_window("2025-01-10", "2025-01-01", TODAY)
+    with pytest.raises(UserError, match="YYYY-MM-DD"):
+        src.parse_window("last week", None, TODAY)
