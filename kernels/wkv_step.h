@@ -68,24 +68,26 @@ WKV_HD float exp_poly(float x) {
 // Forward step: reads the state before the token, writes y_t and the state after it.
 // Same formulas as wkv_reference.wkv_step; only the exp rounding differs.
 // ---------------------------------------------------------------------------------------------------
+// (e^(x - m), e^(y - m)) with m = max(x, y), from a single exp: the winner's member is e^0 = 1.
+WKV_HD void max_pair(float x, float y, float& ex, float& ey) {
+  const float e = exp_poly(-fabsf(x - y));
+  const bool x_wins = x >= y;
+  ex = x_wins ? 1.0f : e;
+  ey = x_wins ? e : 1.0f;
+}
+
 WKV_HD void forward_step(float w, float u, float k, float v, float& aa, float& bb, float& pp, float& y) {
-  // output: mix the state with the current token (exponent u + k)
-  const float d = pp - (u + k);
-  const float e = exp_poly(-fabsf(d));
-  const bool past_wins = d >= 0.0f;
-  const float e1 = past_wins ? 1.0f : e;   // e^(pp - max)
-  const float e2 = past_wins ? e : 1.0f;   // e^(u + k - max)
+  // output: mix the state (exponent pp) with the current token (exponent u + k)
+  float e1, e2;
+  max_pair(pp, u + k, e1, e2);
   y = (e1 * aa + e2 * v) / (e1 * bb + e2);
   // state update: decay the past (exponent w + pp), add the token (exponent k)
   const float ws = w + pp;
-  const float d2 = ws - k;
-  const float f = exp_poly(-fabsf(d2));
-  const bool decay_wins = d2 >= 0.0f;
-  const float f1 = decay_wins ? 1.0f : f;
-  const float f2 = decay_wins ? f : 1.0f;
+  float f1, f2;
+  max_pair(ws, k, f1, f2);
   aa = f1 * aa + f2 * v;
   bb = f1 * bb + f2;
-  pp = decay_wins ? ws : k;
+  pp = ws >= k ? ws : k;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -113,11 +115,8 @@ WKV_HD void forward_step(float w, float u, float k, float v, float& aa, float& b
 WKV_HD void backward_step(float w, float u, float k, float v, float aa, float bb, float pp, float gy,
                           float& GA, float& GB, float& h, float& gw, float& gu, float& gk, float& gv) {
   // recompute the output mix and y_t
-  const float d = pp - (u + k);
-  const float e = exp_poly(-fabsf(d));
-  const bool past_wins = d >= 0.0f;
-  const float e1 = past_wins ? 1.0f : e;
-  const float e2 = past_wins ? e : 1.0f;
+  float e1, e2;
+  max_pair(pp, u + k, e1, e2);
   const float inv = 1.0f / (e1 * bb + e2);
   const float y = (e1 * aa + e2 * v) * inv;
   const float gyd = gy * inv;
@@ -126,13 +125,10 @@ WKV_HD void backward_step(float w, float u, float k, float v, float aa, float bb
   gu += qk;
   // recompute the state-update pair
   const float ws = w + pp;
-  const float d2 = ws - k;
-  const float f = exp_poly(-fabsf(d2));
-  const bool decay_wins = d2 >= 0.0f;
-  const float f1 = decay_wins ? 1.0f : f;
-  const float f2 = decay_wins ? f : 1.0f;
+  float f1, f2;
+  max_pair(ws, k, f1, f2);
   // the max chain: the token's share of h
-  const float hk = decay_wins ? (d2 == 0.0f ? 0.5f * h : 0.0f) : h;
+  const float hk = ws > k ? 0.0f : (ws == k ? 0.5f * h : h);
   gk = qk + f2 * (GA * v + GB) + hk;
   gv = q + f2 * GA;
   h -= hk;
