@@ -26,6 +26,14 @@ class Backend(ABC):
     bos_token_id: int
     max_context: int | None      # None: no limit (RWKV carries its state)
 
+    def __init__(self, model: torch.nn.Module, tokenizer, spec: str, *, random_weights: bool, device="cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.dtype = next(model.parameters()).dtype
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.random_weights = random_weights
+
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without BOS."""

@@ -16,12 +16,7 @@ from .base import Backend, module_bytes
 class TransformersBackend(Backend):
     def __init__(self, model, tokenizer: Tokenizer, spec: str, *, random_weights: bool, device="cpu",
                  kv_cache: bool = True, bos_token_id: int | None = None):
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.dtype = next(model.parameters()).dtype
-        self.tokenizer = tokenizer
-        self.spec = spec
-        self.random_weights = random_weights
+        super().__init__(model, tokenizer, spec, random_weights=random_weights, device=device)
         self.kv_cache = kv_cache
         cfg = model.config
         self.family = "rwkv" if cfg.model_type == "rwkv" else "transformer"

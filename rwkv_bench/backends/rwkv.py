@@ -15,12 +15,7 @@ class RWKVBackend(Backend):
 
     def __init__(self, model: RWKV4, tokenizer: Tokenizer, spec: str, *, random_weights: bool,
                  device="cpu", chunk_size: int = 1024, bos_token_id: int = 0):
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.dtype = next(model.parameters()).dtype
-        self.tokenizer = tokenizer
-        self.spec = spec
-        self.random_weights = random_weights
+        super().__init__(model, tokenizer, spec, random_weights=random_weights, device=device)
         self.chunk_size = chunk_size
         self.bos_token_id = bos_token_id  # token 0, <|endoftext|>, for RWKV-4 Pile models
 
