@@ -45,13 +45,15 @@ class TextScore:
         return out
 
 
-def score_text(backend: Backend, text: str) -> TextScore:
+def score_text(backend: Backend, text: str, stride: int | None = None) -> TextScore:
+    """`stride`: the sliding-window step for texts longer than a transformer's context (None: the backend's
+    default, half the context); RWKV carries its state and ignores it."""
     if not text:
         raise UserError("the text is empty: nothing to score")
     ids = backend.encode(text)
     if not ids:
         raise UserError("the text encodes to zero tokens: nothing to score")
-    logprobs = backend.token_logprobs(ids)
+    logprobs = backend.token_logprobs(ids, stride=stride)
     return TextScore(model=backend.spec, implementation=backend.implementation, tokens=len(ids),
                      bytes=len(text.encode("utf-8")), chars=len(text),
                      logprob_nats=float(logprobs.sum()))

@@ -111,10 +111,12 @@ def test_summarize_and_pairwise_tables():
     p = stats.pairwise(df, n_boot=1000)
     assert list(zip(p["model_a"], p["model_b"])) == [("a", "b"), ("a", "c"), ("b", "c")]
     ab = p.iloc[0]
-    assert ab.mean_diff == pytest.approx(-0.1) and ab.ci_low == pytest.approx(-0.1) and ab.a_wins == 1.0
+    assert ab.mean_diff_bits_per_byte == pytest.approx(-0.1) and ab.ci_low == pytest.approx(-0.1)
+    assert ab.a_win_share == 1.0 and ab.b_win_share == 0.0 and ab.tie_share == 0.0
+    assert list(p.columns) == stats.PAIRWISE_COLUMNS
 
 
 def test_pairwise_uses_papers_both_scored():
     df = rows(["a", "b"], [[1.0, 1.2, 0.8, 0.5], [1.1, 1.3]])
     p = stats.pairwise(df, n_boot=500)
-    assert p.iloc[0].papers == 2 and p.iloc[0].mean_diff == pytest.approx(-0.1)
+    assert p.iloc[0].papers == 2 and p.iloc[0].mean_diff_bits_per_byte == pytest.approx(-0.1)

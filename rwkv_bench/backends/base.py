@@ -39,8 +39,9 @@ class Backend(ABC):
         """Token ids of `text`, without BOS."""
 
     @abstractmethod
-    def token_logprobs(self, ids: list[int]) -> torch.Tensor:
-        """float64 tensor of len(ids): natural-log probability of each token given BOS and all before it."""
+    def token_logprobs(self, ids: list[int], stride: int | None = None) -> torch.Tensor:
+        """float64 tensor of len(ids): natural-log probability of each token given BOS and all before it.
+        `stride`: the sliding-window step where the model has a context limit (None: half the context)."""
 
     @abstractmethod
     def start(self, ids: list[int]) -> tuple[torch.Tensor, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -181,22 +180,9 @@ def score(backend, text: str, stride: int | None):
     from ..scoring import score_text
 
     try:
-        if stride is not None and "stride" in inspect.signature(score_text).parameters:
-            return score_text(backend, text, stride=stride)
-        if stride is not None:
-            return _score_with_stride(backend, text, stride)
-        return score_text(backend, text)
+        return score_text(backend, text, stride=stride)
     except ValueError as exc:  # a stride the model's window cannot take
         raise UserError(f"{backend.spec}: {exc}") from None
-
-
-def _score_with_stride(backend, text: str, stride: int):
-    from ..scoring import TextScore
-
-    ids = backend.encode(text)
-    logprobs = backend.token_logprobs(ids, stride=stride)
-    return TextScore(model=backend.spec, implementation=backend.implementation, tokens=len(ids),
-                     bytes=len(text.encode("utf-8")), chars=len(text), logprob_nats=float(logprobs.sum()))
 
 
 def protocol_of(backend, stride: int | None) -> str:

@@ -105,8 +105,8 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: se
                   "|---|---|---:|---:|---|---:|---:|---:|"]
         for p in pairs.itertuples():
             lines.append(f"| {label(p.model_a, randoms)} | {label(p.model_b, randoms)} | {p.papers} | "
-                         f"{fmt(p.mean_diff)} | [{fmt(p.ci_low)}, {fmt(p.ci_high)}] | {p.a_wins:.0%} | "
-                         f"{p.b_wins:.0%} | {p.ties:.0%} |")
+                         f"{fmt(p.mean_diff_bits_per_byte)} | [{fmt(p.ci_low)}, {fmt(p.ci_high)}] | "
+                         f"{p.a_win_share:.0%} | {p.b_win_share:.0%} | {p.tie_share:.0%} |")
     if not pairs.empty:
         lines += ["", f"A paper is a tie when the two differ by at most {stats.TIE_TOLERANCE:g} bits per byte."]
     lines += ["", "## Protocol", "", str(meta.get("protocol", ""))]

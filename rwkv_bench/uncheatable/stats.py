@@ -134,9 +134,15 @@ def pairwise(rows: pd.DataFrame, *, models: list[str] | None = None, n_boot: int
     for a, b in combinations([m for m in models if m in table.columns], 2):
         both = table[[a, b]].dropna()
         res = paired_difference(both[a], both[b], n_boot=n_boot, level=level, seed=seed)
-        out.append({"model_a": a, "model_b": b, **res})
-    return pd.DataFrame(out, columns=["model_a", "model_b", "papers", "mean_diff", "ci_low", "ci_high",
-                                      "a_wins", "b_wins", "ties"])
+        out.append({"model_a": a, "model_b": b, "papers": res["papers"],
+                    "mean_diff_bits_per_byte": res["mean_diff"], "ci_low": res["ci_low"], "ci_high": res["ci_high"],
+                    "a_win_share": res["a_wins"], "b_win_share": res["b_wins"], "tie_share": res["ties"]})
+    return pd.DataFrame(out, columns=PAIRWISE_COLUMNS)
+
+
+# units in the names: the difference is in bits per UTF-8 byte (a - b), the shares are fractions of papers
+PAIRWISE_COLUMNS = ["model_a", "model_b", "papers", "mean_diff_bits_per_byte", "ci_low", "ci_high",
+                    "a_win_share", "b_win_share", "tie_share"]
 
 
 def as_dict(interval: Interval) -> dict:
