@@ -12,7 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def neox_tokenizer_path():
     if not NEOX_TOKENIZER.is_file():
         pytest.skip(f"needs the GPT-NeoX tokenizer at {NEOX_TOKENIZER} (../shared is only on dev/CI machines)")

@@ -1,0 +1,227 @@
+"""Tables and figures of an `rwkv-bench nlp` run, rebuilt from its stored files only.
+
+    table.md          paper-style: one row per task and metric (the paper's metric where it has one),
+                      one column per model, value ± lm-eval's standard error, random-weight models marked;
+                      then the work table: tokens processed vs re-encoding every request, and time
+    nlp_scores.png/svg   scores per task and model with standard-error bars
+    nlp_tokens.png/svg   tokens processed vs re-encode-everything per task and model
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..recording import read_meta, read_rows
+from . import tasks as T
+
+RANDOM_MARK = "†"
+
+
+def _task_order(names: list[str], meta: dict) -> list[str]:
+    requested = meta.get("tasks") or []
+    order = {n: i for i, n in enumerate(T.PAPER_TASKS + [t for t in requested if t not in T.PAPER_TASKS])}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
+def _fmt(value, metric: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if metric in T.LOWER_IS_BETTER:
+        return f"{value:.4g}" if abs(value) >= 100 else f"{value:.3f}"
+    return f"{value:.3f}"
+
+
+def _bool(value) -> bool:
+    return str(value).strip().lower() in ("true", "1")
+
+
+def model_columns(meta: dict, table: pd.DataFrame) -> list[tuple[str, bool]]:
+    """(label, random_weights) in the order the models were given."""
+    models = [(m["label"], bool(m.get("random_weights"))) for m in meta.get("models", [])]
+    known = {m for m, _ in models}
+    for label in table.get("model", pd.Series(dtype=str)).unique():
+        if label not in known:
+            rw = table[table.model == label]["random_weights"].map(_bool).any()
+            models.append((label, bool(rw)))
+    return models
+
+
+def score_rows(table: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The paper-style selection: for each task the paper's metrics (all of them for other tasks)."""
+    if table.empty:
+        return table
+    table = table.copy()
+    table["filter"] = table["filter"].fillna("none")
+    keep = []
+    for task in _task_order(list(table.task.unique()), meta):
+        rows = table[table.task == task]
+        filters = list(rows["filter"].unique())
+        for metric in T.report_metrics(task, list(dict.fromkeys(rows.metric))):
+            for filt in (["none"] if "none" in filters else filters):
+                sel = rows[(rows.metric == metric) & (rows["filter"] == filt)]
+                if not sel.empty:
+                    keep.append(sel)
+    return pd.concat(keep) if keep else table.iloc[:0]
+
+
+def markdown(run_dir: Path, meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
+    models = model_columns(meta, table)
+    versions = meta.get("versions") or {}
+    shots = meta.get("num_fewshot", 0)
+    limit = meta.get("limit")
+    lines = ["# NLP benchmarks through lm-evaluation-harness", "",
+             f"{meta.get('device', '?')} · {meta.get('dtype', '?')} · "
+             f"{'zero-shot' if not shots else f'{shots}-shot'} · "
+             f"{f'limit {limit} examples per task' if limit else 'full test sets'} · "
+             f"lm-eval {versions.get('lm_eval', '?')} · {meta.get('date_utc', '')}", ""]
+    selected = score_rows(table, meta)
+    if selected.empty:
+        lines += ["(no results yet)", ""]
+    else:
+        header = ["task", "metric"] + [f"{label} {RANDOM_MARK}" if rw else label for label, rw in models]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (task, metric, filt), group in selected.groupby(["task", "metric", "filter"], sort=False):
+            arrow = "↓" if metric in T.LOWER_IS_BETTER else "↑"
+            name = metric if filt == "none" else f"{metric} ({filt})"
+            cells = [task, f"{name} {arrow}"]
+            for label, _ in models:
+                row = group[group.model == label]
+                if row.empty:
+                    cells.append("–")
+                    continue
+                value, stderr = row.iloc[0]["value"], row.iloc[0]["stderr"]
+                text = _fmt(value, metric)
+                if stderr is not None and not (isinstance(stderr, float) and math.isnan(stderr)):
+                    text += f" ± {_fmt(stderr, metric)}"
+                cells.append(text)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        if any(rw for _, rw in models):
+            lines += [f"{RANDOM_MARK} random weights: these numbers exercise the harness and say nothing about "
+                      "the architecture's quality.", ""]
+        lines += ["Values and standard errors (±) are lm-eval's own. Metric per task as in the RWKV paper: acc_norm "
+                  "for ARC-Challenge, HeadQA, HellaSwag and OpenBookQA, exact match for ReCoRD, perplexity and "
+                  "accuracy for LAMBADA, accuracy elsewhere (all metrics are in table.csv).", ""]
+    if not tokens.empty:
+        lines += ["## Work done", "",
+                  "tokens processed: positions the model ran (padding included). re-encode: positions if every "
+                  "request ran alone from scratch (what a harness without state or prefix reuse runs).", "",
+                  "| model | runner | task | request type | requests | tokens processed | re-encode | "
+                  "re-encode / processed | model time (s) | wall (s) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for _, r in tokens.iterrows():
+            ratio = r["tokens_reencode"] / r["tokens_processed"] if r["tokens_processed"] else float("nan")
+            lines.append(f"| {r['model']} | {r['runner']} | {r['task']} | {r['request_type']} | {int(r['requests'])} "
+                         f"| {int(r['tokens_processed'])} | {int(r['tokens_reencode'])} | {ratio:.2f}x "
+                         f"| {r['model_time_s']:.2f} | {r['wall_s']:.2f} |")
+        lines.append("")
+    lines += [f"Files: table.csv (every metric), tokens.csv, results_<model>.json (lm-eval's own), meta.json "
+              f"in {run_dir}.", ""]
+    return "\n".join(lines)
+
+
+def _save(fig, run_dir: Path, stem: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = run_dir / f"{stem}.{ext}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    selected = score_rows(table, meta)
+    if selected.empty:
+        return []
+    models = model_columns(meta, table)
+    panels = [("accuracy-type metrics", selected[~selected.metric.isin(T.LOWER_IS_BETTER)], "score (higher is better)", False),
+              ("perplexity-type metrics", selected[selected.metric.isin(T.LOWER_IS_BETTER)], "value (lower is better, log scale)", True)]
+    panels = [p for p in panels if not p[1].empty]
+    widths = [max(3, 0.9 * p[1].groupby(["task", "metric"]).ngroups + 1.5) for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1, 4.8), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (title, rows, ylabel, log) in zip(axes[0], panels):
+        keys = list(dict.fromkeys(zip(rows.task, rows.metric)))
+        for m, (label, rw) in enumerate(models):
+            xs, ys, es = [], [], []
+            for k, (task, metric) in enumerate(keys):
+                row = rows[(rows.task == task) & (rows.metric == metric) & (rows.model == label)]
+                if row.empty:
+                    continue
+                offset = (m - (len(models) - 1) / 2) * 0.8 / max(len(models), 1)
+                xs.append(k + offset)
+                ys.append(float(row.iloc[0]["value"]))
+                err = row.iloc[0]["stderr"]
+                es.append(0.0 if err is None or pd.isna(err) else float(err))
+            name = f"{label} (random weights)" if rw else label
+            ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=name)
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels([f"{t}\n{m}" for t, m in keys], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("task / metric")
+        ax.set_title(title, fontsize=10)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    shots = meta.get("num_fewshot", 0)
+    fig.suptitle(f"lm-eval {'zero-shot' if not shots else f'{shots}-shot'} scores (± standard error) — "
+                 f"{meta.get('device', '?')}, {meta.get('dtype', '?')}")
+    fig.tight_layout()
+    paths = _save(fig, run_dir, "nlp_scores")
+    plt.close(fig)
+    return paths
+
+
+def tokens_figure(run_dir: Path, meta: dict, tokens: pd.DataFrame) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if tokens.empty:
+        return []
+    per = tokens.groupby(["task", "model"], sort=False)[["tokens_processed", "tokens_reencode"]].sum().reset_index()
+    task_names = _task_order(list(per.task.unique()), meta)
+    labels = list(dict.fromkeys(per.model))
+    random = {m["label"]: m.get("random_weights") for m in meta.get("models", [])}
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(task_names) * max(1, len(labels)) ** 0.5 + 2), 4.5))
+    width = 0.8 / max(len(labels), 1)
+    for m, label in enumerate(labels):
+        rows = per[per.model == label].set_index("task")
+        xs = [k + (m - (len(labels) - 1) / 2) * width for k, t in enumerate(task_names) if t in rows.index]
+        done = [rows.loc[t, "tokens_processed"] for t in task_names if t in rows.index]
+        again = [rows.loc[t, "tokens_reencode"] for t in task_names if t in rows.index]
+        name = f"{label} (random weights)" if random.get(label) else label
+        bars = ax.bar(xs, done, width * 0.9, label=f"{name}: processed")
+        ax.scatter(xs, again, marker="_", s=300, color=bars.patches[0].get_facecolor() if bars.patches else None,
+                   label=f"{name}: re-encode everything", zorder=3)
+    ax.set_xticks(range(len(task_names)))
+    ax.set_xticklabels(task_names, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("task")
+    ax.set_ylabel("tokens (model positions run)")
+    ax.set_title(f"Work per task: tokens processed vs re-encoding every request — "
+                 f"{meta.get('device', '?')}, {meta.get('dtype', '?')}", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    paths = _save(fig, run_dir, "nlp_tokens")
+    plt.close(fig)
+    return paths
+
+
+def render(run_dir: Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    table = read_rows(run_dir / "table.csv")
+    tokens = read_rows(run_dir / "tokens.csv")
+    md = run_dir / "table.md"
+    md.write_text(markdown(run_dir, meta, table, tokens), encoding="utf-8")
+    return [md] + scores_figure(run_dir, meta, table) + tokens_figure(run_dir, meta, tokens)

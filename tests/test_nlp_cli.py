@@ -1,0 +1,64 @@
+"""`rwkv-bench nlp` end to end on the offline local tasks, `report` on its run, and its bad-input errors."""
+import json
+
+import pandas as pd
+import pytest
+
+from rwkv_bench.cli import main
+from rwkv_bench.nlp.tasks import PAPER_TASKS, expand_task_names
+from rwkv_bench.recording import read_meta
+
+
+@pytest.fixture(scope="module")
+def nlp_run(tmp_path_factory, neox_tokenizer_path):
+    out = tmp_path_factory.mktemp("nlp") / "run"
+    code = main(["nlp", "--models", "rwkv4-tiny", "--tasks", "rwkv_bench_mc,rwkv_bench_lambada", "--limit", "12",
+                 "--tokenizer", str(neox_tokenizer_path), "--bootstrap-iters", "100", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_run_writes_lm_evals_json_and_the_tables(nlp_run):
+    table = pd.read_csv(nlp_run / "table.csv")
+    assert {"task", "metric", "model", "value", "stderr"} <= set(table.columns)
+    assert set(table["task"]) == {"rwkv_bench_mc", "rwkv_bench_lambada"}
+    acc = table[(table.task == "rwkv_bench_mc") & (table.metric == "acc")]["value"].item()
+    assert 0.0 <= acc <= 1.0 and (table["n_samples"] == 12).all()
+    assert table["random_weights"].astype(str).str.lower().eq("true").all()
+    raw = json.loads((nlp_run / "results_rwkv4-tiny.json").read_text())
+    # table.csv carries lm-eval's own numbers, unchanged
+    assert raw["results"]["rwkv_bench_mc"]["acc,none"] == pytest.approx(acc, abs=0)
+    md = (nlp_run / "table.md").read_text()
+    assert "random weights" in md and "rwkv_bench_lambada" in md and "perplexity" in md
+    tokens = pd.read_csv(nlp_run / "tokens.csv")
+    mc = tokens[tokens.task == "rwkv_bench_mc"].iloc[0]
+    assert mc["tokens_processed"] < mc["tokens_reencode"]       # state reuse: shared contexts run once
+    assert read_meta(nlp_run)["kind"] == "nlp"
+    assert (nlp_run / "nlp_scores.png").stat().st_size > 1000 and (nlp_run / "nlp_scores.svg").is_file()
+
+
+def test_report_rebuilds_the_tables(nlp_run):
+    before = (nlp_run / "table.md").read_text()
+    (nlp_run / "table.md").unlink()
+    (nlp_run / "nlp_scores.png").unlink()
+    assert main(["report", str(nlp_run)]) == 0
+    assert (nlp_run / "table.md").read_text() == before
+    assert (nlp_run / "nlp_scores.png").is_file() and "table.md" in (nlp_run / "index.md").read_text()
+
+
+def test_paper_expands_to_the_twelve_tasks():
+    assert expand_task_names("paper") == PAPER_TASKS and len(PAPER_TASKS) == 12
+    assert expand_task_names("paper,rwkv_bench_mc")[-1] == "rwkv_bench_mc"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--models", "rwkv4-tiny", "--tasks", "no_such_task"], "no_such_task"),
+    (["--models", "no-such-model", "--tasks", "rwkv_bench_mc"], "no-such-model"),
+    (["--models", "rwkv4-tiny", "--tasks", "rwkv_bench_mc", "--limit", "0"], "--limit"),
+    # a standard task whose dataset is not in the (offline) Hugging Face cache
+    (["--models", "rwkv4-tiny", "--tasks", "piqa"], "piqa"),
+])
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, args, needle):
+    assert main(["nlp", *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and needle in err, err

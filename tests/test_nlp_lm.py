@@ -1,0 +1,199 @@
+"""rwkv-bench's lm-eval model: state reuse is exact and cheaper, rolling = `rwkv-bench score`, greedy generation.
+
+The model is a tiny dense-random RWKV-4 (2 layers x 64 channels, GPT-NeoX vocabulary), so the slow reference
+WKV keeps these tests fast. Log-likelihoods are float32 sums of a few to ~20 tokens of ~11 nats each; two
+evaluation orders of the same float32 arithmetic differ by ~1e-7 relative per token, so 1e-5 relative
+(with 1e-4 nats absolute) leaves a wide margin while catching any real difference (a wrong state or an
+off-by-one position changes a log-likelihood by whole nats).
+"""
+import json
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+from rwkv_bench.cli import main
+from rwkv_bench.errors import UserError
+
+REL, ABS = 1e-5, 1e-4
+
+
+@pytest.fixture(scope="module")
+def backend(request):
+    from conftest import NEOX_TOKENIZER
+
+    if not NEOX_TOKENIZER.is_file():
+        pytest.skip(f"needs the GPT-NeoX tokenizer at {NEOX_TOKENIZER} (../shared is only on dev/CI machines)")
+    from rwkv_bench.backends.rwkv import RWKVBackend
+    from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
+    from rwkv_bench.tokenizer import neox_tokenizer
+
+    model = init_random_(RWKV4(RWKVConfig(vocab_size=50277, n_layer=2, n_embd=64)), seed=3)
+    return RWKVBackend(model, neox_tokenizer(str(NEOX_TOKENIZER)), "tiny-test", random_weights=True)
+
+
+def make_lm(backend, **kwargs):
+    from rwkv_bench.nlp.lm import RWKVBenchLM
+
+    return RWKVBenchLM(backend=backend, **kwargs)
+
+
+def ll_instances(pairs):
+    return [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+
+
+# Multiple-choice style requests: shared contexts, contexts that are prefixes of other contexts, a shared
+# few-shot prefix, duplicates, an empty context (lm-eval conditions it on the end-of-text token),
+# one-token and multi-token continuations.
+SHOT = "Question: What is ice?\nAnswer: frozen water\n\n"
+PAIRS = [
+    ("Question: Which planet is closest to the Sun?\nAnswer:", " Mercury"),
+    ("Question: Which planet is closest to the Sun?\nAnswer:", " Venus"),
+    ("Question: Which planet is closest to the Sun?\nAnswer:", " the red planet Mars"),
+    ("Question: Which planet is closest to the Sun?\nAnswer:", " Earth, our home"),
+    (SHOT + "Question: What do bees make?\nAnswer:", " honey"),
+    (SHOT + "Question: What do bees make?\nAnswer:", " silk and wax paper"),
+    (SHOT + "Question: What do cows eat?\nAnswer:", " grass"),
+    (SHOT + "Question: What do cows eat?\nAnswer:", " fish and meat"),
+    ("The cat sat on the", " mat"),
+    ("The cat sat on the mat and looked at the", " dog"),
+    ("The cat sat on the", " mat"),                       # duplicate request
+    ("", "Hello world, this is a whole sentence."),      # empty context
+    ("A", " B"),
+]
+
+
+def test_state_reuse_equals_scratch_and_processes_fewer_tokens(backend):
+    scratch = make_lm(backend, state_reuse=False)
+    expected = scratch.loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
+    for batch_size in (1, 3, 16):
+        reuse = make_lm(backend, batch_size=batch_size)
+        got = reuse.loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
+        assert len(got) == len(PAIRS)
+        for (ll, greedy), (ll_ref, greedy_ref) in zip(got, expected):
+            assert ll == pytest.approx(ll_ref, rel=REL, abs=ABS)
+            assert greedy == greedy_ref
+        ours, ref = reuse.meter["loglikelihood"], scratch.meter["loglikelihood"]
+        assert ours.requests == ref.requests == len(PAIRS)
+        assert ours.tokens_reencode == ref.tokens_reencode == ref.tokens_processed  # scratch = re-encode all
+        assert ours.tokens_processed - ours.tokens_padding < ref.tokens_processed / 2
+        assert (ours.tokens_padding == 0) == (batch_size == 1)
+    assert got[0][0] < 0 and got[8] == got[10]
+
+
+def test_shared_prefixes_are_run_once(backend):
+    """Contexts P+a, P+b, P+a+c and an unrelated Q: the model runs exactly the tokens of their trie."""
+    lm = make_lm(backend, batch_size=4)
+    enc = backend.encode
+    P, a, b, c, Q = "The old lighthouse keeper", " climbed", " counted", " the stairs", "Something else entirely"
+    pairs = [(P + a, " up"), (P + b, " ships"), (P + a + c, " slowly"), (Q, " here")]
+    for ctx, cont in pairs:
+        assert len(enc(cont)) == 1 and enc(ctx + cont) == enc(ctx) + enc(cont), "pick texts that tokenise apart"
+    assert enc(P + a) == enc(P) + enc(a) and enc(P + a + c) == enc(P + a) + enc(c) and enc(P + b) == enc(P) + enc(b)
+    lm.loglikelihood(ll_instances(pairs), disable_tqdm=True)
+    trie = len(enc(P)) + len(enc(a)) + len(enc(b)) + len(enc(c)) + len(enc(Q))
+    assert lm.meter["loglikelihood"].tokens_processed == trie  # one-token continuations need no extra forward
+    scratch = make_lm(backend, state_reuse=False)
+    expected = scratch.loglikelihood(ll_instances(pairs), disable_tqdm=True)
+    got = make_lm(backend, batch_size=4).loglikelihood(ll_instances(pairs), disable_tqdm=True)
+    assert [g for _, g in got] == [g for _, g in expected]
+    assert [x for x, _ in got] == pytest.approx([x for x, _ in expected], rel=REL, abs=ABS)
+
+
+def test_continuation_logprob_by_hand(backend):
+    """One request against an explicit forward pass: log p(cont | ctx) summed over the continuation."""
+    ctx, cont = "RWKV is an RNN with", " transformer-level performance"
+    c, x = backend.encode(ctx), backend.encode(cont)
+    assert backend.encode(ctx + cont) == c + x
+    logits, _ = backend.model(torch.tensor([c + x[:-1]]))
+    logp = torch.log_softmax(logits[0, len(c) - 1:].double(), -1)
+    expected = float(logp[torch.arange(len(x)), torch.tensor(x)].sum())
+    (ll, greedy), = make_lm(backend).loglikelihood(ll_instances([(ctx, cont)]), disable_tqdm=True)
+    assert ll == pytest.approx(expected, rel=REL, abs=ABS)
+    assert greedy is False
+
+
+def test_rolling_equals_score_text_and_the_score_command(backend, tmp_path, capsys):
+    from rwkv_bench.models.loaders import save_blinkdl_pth
+    from rwkv_bench.nlp.lm import RWKVBenchLM
+    from rwkv_bench.scoring import score_text
+
+    text = "RWKV is an RNN with transformer-level performance.\nIt can be trained in parallel, like GPT."
+    lm = make_lm(backend)
+    (total,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
+    score = score_text(backend, text)
+    assert total == score.logprob_nats  # the same computation, to the bit
+    counts = lm.meter["loglikelihood_rolling"]
+    assert counts.tokens_processed == counts.tokens_reencode == score.tokens
+    # and the command line: `rwkv-bench score` on the same weights and text
+    pth, txt = tmp_path / "m.pth", tmp_path / "t.txt"
+    save_blinkdl_pth(backend.model, pth)
+    txt.write_text(text)
+    assert main(["score", "-m", str(pth), "-i", str(txt), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    from_file = RWKVBenchLM(pretrained=str(pth))
+    (total_file,) = from_file.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)],
+                                                    disable_tqdm=True)
+    assert total_file == cli["logprob_nats"] and cli["tokens"] == score.tokens
+    assert total_file == pytest.approx(total, rel=1e-6)
+
+
+def greedy_by_hand(backend, context: str, n: int) -> list[int]:
+    logits, state = backend.start(backend.encode(context))
+    out = []
+    for _ in range(n):
+        token = int(logits.argmax())
+        out.append(token)
+        logits, state = backend.step(token, state)
+    return out
+
+
+def test_generate_until_greedy_stops_and_max_tokens(backend):
+    lm = make_lm(backend, batch_size=2)
+    prompts = ["Once upon a time", "The capital of France is", "1, 2, 3,"]
+    by_hand = {p: greedy_by_hand(backend, p, 6) for p in prompts}
+    assert all(0 not in ids for ids in by_hand.values()), "end-of-text in the greedy path: pick other prompts"
+    reqs = [Instance("generate_until", {}, (p, {"until": ["\u2603never"], "max_gen_toks": 6}), i)
+            for i, p in enumerate(prompts)]
+    got = lm.generate_until(reqs, disable_tqdm=True)
+    assert got == [backend.tokenizer.decode(by_hand[p]) for p in prompts]
+    counts = lm.meter["generate_until"]
+    assert counts.requests == 3
+    assert counts.tokens_processed == sum(len(backend.encode(p)) for p in prompts) + 3 * 5
+    # a stop sequence taken from inside the greedy text: generation is cut right before it
+    full = got[0]
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    assert stop and stop in full
+    (cut,) = lm.generate_until([Instance("generate_until", {}, (prompts[0], {"until": [stop], "max_gen_toks": 6}), 0)],
+                               disable_tqdm=True)
+    assert cut == full.split(stop)[0]
+
+
+def test_model_args_and_registration(backend):
+    import rwkv_bench.nlp  # noqa: F401
+    from lm_eval.api.registry import get_model
+
+    from rwkv_bench.nlp.lm import RWKVBenchLM
+
+    assert get_model("rwkv-bench") is RWKVBenchLM
+    assert get_model("hf").__name__ == "HFLM"  # lm-eval's own models still resolve
+    with pytest.raises(UserError, match="pretrained"):
+        RWKVBenchLM()
+    with pytest.raises(UserError, match="unknown model spec"):
+        RWKVBenchLM(pretrained="no-such-model-xyz")
+    with pytest.raises(UserError, match="batch_size"):
+        make_lm(backend, batch_size="zero")
+    assert make_lm(backend, batch_size="auto").batch_size >= 1
+    lm = make_lm(backend, state_reuse="false")
+    assert lm.state_reuse is False and lm.eot_token_id == 0
+
+
+def test_squad_compat_makes_record_loadable():
+    from rwkv_bench.nlp import squad_compat
+
+    squad_compat.install()
+    import lm_eval.tasks.super_glue.record.util as record_util
+
+    assert record_util.squad_metrics.compute_exact("The Eiffel Tower", "eiffel tower!") == 1
+    assert squad_compat.compute_f1("a cat sat", "the cat sat down") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    assert squad_compat.compute_f1("", "") == 1.0 and squad_compat.compute_f1("x", "") == 0.0
