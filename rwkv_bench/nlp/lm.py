@@ -4,9 +4,9 @@ lm-eval asks three things of a model:
 - `loglikelihood(context, continuation)`: multiple-choice tasks send one request per choice, all with
   the same context. An RNN's state after a context summarises it completely, so we run every distinct
   context once and score each of its continuations from a copy of that state (continuations of several
-  contexts are batched by concatenating their states along the batch dimension). Contexts are visited in
-  sorted order, so contexts that share a prefix (few-shot examples, a shared passage) also share the work
-  for that prefix: the state at each branch point is kept until the last context that needs it.
+  contexts are batched by concatenating their states along the batch dimension). Contexts that share a
+  prefix (few-shot examples, a shared passage) share the work for it: contexts are cut into the segments
+  of their prefix tree, and segments run in batches (see `_score_shared`).
 - `loglikelihood_rolling(text)`: every token scored, the first conditioned on the end-of-text token; this
   is exactly `rwkv_bench.scoring.score_text` (RWKV has no context window to slide).
 - `generate_until(context, gen_kwargs)`: greedy decoding in recurrent mode until a stop sequence, the
@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "rwkv-bench"
 DEFAULT_BATCH_SIZE = 8
-POOL_BATCHES = 4             # continuations are pooled over this many batches, then sorted by length
 MAX_BATCH_POSITIONS = 8192   # (batch x length) cap for one continuation forward: logits are B x T x 50k floats
+SEGMENT_BATCH = 64           # context segments of equal length run together (no logits: activations only)
+CONTEXT_BLOCK = 512          # contexts handled at once: their states are held until their continuations ran
 
 
 # ---- token accounting ----
@@ -149,13 +150,47 @@ def common_prefix(a: tuple, b: tuple) -> int:
     return i
 
 
+def _prefix_segments(contexts: list[tuple]) -> tuple[list[tuple[int, tuple]], dict[tuple, int]]:
+    """The prefix tree of sorted contexts, cut where a later context branches off and before each context's
+    last token. Returns segments [(parent segment index or -1 for the empty state, tokens)] and, per
+    context, the index of the segment that ends at its last token but one (-1: the empty state)."""
+    segments: list[tuple[int, tuple]] = []
+    context_node: dict[tuple, int] = {}
+    # lcp[i] = tokens context i shares with context i-1 (sorted order puts prefix-sharers together)
+    lcp = [0] + [common_prefix(contexts[i - 1], contexts[i]) for i in range(1, len(contexts))]
+    stack: list[tuple[int, int]] = [(0, -1)]   # (prefix length, segment ending there), lengths increasing
+    for i, ctx in enumerate(contexts):
+        start = lcp[i]
+        while stack[-1][0] > start:
+            stack.pop()
+        assert stack[-1][0] == start, "state for a shared prefix went missing"
+        # where later contexts branch off ctx: the running minima of the lcp's that follow, above `start`
+        branches, low = set(), len(ctx) + 1
+        for j in range(i + 1, len(contexts)):
+            low = min(low, lcp[j])
+            if low <= start:
+                break
+            branches.add(low)
+        last = len(ctx) - 1
+        node, pos = stack[-1][1], start
+        context_node[ctx] = node                       # when last == start: the state at the branch point
+        for cut in sorted(branches | ({last} if last > start else set())):
+            segments.append((node, tuple(ctx[pos:cut])))
+            node, pos = len(segments) - 1, cut
+            if cut in branches:
+                stack.append((cut, node))
+            if cut == last:
+                context_node[ctx] = node
+    return segments, context_node
+
+
 @dataclass
 class _Pending:
     """A continuation waiting to be scored from its context's state."""
     key: tuple           # (context, continuation) tokens
-    state: torch.Tensor  # (n_layer, 5, 1, C) after the context
-    inputs: list[int]    # continuation[:-1]: the inputs that predict continuation[1:]
-    targets: list[int]   # continuation[1:]
+    state: torch.Tensor  # (n_layer, 5, 1, C) after the context minus its last token
+    inputs: list[int]    # the context's last token + continuation[:-1]: the inputs that predict...
+    targets: list[int]   # ...every continuation token
 
 
 @register_model(MODEL_NAME)
@@ -269,47 +304,52 @@ class RWKVBenchLM(TemplateLM):
         return out
 
     def _score_shared(self, by_context: dict, results: dict, pbar) -> None:
-        """Each distinct context once, in sorted order; states at shared-prefix branch points are kept on a
-        stack until the last context that starts from them; continuations scored from copies of the state."""
-        counts = self.meter["loglikelihood"]
+        """Each distinct context once, contexts that share a prefix sharing its work, then every continuation
+        from a copy of its context's state.
+
+        On a CPU a small model's forward pass costs about the same for 1 or 50 tokens (reading the weights
+        dominates), so the number of passes matters as much as the number of tokens. Contexts are therefore
+        cut into the segments of their prefix tree (`_prefix_segments`) and the segments run in waves: every
+        segment whose parent state is ready joins the wave, and segments of equal length run as one batch
+        (states concatenated along the batch dimension: exact, no padding). A context runs up to its last
+        token only; that token goes into the continuation batch, where it predicts the first continuation
+        token together with all the others, so contexts never pay for the head.
+        """
         contexts = sorted(by_context)
-        # lcp[i] = tokens context i shares with context i-1 (sorted order puts prefix-sharers together)
-        lcp = [0] + [common_prefix(contexts[i - 1], contexts[i]) for i in range(1, len(contexts))]
-        stack: list[tuple[int, torch.Tensor | None]] = [(0, None)]   # (prefix length, state after it)
-        pending: list[_Pending] = []
-        for i, ctx in enumerate(contexts):
-            start = lcp[i]
-            while stack[-1][0] > start:
-                stack.pop()
-            assert stack[-1][0] == start, "state for a shared prefix went missing"
-            # positions along ctx where a later context branches off: the running minima of the lcp's
-            # that follow, while they stay above `start`
-            keep, low = [], len(ctx) + 1
-            for j in range(i + 1, len(contexts)):
-                low = min(low, lcp[j])
-                if low <= start:
-                    break
-                if not keep or low < keep[-1]:
-                    keep.append(low)
-            state, logits = stack[-1][1], None
-            pos = start
-            for end in sorted(set(keep) | {len(ctx)}):
-                logits, state = self._run(self._tensor(ctx[pos:end]), state, last_only=True)
-                counts.tokens_processed += end - pos
-                pos = end
-                if end in keep:
-                    stack.append((end, state))
-            logp = F.log_softmax(logits[0, -1].float(), dim=-1)
-            greedy = int(logp.argmax())
-            for cont in by_context[ctx]:
-                results[(ctx, cont)] = (float(logp[cont[0]]), greedy == cont[0])
-                if len(cont) > 1:
-                    pending.append(_Pending((ctx, cont), state, list(cont[:-1]), list(cont[1:])))
-            if len(pending) >= POOL_BATCHES * self.batch_size:  # a larger pool sorts into less padding
-                self._flush(pending, results)
-                pending = []
-            pbar.update(1)
-        self._flush(pending, results)
+        for first in range(0, len(contexts), CONTEXT_BLOCK):   # bounds the states held at once
+            block = contexts[first:first + CONTEXT_BLOCK]
+            segments, context_node = _prefix_segments(block)
+            states = self._run_segments(segments)
+            empty = self.model.init_state(1)
+            pending = [_Pending((ctx, cont), states[context_node[ctx]] if context_node[ctx] >= 0 else empty,
+                                [ctx[-1], *cont[:-1]], list(cont))
+                       for ctx in block for cont in by_context[ctx]]
+            self._flush(pending, results)
+            pbar.update(len(block))
+
+    def _run_segments(self, segments: list[tuple[int, tuple]]) -> list[torch.Tensor]:
+        """segments[i] = (parent index or -1 for the empty state, tokens); returns the state after each."""
+        counts = self.meter["loglikelihood"]
+        states: list[torch.Tensor | None] = [None] * len(segments)
+        todo = list(range(len(segments)))
+        while todo:
+            ready = [i for i in todo if segments[i][0] < 0 or states[segments[i][0]] is not None]
+            by_length: dict[int, list[int]] = defaultdict(list)
+            for i in ready:
+                by_length[len(segments[i][1])].append(i)
+            for length, group in by_length.items():
+                for b in range(0, len(group), SEGMENT_BATCH):
+                    rows = group[b:b + SEGMENT_BATCH]
+                    parents = [states[segments[i][0]] if segments[i][0] >= 0 else self.model.init_state(1)
+                               for i in rows]
+                    tokens = torch.tensor([segments[i][1] for i in rows], dtype=torch.long, device=self.device)
+                    state = self.model.advance(tokens, torch.cat(parents, dim=2), chunk_size=self.chunk_size)
+                    counts.tokens_processed += len(rows) * length
+                    for r, i in enumerate(rows):
+                        states[i] = state[:, :, r:r + 1]
+            done = set(ready)
+            todo = [i for i in todo if i not in done]
+        return states
 
     def _flush(self, pending: list[_Pending], results: dict) -> None:
         """Score the continuations' remaining tokens, batched: states concatenated along the batch dim,
@@ -336,9 +376,8 @@ class RWKVBenchLM(TemplateLM):
                     n = len(p.targets)
                     target = torch.tensor(p.targets, device=logp.device)
                     token_lp = logp[b, :n].gather(-1, target[:, None])[:, 0]
-                    first_lp, first_greedy = results[p.key]
                     greedy = bool((logp[b, :n].argmax(-1) == target).all())
-                    results[p.key] = (first_lp + float(token_lp.double().sum()), first_greedy and greedy)
+                    results[p.key] = (float(token_lp.double().sum()), greedy)
             batch = [item] if item is not None else []
 
     def _score_from_scratch(self, ctx: tuple, cont: tuple) -> tuple[float, bool]:
