@@ -1,5 +1,6 @@
 """`rwkv-bench score` end to end, and every bad-input path: one line on stderr, exit code 2."""
 import json
+import os
 import subprocess
 import sys
 
@@ -85,5 +86,14 @@ def test_bad_input_gives_one_line_and_exit_2(case, tmp_path, text_file):
 def test_help_lists_every_command_with_a_description():
     code, out, _ = run_cli(["--help"])
     assert code == 0
-    for command in ("score", "kernels"):
+    for command in ("scaling", "uncheatable", "nlp", "score", "kernels", "report"):
         assert command in out
+
+
+def test_help_shows_the_defaults():
+    # rich would read "[default: 16]" as a markup tag and print nothing: the defaults must survive
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "rwkv_bench", "scaling", "--help"], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0
+    assert "Shortest T (default: 16)." in proc.stdout and "(default: 2048)" in proc.stdout

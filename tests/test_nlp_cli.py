@@ -62,3 +62,14 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, args, needle):
     assert main(["nlp", *args, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and needle in err, err
+
+
+def test_a_saved_random_preset_stays_labelled_random(tmp_path, neox_tokenizer_path):
+    from rwkv_bench.nlp.evaluate import plan_model
+    from rwkv_bench.scaling.sweep import save_peer
+
+    saved = save_peer("rwkv4-tiny", tmp_path / "tiny", seed=0, tokenizer=str(neox_tokenizer_path))
+    assert plan_model(str(saved)).random_weights            # our LM on the saved directory
+    assert plan_model(f"transformers:{saved}").random_weights  # lm-eval's hf on the same directory
+    (saved / "RANDOM_WEIGHTS").unlink()                      # a user's own directory: no marker, not random
+    assert not plan_model(str(saved)).random_weights

@@ -52,6 +52,8 @@ DEFAULTS = {
 # options that must not change when a run is resumed (the rows would not be comparable)
 FIXED_ON_RESUME = ("kv_cache", "device", "dtype", "prompt_len", "seed", "chunk_size")
 PEER_PREFIX = "transformers:"
+# Written into a directory saved from a random preset, so any later run that loads it labels it random.
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
 
 
 # ---- options ----
@@ -193,6 +195,8 @@ def save_peer(preset: str, directory: Path, *, seed: int, tokenizer: str) -> Pat
     shutil.rmtree(tmp, ignore_errors=True)
     hf_logging.disable_progress_bar()  # the sweep's own progress bar is the one that matters
     peer.save_pretrained(tmp)
+    (tmp / RANDOM_WEIGHTS_MARKER).write_text(f"random weights of preset {preset} (seed {seed}); "
+                                             "for speed and memory measurements only\n")
     os.replace(tmp, directory)
     return directory
 
