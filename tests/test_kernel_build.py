@@ -1,4 +1,5 @@
-"""The kernel sources build where users build them: the .cu with nvcc, and from an installed wheel."""
+"""The kernel sources build where users build them: the .cu with nvcc, and from an installed wheel (which also
+carries the local lm-eval tasks)."""
 import os
 import shutil
 import subprocess
@@ -51,3 +52,10 @@ def test_wheel_carries_the_kernel_sources_and_finds_them(tmp_path):
                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
     assert found.returncode == 0, found.stderr
     assert Path(found.stdout.strip()) == site / "rwkv_bench" / "_kernels"
+    # the offline lm-eval tasks travel the same way, data files included
+    assert {"rwkv_bench/_tasks/rwkv_bench_mc.yaml", "rwkv_bench/_tasks/rwkv_bench_data.py",
+            "rwkv_bench/_tasks/data/rwkv_bench_mc.jsonl"} <= names
+    found = subprocess.run([sys.executable, "-c", "from rwkv_bench.nlp.tasks import LOCAL_TASKS_DIR as d; print(d)"],
+                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()) == site / "rwkv_bench" / "_tasks"

@@ -46,7 +46,9 @@ PAPER_METRICS = {
 }
 LOWER_IS_BETTER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
 
-LOCAL_TASKS_DIR = REPO_ROOT / "tasks"   # our YAMLs + JSONL, found by default
+# our YAMLs + JSONL, found by default: <repo>/tasks in a checkout, rwkv_bench/_tasks in a wheel (setup.py)
+LOCAL_TASKS_DIR = next((d for d in (REPO_ROOT / "tasks", Path(__file__).resolve().parent.parent / "_tasks")
+                        if d.is_dir()), REPO_ROOT / "tasks")
 LOCAL_TAG = "rwkv_bench_local"
 
 log = logging.getLogger(__name__)
