@@ -93,6 +93,15 @@ def test_report_rebuilds_the_same_tables_from_the_csvs(tiny_run, capsys):
     assert all((tiny_run / f"{name}.png").is_file() for name in FIGURES)
 
 
+def test_report_without_arguments_leaves_the_committed_reference_runs_alone(tmp_path):
+    from rwkv_bench.report import find_run_dirs
+
+    for run in ("scaling/run1", "reference/scaling-100k", "nlp/run2", "scratch"):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "meta.json").write_text('{"kind": "scaling"}' if run != "scratch" else "{}")
+    assert find_run_dirs(tmp_path) == [tmp_path / "nlp/run2", tmp_path / "scaling/run1"]
+
+
 def test_resume_after_the_sweep_is_killed(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "rwkv_bench", "scaling", "--models", "rwkv4-tiny", "--scenario", "prefill",

@@ -13,12 +13,18 @@ FIGURE_EXTS = (".png",)
 DATA_EXTS = (".csv", ".json", ".jsonl")
 
 
+REFERENCE = "reference"  # results/reference/: committed runs the README shows, rebuilt only when named
+
+
 def find_run_dirs(root: Path = Path("results")) -> list[Path]:
-    """Every directory under `root` holding a meta.json with a kind (results/<kind>/<run>/ and deeper)."""
+    """Every directory under `root` holding a meta.json with a kind (results/<kind>/<run>/ and deeper),
+    except the committed reference runs under root/reference."""
     if not root.is_dir():
         return []
     runs = []
     for meta in sorted(root.rglob("meta.json")):
+        if meta.relative_to(root).parts[0] == REFERENCE:
+            continue
         if read_meta_safe(meta.parent).get("kind"):
             runs.append(meta.parent)
     return runs

@@ -39,7 +39,7 @@ def report_runs(run_dirs: list[Path] | None, results_root: Path = Path("results"
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run directories (default: every run under results/)."),
+        run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run directories (default: every run under results/ except results/reference/)."),
     ):
         """Rebuild every table and figure of runs from their stored files, and an index.md per run."""
         report_runs(run_dirs)
