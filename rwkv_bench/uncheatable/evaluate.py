@@ -65,7 +65,10 @@ def console(enabled: bool = True):
 
 
 def warn(message: str) -> None:
-    console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    from rich.markup import escape
+
+    # soft_wrap: one warning stays one line in a log file; escape: a "[...]" in the message is text, not markup
+    console().print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def progress_bar(enabled: bool):
