@@ -66,7 +66,7 @@ def score_rows(table: pd.DataFrame, meta: dict) -> pd.DataFrame:
     return pd.concat(keep) if keep else table.iloc[:0]
 
 
-def markdown(run_dir: Path, meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
+def markdown(meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
     models = model_columns(meta, table)
     versions = meta.get("versions") or {}
     shots = meta.get("num_fewshot", 0)
@@ -117,8 +117,8 @@ def markdown(run_dir: Path, meta: dict, table: pd.DataFrame, tokens: pd.DataFram
                          f"| {int(r['tokens_processed'])} | {int(r['tokens_reencode'])} | {ratio:.2f}x "
                          f"| {r['model_time_s']:.2f} | {r['wall_s']:.2f} |")
         lines.append("")
-    lines += [f"Files: table.csv (every metric), tokens.csv, results_<model>.json (lm-eval's own), meta.json "
-              f"in {run_dir}.", ""]
+    lines += ["Files beside this one: table.csv (every metric), tokens.csv, results_<model>.json (lm-eval's own), "
+              "meta.json.", ""]
     return "\n".join(lines)
 
 
@@ -223,5 +223,5 @@ def render(run_dir: Path) -> list[Path]:
     table = read_rows(run_dir / "table.csv")
     tokens = read_rows(run_dir / "tokens.csv")
     md = run_dir / "table.md"
-    md.write_text(markdown(run_dir, meta, table, tokens), encoding="utf-8")
+    md.write_text(markdown(meta, table, tokens), encoding="utf-8")
     return [md] + scores_figure(run_dir, meta, table) + tokens_figure(run_dir, meta, tokens)
