@@ -188,3 +188,17 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and needle in err, err
     assert not (tmp_path / "run" / "points.csv").exists()
+
+
+def test_first_and_last_tenth_of_a_generation_run():
+    import pandas as pd
+
+    from rwkv_bench.scaling.report import first_and_last_tenth
+
+    rows = pd.DataFrame({"position": range(1, 101), "n_positions": 1,
+                         "latency_s": [1.0] * 10 + [5.0] * 80 + [2.0] * 10})
+    assert first_and_last_tenth(rows) == (1.0, 2.0, 100)
+    # binned rows (position = a bin's last position) are weighted by the positions they hold
+    binned = pd.DataFrame({"position": [10, 90, 100], "n_positions": [10, 80, 10], "latency_s": [1.0, 5.0, 3.0]})
+    assert first_and_last_tenth(binned) == (1.0, 3.0, 100)
+    assert first_and_last_tenth(binned.iloc[:0]) is None

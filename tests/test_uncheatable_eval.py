@@ -76,8 +76,7 @@ def toy_file(tmp_path, texts):
 
 
 def toy_options(tmp_path, models, texts, **kw):
-    kw.setdefault("min_chars", 1)
-    return Options(models=models, papers_file=toy_file(tmp_path, texts), out=tmp_path / "run",
+    return Options(models=models, papers_file=toy_file(tmp_path, texts), min_chars=1, out=tmp_path / "run",
                    bootstrap=200, progress=False, **kw)
 
 
@@ -118,14 +117,6 @@ def test_run_directory_contents(tmp_path, toy_models):
     assert "| toy-a | toy-random (random weights) |" in md
     papers = pd.read_csv(run_dir / "papers.csv", dtype={"paper_id": str})
     assert list(papers["chars"]) == [9, 8, 4] and len(papers["sha256"][0]) == 64
-
-
-def test_short_texts_of_a_file_are_skipped_with_a_warning(tmp_path, toy_models, capsys):
-    run_dir = evaluate.run(toy_options(tmp_path, ["toy"], ["abab", "ab", "ababab"], min_chars=4))
-    assert "1 texts shorter than 4 characters skipped (ids 1;" in capsys.readouterr().err
-    rows = read_per_paper(run_dir / "per_paper.csv")
-    assert list(rows["paper_id"]) == ["0", "2"]                   # ids stay the file's indices
-    assert read_meta(run_dir)["dropped"]["too_short"] == ["1"]
 
 
 def test_random_weights_warning(tmp_path, toy_models, capsys):

@@ -71,6 +71,8 @@ def test_select_short_texts():
     papers = [Paper("0", LONG), Paper("1", "short")]
     kept, dropped = select(papers, chars=5000, min_chars=2000)
     assert [p.paper_id for p in kept] == ["0"] and dropped["too_short"] == ["1"]
+    with pytest.raises(UserError, match="text 1 has 5 characters, fewer than the minimum 2000"):
+        select(papers, chars=5000, min_chars=2000, short="error")
 
 
 def test_select_limit():
@@ -99,10 +101,10 @@ def test_cli_non_utf8_file(tmp_path, capsys):
     assert code == 2 and "not UTF-8" in err and "\n" not in err
 
 
-def test_cli_only_short_texts(tmp_path, capsys):
-    f = write(tmp_path / "s.json", json.dumps(["too short", "also short"]))
+def test_cli_short_text(tmp_path, capsys):
+    f = write(tmp_path / "s.json", json.dumps([LONG, "too short"]))
     code, err = run_cli(capsys, "--papers-file", str(f), "--out", str(tmp_path / "run"))
-    assert code == 2 and "no text of" in err and "at least 2000 characters" in err and "\n" not in err
+    assert code == 2 and "text 1 has 9 characters" in err and "\n" not in err
     assert not (tmp_path / "run").exists()
 
 

@@ -310,6 +310,24 @@ def crossover(rwkv: str, tf: str, points: pd.DataFrame, curves: dict) -> str:
     return "; ".join(parts) if parts else "no common generate lengths"
 
 
+def first_and_last_tenth(rows: pd.DataFrame) -> tuple[float, float, int] | None:
+    """Mean per-token latency over the first and the last 10% of positions of one run, and T.
+
+    Within one process the two differ only by what position costs; across the sweep's processes (one per
+    length) a shared machine's run-to-run drift of several percent adds to that."""
+    if rows.empty:
+        return None
+    T = int(rows["position"].max())
+    n = rows["n_positions"] if "n_positions" in rows else pd.Series(1, index=rows.index)
+    tenth = max(1, math.ceil(0.1 * T))
+
+    def mean(mask):
+        weights = n[mask]
+        return float((rows["latency_s"][mask] * weights).sum() / weights.sum()) if weights.sum() else float("nan")
+
+    return mean(rows["position"] <= tenth), mean(rows["position"] > T - tenth), T
+
+
 def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[str]:
     out = []
     curves = longest_curves(points, tokens)
@@ -328,6 +346,11 @@ def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[st
                        f"process total {fmt(s['peak_total_bytes'], '.4g', 1 / MIB)} → "
                        f"{fmt(l['peak_total_bytes'], '.4g', 1 / MIB)} MiB "
                        f"({pct(l['peak_total_bytes'], s['peak_total_bytes'])}).")
+        if m in curves and (within := first_and_last_tenth(curves[m])) is not None:
+            first, last, T = within
+            out.append(f"- **{m}** generation within the T={T} run: {fmt(first, '.3g', 1000)} ms per token over "
+                       f"the first 10% of positions, {fmt(last, '.3g', 1000)} ms over the last 10% "
+                       f"({pct(last, first)}).")
         for scenario in ("prefill", "generate"):
             tcol = "latency_s" if scenario == "prefill" else "cumulative_s"
             ft = fit_loglog(*_xy(longest_ok(points, m, scenario, tcol), tcol))

@@ -101,15 +101,9 @@ def check_options(o: Options) -> None:
 
 
 def gather_file(o: Options) -> tuple[list[Paper], dict]:
+    # a user's own file is the evaluation set: a text below the minimum is an error, not a silent skip
     papers, dropped = select(read_papers_file(o.papers_file), chars=o.chars, min_chars=o.min_chars,
-                             limit=o.papers)
-    if not papers:
-        raise UserError(f"no text of {o.papers_file} has at least {o.min_chars} characters "
-                        "(lower the minimum with --min-chars)")
-    if short := dropped["too_short"]:
-        shown = ", ".join(short[:10]) + (", ..." if len(short) > 10 else "")
-        warn(f"{len(short)} texts shorter than {o.min_chars} characters skipped (ids {shown}; "
-             "--min-chars lowers the minimum)")
+                             short="error", limit=o.papers)
     for dup, first in dropped["duplicates"]:
         warn(f"text {dup} repeats text {first} exactly: dropped")
     if o.papers and len(papers) < o.papers:

@@ -1,7 +1,7 @@
 """Texts to score: a user's JSON/JSONL file, or cached arXiv records, prepared the same way.
 
 Preparation (the protocol): Unicode NFC, truncation to the first `chars` characters, texts shorter than
-`min_chars` skipped, exact duplicates (after truncation) dropped; both recorded.
+`min_chars` rejected (a file) or skipped (arXiv), exact duplicates (after truncation) dropped.
 """
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def prepare(text: str, chars: int) -> str:
 class Selector:
     """Prepares texts one at a time: NFC, truncation, minimum length, exact duplicates dropped."""
 
-    def __init__(self, *, chars: int, min_chars: int):
-        self.chars, self.min_chars = chars, min_chars
+    def __init__(self, *, chars: int, min_chars: int, short: str = "skip"):
+        self.chars, self.min_chars, self.short = chars, min_chars, short
         self.seen: dict[str, str] = {}
         self.too_short: list[str] = []
         self.duplicates: list[tuple[str, str]] = []   # (dropped id, id of the text it repeats)
@@ -71,6 +71,9 @@ class Selector:
     def offer(self, paper: Paper) -> Paper | None:
         text = prepare(paper.text, self.chars)
         if len(text) < self.min_chars:
+            if self.short == "error":
+                raise UserError(f"text {paper.paper_id} has {len(text)} characters, fewer than the minimum "
+                                f"{self.min_chars} (lower it with --min-chars)")
             self.too_short.append(paper.paper_id)
             return None
         digest = sha256(text)
@@ -84,9 +87,10 @@ class Selector:
         return {"too_short": self.too_short, "duplicates": self.duplicates}
 
 
-def select(papers: list[Paper], *, chars: int, min_chars: int, limit: int | None = None) -> tuple[list[Paper], dict]:
+def select(papers: list[Paper], *, chars: int, min_chars: int, short: str = "skip",
+           limit: int | None = None) -> tuple[list[Paper], dict]:
     """Prepare texts in order (see Selector); at most `limit` kept. Returns them and what was dropped."""
-    selector = Selector(chars=chars, min_chars=min_chars)
+    selector = Selector(chars=chars, min_chars=min_chars, short=short)
     kept = []
     for paper in papers:
         if limit is not None and len(kept) >= limit:
