@@ -120,10 +120,14 @@ def test_resume_after_the_sweep_is_killed(tmp_path):
     assert 1 <= len(first) < 4
     with csv.open("a") as f:                       # a row cut in half by the kill
         f.write("rwkv4-tiny,rwkv,rwkv_bench")
-    run_sweep({}, out=str(out), resume=True, report=False)
+    run_sweep({"repeats": 2}, out=str(out), resume=True, report=False)
     points = pd.read_csv(csv)
     assert sorted(points["seq_len"]) == [8, 16, 32, 64] and (points["status"] == "ok").all()
     pd.testing.assert_frame_equal(points.iloc[:len(first)], first)   # finished points were kept, not re-run
+    meta = read_meta(out)
+    (resumed,) = meta["resumes"]                   # the resume is on record, with what it changed
+    assert resumed["changed_options"] == {"repeats": 2} and meta["options"]["repeats"] == 2
+    assert {"date_utc", "command", "git_revision"} <= set(resumed)
 
 
 def test_a_point_over_the_memory_limit_is_oom_and_the_sweep_goes_on(tmp_path):

@@ -409,6 +409,8 @@ def render_summary(points, tokens, meta, figures: list[str]) -> str:
              f"- date (UTC): {meta.get('date_utc')}; git {meta.get('git_revision')}; torch {versions.get('torch')}, "
              f"transformers {versions.get('transformers')}",
              f"- command: `{meta.get('command')}`",
+             *[f"- resumed {r.get('date_utc')} (git {r.get('git_revision')}): `{r.get('command')}`"
+               for r in meta.get("resumes") or []],
              f"- points: {len(points)} ({', '.join(f'{k} {v}' for k, v in points['status'].value_counts().items())})"
              if not points.empty else "- points: none", ""]
     lines += ["## Models", "", "| model | family | implementation | weights | generation protocol |", "|---|---|---|---|---|"]

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..recording import append_row, new_run_dir, read_meta, read_rows, utc_now, write_json, write_meta
+from ..recording import (append_row, environment, new_run_dir, read_meta, read_rows, utc_now, write_json,
+                         write_meta)
 from .launcher import launch
 from .points import (COLUMNS, FAILED, SCENARIOS, TOKEN_COLUMNS, PointSpec, geometric_grid, kv_label,
                      parse_models, parse_scenarios, parse_size, point_key)
@@ -293,10 +294,13 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     t0 = time.perf_counter()
     points_csv, tokens_csv = run_dir / POINTS_CSV, run_dir / TOKENS_CSV
     if resume and (run_dir / "meta.json").is_file():
+        # rows of a resumed run come from more than one command (and maybe revision): record each resume
         meta = read_meta(run_dir)
-        meta["options"] = opts
-        meta.setdefault("resumed_utc", []).append(utc_now())
-        meta["completed"] = False
+        env = environment(opts["device"], opts["dtype"])
+        changed = {k: v for k, v in opts.items() if (meta.get("options") or {}).get(k) != v}
+        meta.setdefault("resumes", []).append({"date_utc": env["date_utc"], "command": env["command"],
+                                               "git_revision": env["git_revision"], "changed_options": changed})
+        meta.update(options=opts, lengths=plan["lengths"], models=plan["models"], completed=False, **protocol(opts))
         write_json(run_dir / "meta.json", meta)
     else:
         meta = write_meta(run_dir, kind=KIND, device=opts["device"], dtype=opts["dtype"], options=opts,
