@@ -96,8 +96,8 @@ def load_local(path: Path, spec, *, device, dtype, tokenizer, chunk_size, kv_cac
         if loaders.is_hf_rwkv_dir(path):
             model = loaders.load_hf_dir(path)
             tok = tokenizer or (str(path) if has_tokenizer_files(path) else None)
-            return rwkv_backend(model, spec, random_weights=False, device=device, dtype=dtype, tokenizer=tok,
-                                chunk_size=chunk_size)
+            return rwkv_backend(model, spec, random_weights=loaders.saved_from_random_preset(path), device=device,
+                                dtype=dtype, tokenizer=tok, chunk_size=chunk_size)
         if (path / "config.json").is_file():
             return load_transformers(str(path), spec, device=device, dtype=dtype, tokenizer=tokenizer,
                                      kv_cache=kv_cache)
@@ -138,6 +138,7 @@ def load_transformers(name: str, spec: str, *, device, dtype, tokenizer, kv_cach
     from transformers.utils import logging as hf_logging
 
     from .backends.hf import TransformersBackend
+    from .models.loaders import saved_from_random_preset
     from .tokenizer import load_tokenizer
 
     hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
@@ -148,7 +149,8 @@ def load_transformers(name: str, spec: str, *, device, dtype, tokenizer, kv_cach
         raise
     except Exception as exc:  # noqa: BLE001 - offline hub, missing files, unsupported architecture
         raise UserError(f"cannot load {name!r} with transformers: {first_line(exc)}") from None
-    return TransformersBackend(model, tok, spec, random_weights=False, device=device, kv_cache=kv_cache)
+    return TransformersBackend(model, tok, spec, random_weights=saved_from_random_preset(Path(name)), device=device,
+                               kv_cache=kv_cache)
 
 
 def random_transformer(spec, family, size, *, device, dtype, tokenizer, max_positions, kv_cache, seed):

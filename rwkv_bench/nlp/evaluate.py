@@ -92,13 +92,6 @@ def slug(label: str) -> str:
 
 # ---- which harness model runs each spec ----
 
-def saved_random_preset(path: Path) -> bool:
-    """A directory that save_peer wrote from a random preset carries a marker file."""
-    from ..scaling.sweep import RANDOM_WEIGHTS_MARKER
-
-    return path.is_dir() and (path / RANDOM_WEIGHTS_MARKER).is_file()
-
-
 def plan_model(spec: str) -> ModelPlan:
     """Decide, without loading weights, whether our RWKV or lm-eval's hf model runs `spec`."""
     from ..models import loaders, presets
@@ -113,7 +106,8 @@ def plan_model(spec: str) -> ModelPlan:
         if path.is_file() and path.suffix == ".gguf":
             args = {"pretrained": str(path.parent), "gguf_file": path.name}
         label = TRANSFORMERS_PREFIX + short_name(target)
-        return ModelPlan(spec, label, HF, random_weights=saved_random_preset(path), hf_args=args)
+        return ModelPlan(spec, label, HF, random_weights=loaders.saved_from_random_preset(path),
+                         hf_args=args)
     if (preset := presets.split_preset(spec)) is not None:
         family, _ = preset
         if family == "rwkv4":
@@ -126,7 +120,7 @@ def plan_model(spec: str) -> ModelPlan:
     path = Path(spec).expanduser()
     if path.is_dir():
         if loaders.is_hf_rwkv_dir(path):
-            return ModelPlan(spec, short_name(spec), OURS, random_weights=saved_random_preset(path))
+            return ModelPlan(spec, short_name(spec), OURS, random_weights=loaders.saved_from_random_preset(path))
         if (path / "config.json").is_file():
             return ModelPlan(spec, short_name(spec), HF, random_weights=False, hf_args={"pretrained": str(path)})
         ggufs = sorted(path.glob("*.gguf"))

@@ -53,8 +53,6 @@ DEFAULTS = {
 # options that must not change when a run is resumed (the rows would not be comparable)
 FIXED_ON_RESUME = ("kv_cache", "device", "dtype", "prompt_len", "seed", "chunk_size")
 PEER_PREFIX = "transformers:"
-# Written into a directory saved from a random preset, so any later run that loads it labels it random.
-RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
 
 
 # ---- options ----
@@ -178,7 +176,7 @@ def save_peer(preset: str, directory: Path, *, seed: int, tokenizer: str) -> Pat
     from transformers import RwkvConfig, RwkvForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from ..models.loaders import blinkdl_to_hf_state_dict
+    from ..models.loaders import RANDOM_WEIGHTS_MARKER, blinkdl_to_hf_state_dict
     from ..specs import resolve
 
     if (directory / "config.json").is_file():
