@@ -1,8 +1,9 @@
 """Tokenizers: the GPT-NeoX-20B one for RWKV-4 Pile models and presets, or any HF tokenizer.
 
-Lookup for RWKV checkpoints without a tokenizer of their own: `--tokenizer` (a tokenizer.json file, a
-directory, or a hub id), then $RWKV_BENCH_TOKENIZER, then `../shared/tokenizers/20B_tokenizer.json`
-beside a source checkout, then the hub id EleutherAI/gpt-neox-20b (needs the network once).
+The GPT-NeoX-20B tokenizer ships inside the package (rwkv_bench/data/20B_tokenizer.json, Apache-2.0, see
+data/NOTICE.md), so presets and RWKV checkpoints without a tokenizer of their own run offline.
+`--tokenizer` (a tokenizer.json file, a directory, or a hub id) or $RWKV_BENCH_TOKENIZER replace it for
+those models only: a model that has a tokenizer of its own always keeps it.
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-NEOX_HUB_ID = "EleutherAI/gpt-neox-20b"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_NEOX = REPO_ROOT.parent / "shared" / "tokenizers" / "20B_tokenizer.json"
+NEOX_TOKENIZER_FILE = Path(__file__).resolve().parent / "data" / "20B_tokenizer.json"
 
 
 class Tokenizer:
@@ -33,24 +32,31 @@ class Tokenizer:
 
 
 def neox_tokenizer(spec: str | None = None) -> Tokenizer:
-    """The GPT-NeoX-20B tokenizer (or the one `spec` names), found as the module docstring says."""
-    spec = spec or os.environ.get("RWKV_BENCH_TOKENIZER")
-    if spec is None and SHARED_NEOX.is_file():
-        spec = str(SHARED_NEOX)
-    return load_tokenizer(spec or NEOX_HUB_ID)
+    """The tokenizer of a model that has none: `spec`, else $RWKV_BENCH_TOKENIZER, else the shipped NeoX one."""
+    return load_tokenizer(spec or os.environ.get("RWKV_BENCH_TOKENIZER") or str(NEOX_TOKENIZER_FILE))
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
-    path = Path(spec).expanduser()
-    try:
-        if path.is_file():
-            from tokenizers import Tokenizer as RawTokenizer
+    """A tokenizer.json file, a directory with tokenizer files, or a hub id."""
+    from .hub import first_line, hub_call
 
+    path = Path(spec).expanduser()
+    if path.is_file():
+        from tokenizers import Tokenizer as RawTokenizer
+
+        try:
             return Tokenizer(RawTokenizer.from_file(str(path)), str(path))
+        except Exception as exc:  # noqa: BLE001 - not a tokenizers JSON file
+            raise UserError(f"--tokenizer {spec}: not a tokenizer.json file ({first_line(exc)})") from None
+    if path.is_dir() or spec.startswith((".", "/", "~")) or spec.endswith(".json"):
+        if not path.exists():
+            raise UserError(f"--tokenizer {spec}: no such file or directory")
         from transformers import AutoTokenizer
 
-        return Tokenizer(AutoTokenizer.from_pretrained(spec), spec)
-    except Exception as exc:  # noqa: BLE001 - offline hub misses, corrupt files
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load tokenizer {spec!r} ({msg}); pass --tokenizer with a tokenizer.json "
-                        "file or a local directory") from None
+        try:
+            return Tokenizer(AutoTokenizer.from_pretrained(str(path)), str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"--tokenizer {spec}: no tokenizer files in this directory ({first_line(exc)})") from None
+    from transformers import AutoTokenizer
+
+    return Tokenizer(hub_call(lambda: AutoTokenizer.from_pretrained(spec), f"tokenizer {spec!r}"), spec)
