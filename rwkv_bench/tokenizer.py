@@ -59,4 +59,5 @@ def load_tokenizer(spec: str) -> Tokenizer:
             raise UserError(f"--tokenizer {spec}: no tokenizer files in this directory ({first_line(exc)})") from None
     from transformers import AutoTokenizer
 
-    return Tokenizer(hub_call(lambda: AutoTokenizer.from_pretrained(spec), f"tokenizer {spec!r}"), spec)
+    return Tokenizer(hub_call(lambda local: AutoTokenizer.from_pretrained(spec, local_files_only=local),
+                              f"tokenizer {spec!r}"), spec)
