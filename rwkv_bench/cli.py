@@ -1,7 +1,8 @@
 """The command line: a thin Typer layer over plain functions.
 
-Each scenario registers its own command(s) from `rwkv_bench/<scenario>/command.py` (a `register(app)`
-function), so this file only wires them and maps known errors to one line and exit code 2.
+Each scenario registers its command from `rwkv_bench/<scenario>/command.py` (a `register(app)` function),
+so this file only wires them and turns every error a user can cause into one line on stderr and exit
+code 2: bad input (UserError) and usage errors (unknown option, missing or ill-typed value, bad choice).
 Set RWKV_BENCH_DEBUG=1 to see the traceback instead.
 """
 from __future__ import annotations
@@ -21,51 +22,57 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from . import commands  # noqa: E402
+from .nlp import command as nlp_command  # noqa: E402
+from .report import command as report_command  # noqa: E402
+from .scaling import command as scaling_command  # noqa: E402
+from .uncheatable import command as uncheatable_command  # noqa: E402
 
-def _register_commands() -> None:
-    from .commands import register as register_core
-
-    register_core(app)
-    for module in ("scaling", "uncheatable", "nlp", "report"):
-        try:
-            mod = __import__(f"rwkv_bench.{module}.command", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith(f"rwkv_bench.{module}"):
-                continue  # scenario not present in this checkout
-            raise
-        mod.register(app)
+for module in (commands, scaling_command, uncheatable_command, nlp_command, report_command):
+    module.register(app)
 
 
-_register_commands()
+def usage_message(exc: BaseException) -> str | None:
+    """The one-line message of a click usage error (click's or the copy typer vendors: both have
+    `format_message` and `exit_code`), or None for any other exception."""
+    if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+        return None
+    ctx = getattr(exc, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return f"{where}{' '.join(exc.format_message().split())}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app; known errors become one line on stderr and exit code 2."""
+    """Entry point: run the app; errors a user can cause become one line on stderr and exit code 2."""
+    debug = bool(os.environ.get("RWKV_BENCH_DEBUG"))
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False, prog_name="rwkv-bench")
     except UserError as exc:
-        if os.environ.get("RWKV_BENCH_DEBUG"):
+        if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rows written so far are kept; rerun with --resume to continue", file=sys.stderr)
         return 130
-    except Exception as exc:  # click's own usage errors and aborts
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.ClickException):
-            if os.environ.get("RWKV_BENCH_DEBUG"):
-                raise
-            print(f"error: {exc.format_message()}", file=sys.stderr)
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("aborted", file=sys.stderr)
-            return 130
-        raise
-    return 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        message = usage_message(exc)
+        if debug or message is None and os.environ.get("RWKV_BENCH_TRACEBACK"):
+            raise
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: internal error: {type(exc).__name__}: {first} (RWKV_BENCH_DEBUG=1 shows the traceback; "
+              "please report it)", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 def entry() -> None:

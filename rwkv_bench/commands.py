@@ -7,38 +7,20 @@ from pathlib import Path
 import typer
 
 from .errors import UserError
-
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
-
-
-def parse_dtype(name: str):
-    import torch
-
-    if name.lower() not in DTYPES:
-        raise UserError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
-    return getattr(torch, DTYPES[name.lower()])
-
-
-def parse_device(name: str) -> str:
-    import torch
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"unknown device {name!r}: use cpu or cuda[:N]")
-    return name
+from .options import parse_device, parse_dtype, parse_int_list, positive
 
 
 def read_text_file(path: Path) -> str:
     """A UTF-8 text file that must not be empty."""
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a text file")
     if not path.is_file():
         raise UserError(f"no such file: {path}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    if not text:
+    if not text.strip():
         raise UserError(f"{path} is empty: nothing to score")
     return text
 
@@ -46,11 +28,14 @@ def read_text_file(path: Path) -> str:
 def score_file(model: str, input_path: Path, *, tokenizer: str | None = None, device: str = "cpu",
                dtype: str = "float32") -> dict:
     """The plain function behind `rwkv-bench score`."""
+    from .backends import check_reachable, load
     from .scoring import score_text
-    from .specs import resolve
+    from .specs import parse
 
     text = read_text_file(input_path)
-    backend = resolve(model, device=parse_device(device), dtype=parse_dtype(dtype), tokenizer=tokenizer)
+    spec = parse(model)
+    check_reachable([spec])
+    backend = load(spec, device=parse_device(device), dtype=parse_dtype(dtype), tokenizer=tokenizer)
     result = score_text(backend, text).as_dict()
     result.update(random_weights=backend.random_weights, device=str(backend.device),
                   dtype=str(backend.dtype).removeprefix("torch."))
@@ -62,7 +47,8 @@ def register(app: typer.Typer) -> None:
     def score(
         model: str = typer.Option(..., "--model", "-m", help="Model spec: preset, path or hub id."),
         input: Path = typer.Option(..., "--input", "-i", help="UTF-8 text file to score."),
-        tokenizer: str = typer.Option(None, help="Tokenizer file/dir/hub id for RWKV checkpoints."),
+        tokenizer: str = typer.Option(None, help="Tokenizer for models without one of their own "
+                                                 "(default: GPT-NeoX-20B, shipped)."),
         device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
         dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -89,8 +75,8 @@ def register(app: typer.Typer) -> None:
         from .ops.kernel_bench import run_kernel_benchmark
 
         Ts = parse_int_list(lengths, "--lengths")
-        if channels <= 0 or batch <= 0:
-            raise UserError("--channels and --batch must be positive")
+        positive(channels, "--channels")
+        positive(batch, "--batch")
         rows = run_kernel_benchmark(lengths=Ts, channels=channels, batch=batch, device=parse_device(device))
         if as_json:
             print(json.dumps(rows))
@@ -98,13 +84,3 @@ def register(app: typer.Typer) -> None:
         import pandas as pd
 
         print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"))
-
-
-def parse_int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise UserError(f"{flag} needs positive integers, got {text!r}")
-    return values

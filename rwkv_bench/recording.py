@@ -1,8 +1,11 @@
-"""Run directories: append-only CSVs and a self-describing meta.json.
+"""Run directories, one lifecycle for every scenario: a new run, the latest run, resume, append-only CSVs
+and a self-describing meta.json.
 
 Every number written under results/ lives in a run directory together with the environment it came
-from (device, dtype, versions, git revision, date, command line), so a table can always be traced back.
-Rows are appended one at a time and flushed to disk, so an interrupted run loses at most the row in flight.
+from (device, dtype, versions, git revision, date, command line, load average), so a table can always be
+traced back. Rows are appended one at a time and fsynced, so an interrupted run loses at most the row in
+flight; a last line cut short by a kill is repaired before the next append and ignored when read.
+A resume keeps the original meta (date, command, revision) and appends a `resumes` entry.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+
+from .errors import UserError
 
 PACKAGES = ("rwkv-bench", "torch", "transformers", "tokenizers", "lm_eval", "arxiv", "pandas", "numpy")
 
@@ -81,14 +86,88 @@ def environment(device: str = "cpu", dtype: str | None = None) -> dict:
     return env
 
 
-def new_run_dir(kind: str, out: str | Path | None = None, results_root: str | Path = "results") -> Path:
-    """`out` if given, else results/<kind>/<UTC timestamp>."""
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_warning(meta: dict) -> str | None:
+    """One line for summary.md when the machine was busier than its cores at the start or end of the run."""
+    cores = meta.get("cpu_count") or os.cpu_count() or 1
+    seen = [(when, loads[0]) for when, loads in (("start", meta.get("load_average_start")),
+                                                 ("end", meta.get("load_average_end"))) if loads]
+    busy = [f"{load:.2f} at the {when}" for when, load in seen if load > cores]
+    if not busy:
+        return None
+    return (f"Warning: the machine was busier than its {cores} cores (1-minute load average {', '.join(busy)}): "
+            "timings may be inflated by other processes.")
+
+
+def latest_run(kind: str, results_root: str | Path = "results") -> Path:
+    root = Path(results_root) / kind
+    runs = sorted(p.parent for p in root.glob("*/meta.json")) if root.is_dir() else []
+    if not runs:
+        raise UserError(f"--resume: no earlier run under {root}/; pass --out DIR of the run to continue")
+    return runs[-1]
+
+
+def open_run(kind: str, *, out: str | Path | None, resume: bool, results: tuple[str, ...],
+             results_root: str | Path = "results") -> tuple[Path, dict | None]:
+    """The run directory and, when resuming, its meta. A new run refuses a directory that already holds
+    results (`results`: the files that say so), so two runs never mix in one table."""
+    if resume:
+        run_dir = Path(out) if out else latest_run(kind, results_root)
+        meta = read_meta(run_dir)
+        if meta.get("kind") != kind:
+            raise UserError(f"--resume: {run_dir} is not a {kind} run directory (no meta.json of kind {kind!r})")
+        return run_dir, meta
     if out is None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = Path(results_root) / kind / stamp
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a directory")
+    held = [name for name in results if any(run_dir.glob(name))] if run_dir.is_dir() else []
+    if held:
+        raise UserError(f"{run_dir} already holds results ({held[0]}): pass --resume to continue it, "
+                        "or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
+    return run_dir, None
+
+
+def start_meta(run_dir: Path, kind: str, options: dict, **fields) -> dict:
+    """meta.json of a new run: kind, environment, the scenario's options, and what it adds."""
+    meta = {"kind": kind, **environment(options.get("device", "cpu"), options.get("dtype")),
+            "load_average_start": load_average(), "options": options, **fields}
+    write_json(run_dir / "meta.json", meta)
+    return meta
+
+
+def resume_meta(run_dir: Path, meta: dict, options: dict, **fields) -> dict:
+    """A resume keeps the original date, command and revision, and appends what this command changed."""
+    env = environment(options.get("device", "cpu"), options.get("dtype"))
+    changed = {k: v for k, v in options.items() if (meta.get("options") or {}).get(k) != v}
+    meta.setdefault("resumes", []).append({"date_utc": env["date_utc"], "command": env["command"],
+                                           "git_revision": env["git_revision"], "changed_options": changed,
+                                           "load_average_start": load_average()})
+    meta.update(options=options, completed=False, **fields)
+    write_json(run_dir / "meta.json", meta)
+    return meta
+
+
+def finish_meta(run_dir: Path, **fields) -> dict:
+    meta = read_meta(run_dir)
+    meta.update(completed=True, finished_utc=utc_now(), load_average_end=load_average(), **fields)
+    write_json(run_dir / "meta.json", meta)
+    return meta
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -99,40 +178,59 @@ def write_json(path: str | Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def write_meta(run_dir: str | Path, **fields) -> dict:
-    """meta.json: the environment plus whatever the scenario adds (models, options, protocol)."""
-    meta = {"kind": fields.pop("kind", None), **environment(fields.pop("device", "cpu"),
-                                                             fields.pop("dtype", None)), **fields}
-    write_json(Path(run_dir) / "meta.json", meta)
-    return meta
-
-
 def read_meta(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "meta.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def repair_tail(path: Path) -> None:
+    """Cut a last line left incomplete by a kill, so the next appended row starts on its own line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+    data = path.read_bytes()
+    with open(path, "r+b") as f:
+        f.truncate(data.rfind(b"\n") + 1)
+
+
 def append_row(path: str | Path, row: dict, columns: list[str]) -> None:
-    """Append one CSV row (header first if the file is new) in a single write, flushed and fsynced."""
+    append_rows(path, [row], columns)
+
+
+def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
+    """Append CSV rows (header first if the file is new) in a single write, flushed and fsynced."""
     path = Path(path)
+    repair_tail(path)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    new = not path.exists() or path.stat().st_size == 0
-    if new:
+    if not path.exists() or path.stat().st_size == 0:
         writer.writeheader()
-    writer.writerow({c: row.get(c) for c in columns})
+    for row in rows:
+        writer.writerow({c: row.get(c) for c in columns})
     with open(path, "a", encoding="utf-8", newline="") as f:
         f.write(buf.getvalue())
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_rows(path: str | Path) -> pd.DataFrame:
-    """Read an append-only CSV, dropping a last line cut short by a kill."""
+def read_rows(path: str | Path, columns: list[str] | None = None, **read_csv) -> pd.DataFrame:
+    """Read an append-only CSV, dropping a last line cut short by a kill (`columns`: of an empty result)."""
     path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame()
-    text = path.read_text(encoding="utf-8")
-    if not text.endswith("\n"):  # a row cut short by a kill: every complete row ends with a newline
-        text = text[: text.rfind("\n") + 1]
-    return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    text = text[: text.rfind("\n") + 1]  # every complete row ends with a newline
+    if not text.strip():
+        return pd.DataFrame(columns=columns)
+    try:
+        return pd.read_csv(io.StringIO(text), **read_csv)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+
+
+def rewrite_rows(path: Path, rows: pd.DataFrame, columns: list[str]) -> None:
+    """Replace a CSV atomically (a resume dropping rows of points that never committed)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    rows.reindex(columns=columns).to_csv(tmp, index=False)
+    os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""Model specs: one string names a model everywhere in the CLI.
+"""Model specs: one string names a model in every command, and one parser reads it.
 
     rwkv4-169m, rwkv4-tiny, ...       our RWKV-4, random weights (paper init), paper sizes
     gptneox-169m, llama-169m, ...     transformers matched to those sizes, random weights
@@ -8,163 +8,138 @@
     ./model.pth | ./model.safetensors an RWKV-4 checkpoint (BlinkDL or HF names), run by our RWKV-4
     ./model.gguf                      a GGUF file, through transformers
     org/name                          a hub id (RWKV models load into ours, others run in transformers)
-    transformers:<spec>               force transformers for an HF dir or hub id (e.g. its own RwkvForCausalLM)
+    transformers:<spec>               force transformers: a dir or hub id, or an rwkv4-* preset (transformers'
+                                      own RwkvForCausalLM holding exactly our preset's random weights)
 
-Never `trust_remote_code`: a spec can only name architectures transformers ships.
+`parse` only looks at files (and the local hub cache); loading takes the resulting ModelSpec
+(`rwkv_bench.backends.load`). Never `trust_remote_code`: a spec can only name architectures transformers ships.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from .backends.base import Backend
 from .errors import UserError
 from .models import presets
 
 SMOLLM2_PRESET = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TRANSFORMERS_PREFIX = "transformers:"
+OURS, TRANSFORMERS = "ours", "transformers"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"  # in a directory saved from a random preset: every loader labels it random
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    text: str                  # as the user typed it: the model's label in every table
+    kind: str                  # preset | hf-dir | checkpoint | gguf | hub
+    runner: str | None         # OURS or TRANSFORMERS; None: a hub id whose config is not cached yet
+    location: str              # preset name, local path (a GGUF: its folder), or hub id
+    random_weights: bool
+    has_tokenizer: bool        # False: the GPT-NeoX-20B tokenizer (or --tokenizer) is used
+    gguf_file: str | None = None
+
+    @property
+    def family(self) -> str:
+        """rwkv or transformer, where it can be told without loading ('' when not)."""
+        if self.kind == "preset":
+            return "rwkv" if self.location.startswith("rwkv4-") else "transformer"
+        if self.runner == OURS:
+            return "rwkv"
+        return ""
 
 
 def known_presets() -> list[str]:
     return presets.PRESETS + [SMOLLM2_PRESET]
 
 
-def resolve(spec: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32, tokenizer: str | None = None,
-            max_positions: int | None = None, kv_cache: bool = True, chunk_size: int = 1024,
-            seed: int = 0) -> Backend:
-    """Turn a spec into a ready backend, or raise UserError with a one-line reason."""
-    spec = spec.strip()
-    if not spec:
-        raise UserError("empty model spec")
-    common = dict(device=device, dtype=dtype, tokenizer=tokenizer)
-    if spec.startswith(TRANSFORMERS_PREFIX):
-        return load_transformers(spec[len(TRANSFORMERS_PREFIX):], spec, kv_cache=kv_cache, **common)
-    if (preset := presets.split_preset(spec)) is not None:
-        family, size = preset
-        if family == "rwkv4":
-            return random_rwkv(spec, size, chunk_size=chunk_size, seed=seed, **common)
-        return random_transformer(spec, family, size, max_positions=max_positions, kv_cache=kv_cache,
-                                  seed=seed, **common)
-    if spec == SMOLLM2_PRESET:
-        return load_gguf(smollm2_path(), spec, kv_cache=kv_cache, **common)
-    path = Path(spec).expanduser()
+def parse(text: str) -> ModelSpec:
+    """Read a spec string, looking only at files; raise UserError with a one-line reason."""
+    text = text.strip()
+    forced = text.startswith(TRANSFORMERS_PREFIX)
+    name = text[len(TRANSFORMERS_PREFIX):].strip() if forced else text
+    if not name:
+        raise UserError(f"empty model spec{f' in {text!r}' if text else ''}")
+    if presets.split_preset(name) is not None:
+        runner = TRANSFORMERS if forced or not name.startswith("rwkv4-") else OURS
+        return ModelSpec(text, "preset", runner, name, random_weights=True, has_tokenizer=False)
+    if name == SMOLLM2_PRESET:
+        path = smollm2_path()
+        return ModelSpec(text, "gguf", TRANSFORMERS, str(path.parent), False, True, gguf_file=path.name)
+    path = Path(name).expanduser()
     if path.exists():
-        return load_local(path, spec, chunk_size=chunk_size, kv_cache=kv_cache, **common)
-    if looks_like_path(spec):
-        raise UserError(f"no such file or directory: {spec}")
-    if looks_like_hub_id(spec):
-        return load_hub(spec, chunk_size=chunk_size, kv_cache=kv_cache, **common)
-    raise UserError(f"unknown model spec {spec!r}: not a preset ({', '.join(known_presets()[:8])}, ...), "
+        return parse_local(text, path, forced)
+    if looks_like_path(name):
+        raise UserError(f"no such file or directory: {name}")
+    if looks_like_hub_id(name):
+        return parse_hub(text, name, forced)
+    raise UserError(f"unknown model spec {text!r}: not a preset ({', '.join(known_presets()[:8])}, ...), "
                     "an existing path, or a hub id (org/name)")
 
 
+def parse_local(text: str, path: Path, forced: bool) -> ModelSpec:
+    if path.is_dir():
+        config = read_config(path)
+        has_tok = any((path / f).is_file() for f in TOKENIZER_FILES)
+        random = (path / RANDOM_WEIGHTS_MARKER).is_file()
+        if config is not None:
+            runner = OURS if config.get("model_type") == "rwkv" and not forced else TRANSFORMERS
+            return ModelSpec(text, "hf-dir", runner, str(path), random, has_tok)
+        ggufs = sorted(path.glob("*.gguf"))
+        if ggufs:
+            return ModelSpec(text, "gguf", TRANSFORMERS, str(path), random, True, gguf_file=ggufs[0].name)
+        raise UserError(f"{path} is a directory without config.json or a .gguf file")
+    if not path.is_file():
+        raise UserError(f"{path} is not a regular file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty")
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        if forced:
+            raise UserError(f"{text!r}: transformers: takes a directory or hub id, not an RWKV checkpoint file")
+        return ModelSpec(text, "checkpoint", OURS, str(path), False, False)
+    if path.suffix == ".gguf":
+        return ModelSpec(text, "gguf", TRANSFORMERS, str(path.parent), False, True, gguf_file=path.name)
+    raise UserError(f"unsupported model file {path.name}: expected .pth, .safetensors, .gguf or a directory")
+
+
+def read_config(path: Path) -> dict | None:
+    """A directory's config.json (None when it has none); a corrupt one is an error."""
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {cfg}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{cfg} is not a JSON object")
+    return data
+
+
+def parse_hub(text: str, hub_id: str, forced: bool) -> ModelSpec:
+    """A hub id: its runner is known when its config.json is in the local cache, else decided at load."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    runner = TRANSFORMERS if forced else None
+    if runner is None and isinstance(cached, str):
+        model_type = (read_config(Path(cached).parent) or {}).get("model_type")
+        runner = OURS if model_type == "rwkv" else TRANSFORMERS
+    return ModelSpec(text, "hub", runner, hub_id, False, True)
+
+
 def looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.endswith((".pth", ".pt", ".safetensors", ".gguf", ".json"))
+    return spec.startswith((".", "/", "~")) or spec.endswith(CHECKPOINT_SUFFIXES + (".gguf", ".json"))
 
 
 def looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) == 2 and all(p and " " not in p for p in parts)
-
-
-# ---- our RWKV-4 ----
-
-def rwkv_backend(model, spec, *, random_weights, device, dtype, tokenizer, chunk_size):
-    from .backends.rwkv import RWKVBackend
-    from .tokenizer import neox_tokenizer
-
-    return RWKVBackend(model.to(dtype), neox_tokenizer(tokenizer), spec, random_weights=random_weights,
-                       device=device, chunk_size=chunk_size)
-
-
-def random_rwkv(spec, size, *, device, dtype, tokenizer, chunk_size, seed):
-    from .models.rwkv4 import RWKV4, RWKVConfig, init_paper_
-
-    model = RWKV4(RWKVConfig(vocab_size=presets.VOCAB, n_layer=size.n_layer, n_embd=size.n_embd))
-    init_paper_(model, torch.Generator().manual_seed(seed))
-    return rwkv_backend(model, spec, random_weights=True, device=device, dtype=dtype, tokenizer=tokenizer,
-                        chunk_size=chunk_size)
-
-
-def load_local(path: Path, spec, *, device, dtype, tokenizer, chunk_size, kv_cache):
-    from .models import loaders
-
-    if path.is_dir():
-        if loaders.is_hf_rwkv_dir(path):
-            model = loaders.load_hf_dir(path)
-            tok = tokenizer or (str(path) if has_tokenizer_files(path) else None)
-            return rwkv_backend(model, spec, random_weights=loaders.saved_from_random_preset(path), device=device,
-                                dtype=dtype, tokenizer=tok, chunk_size=chunk_size)
-        if (path / "config.json").is_file():
-            return load_transformers(str(path), spec, device=device, dtype=dtype, tokenizer=tokenizer,
-                                     kv_cache=kv_cache)
-        ggufs = sorted(path.glob("*.gguf"))
-        if ggufs:
-            return load_gguf(ggufs[0], spec, device=device, dtype=dtype, tokenizer=tokenizer, kv_cache=kv_cache)
-        raise UserError(f"{path} is a directory without config.json or a .gguf file")
-    if path.suffix in (".pth", ".pt", ".safetensors"):
-        model = loaders.load_checkpoint(path)
-        return rwkv_backend(model, spec, random_weights=False, device=device, dtype=dtype, tokenizer=tokenizer,
-                            chunk_size=chunk_size)
-    if path.suffix == ".gguf":
-        return load_gguf(path, spec, device=device, dtype=dtype, tokenizer=tokenizer, kv_cache=kv_cache)
-    raise UserError(f"unsupported model file {path.name}: expected .pth, .safetensors, .gguf or a directory")
-
-
-def has_tokenizer_files(path: Path) -> bool:
-    return any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
-
-
-# ---- transformers ----
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:240]
-
-
-def hf_tokenizer(name: str, **kwargs):
-    from transformers import AutoTokenizer
-
-    from .tokenizer import Tokenizer
-
-    return Tokenizer(AutoTokenizer.from_pretrained(name, **kwargs), name)
-
-
-def load_transformers(name: str, spec: str, *, device, dtype, tokenizer, kv_cache, **load_kwargs):
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    from .backends.hf import TransformersBackend
-    from .models.loaders import saved_from_random_preset
-    from .tokenizer import load_tokenizer
-
-    hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **load_kwargs)
-        tok = load_tokenizer(tokenizer) if tokenizer else hf_tokenizer(name, **load_kwargs)
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - offline hub, missing files, unsupported architecture
-        raise UserError(f"cannot load {name!r} with transformers: {first_line(exc)}") from None
-    return TransformersBackend(model, tok, spec, random_weights=saved_from_random_preset(Path(name)), device=device,
-                               kv_cache=kv_cache)
-
-
-def random_transformer(spec, family, size, *, device, dtype, tokenizer, max_positions, kv_cache, seed):
-    from transformers import AutoModelForCausalLM
-
-    from .backends.hf import TransformersBackend
-    from .tokenizer import neox_tokenizer
-
-    config = presets.transformer_config(family, size, max_positions=max(max_positions or 0, 4096))
-    config._attn_implementation = "sdpa"  # the fast attention users actually get
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
-    return TransformersBackend(model, neox_tokenizer(tokenizer), spec, random_weights=True, device=device,
-                               kv_cache=kv_cache, bos_token_id=0)
 
 
 def smollm2_path() -> Path:
@@ -177,23 +152,47 @@ def smollm2_path() -> Path:
     return path
 
 
-def load_gguf(path: Path, spec: str, *, device, dtype, tokenizer, kv_cache):
-    """GGUF weights are dequantised by transformers into a regular torch model."""
-    return load_transformers(str(path.parent), spec, device=device, dtype=dtype, tokenizer=tokenizer,
-                             kv_cache=kv_cache, gguf_file=path.name)
+def parse_models(text: str | list[str], flag: str = "--models") -> list[ModelSpec]:
+    """A comma-separated list of specs, parsed, duplicates dropped."""
+    from .options import split_list
+
+    return [parse(s) for s in split_list(text, flag)]
 
 
-def load_hub(hub_id: str, *, device, dtype, tokenizer, chunk_size, kv_cache):
-    from transformers import AutoConfig
+# ---- identity: what exactly was measured ----
 
-    try:
-        model_type = AutoConfig.from_pretrained(hub_id).model_type
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load {hub_id!r} from the hub (offline, or not a model): {first_line(exc)}") from None
-    if model_type == "rwkv":
-        from huggingface_hub import snapshot_download
+def identity(spec: ModelSpec, seed: int = 0) -> dict:
+    """For meta.json: a preset's name and seed, sha256 of local weight files, a hub id's resolved commit."""
+    if spec.kind == "preset":
+        return {"preset": spec.location, "seed": seed, "weights": "random (paper init)"}
+    if spec.kind == "hub":
+        return {"hub_id": spec.location, "commit": hub_commit(spec.location)}
+    path = Path(spec.location)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and p.suffix in
+                                                  CHECKPOINT_SUFFIXES + (".bin", ".gguf"))
+    if spec.gguf_file:
+        files = [path / spec.gguf_file]
+    return {"files": {f.name: sha256_file(f) for f in files}}
 
-        local = Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"]))
-        return load_local(local, hub_id, device=device, dtype=dtype, tokenizer=tokenizer,
-                          chunk_size=chunk_size, kv_cache=kv_cache)
-    return load_transformers(hub_id, hub_id, device=device, dtype=dtype, tokenizer=tokenizer, kv_cache=kv_cache)
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hub_commit(hub_id: str) -> str | None:
+    """The commit of the cached snapshot (the path is .../snapshots/<commit>/config.json)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+def resolve(text: str, **load_options):
+    """parse + load in one call, for scripts and benchmarks: `resolve("rwkv4-169m", seed=0)`."""
+    from .backends import load
+
+    return load(parse(text), **load_options)

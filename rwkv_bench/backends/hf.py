@@ -23,7 +23,7 @@ class TransformersBackend(Backend):
         # RWKV's context_length is its training length, not a limit; attention models have a hard one
         self.max_context = None if self.family == "rwkv" else getattr(cfg, "max_position_embeddings", None)
         self.bos_token_id = bos_token_id if bos_token_id is not None else default_bos(tokenizer, cfg)
-        attn = getattr(cfg, "_attn_implementation", None)
+        attn = attention_implementation(model)
         self.implementation = f"transformers.{type(model).__name__}" + (f"[{attn}]" if attn else "")
 
     def encode(self, text: str) -> list[int]:
@@ -103,3 +103,9 @@ def default_bos(tokenizer: Tokenizer, config) -> int:
         if isinstance(value, int):
             return value
     return 0
+
+
+def attention_implementation(model) -> str | None:
+    """sdpa / eager / ...: transformers 5 exposes the chosen attention only as the private
+    `config._attn_implementation` (no public getter); tests/test_specs.py fails if that goes away."""
+    return getattr(model.config, "_attn_implementation", None)

@@ -107,25 +107,6 @@ def load_checkpoint(path: str | Path, dtype=torch.float32) -> RWKV4:
     return model_from_state_dict(sd, dtype=dtype)
 
 
-# Written by rwkv_bench.scaling.sweep.save_peer into a directory saved from a random preset, so that whatever
-# loads the directory later (score, uncheatable, nlp, scaling) labels its results random.
-RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
-
-
-def saved_from_random_preset(path: Path) -> bool:
-    return path.is_dir() and (path / RANDOM_WEIGHTS_MARKER).is_file()
-
-
-def is_hf_rwkv_dir(path: Path) -> bool:
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        return json.loads(cfg.read_text()).get("model_type") == "rwkv"
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
 def load_hf_dir(path: str | Path, dtype=torch.float32) -> RWKV4:
     """A Hugging Face RwkvForCausalLM directory (config.json + safetensors or bin shards)."""
     path = Path(path)

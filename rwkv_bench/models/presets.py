@@ -59,3 +59,17 @@ def transformer_config(family: str, size: Size, max_positions: int = 4096):
                            max_position_embeddings=max_positions, tie_word_embeddings=False,
                            bos_token_id=0, eos_token_id=0)
     raise ValueError(family)
+
+
+def random_preset_model(preset: str, seed: int = 0):
+    """Our RWKV-4 at a preset's size with the paper's Appendix-E random init, seeded."""
+    import torch
+
+    from .rwkv4 import RWKV4, RWKVConfig, init_paper_
+
+    family_size = split_preset(preset)
+    if family_size is None or family_size[0] != "rwkv4":
+        raise ValueError(f"not an rwkv4 preset: {preset}")
+    size = family_size[1]
+    model = RWKV4(RWKVConfig(vocab_size=VOCAB, n_layer=size.n_layer, n_embd=size.n_embd))
+    return init_paper_(model, torch.Generator().manual_seed(seed))

@@ -28,29 +28,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..recording import append_row, new_run_dir, write_meta
+from ..options import as_dict, canonical_dtype, merge_options, parse_device, positive
+from ..recording import append_rows, finish_meta, open_run, read_rows, resume_meta, rewrite_rows, start_meta
+from ..specs import OURS as OURS_RUNNER
+from ..specs import ModelSpec, parse_models
 from . import tasks as T
+from .config import NlpConfig
 
 log = logging.getLogger(__name__)
 
+KIND = "nlp"
 TABLE_COLUMNS = ["task", "metric", "filter", "model", "value", "stderr", "higher_is_better", "n_samples",
-                 "num_fewshot", "random_weights", "runner", "implementation"]
+                 "num_fewshot", "random_weights", "runner", "implementation", "run_task"]
 TOKEN_COLUMNS = ["model", "task", "request_type", "requests", "tokens_processed", "tokens_padding",
                  "tokens_reencode", "reencode_over_processed", "model_time_s", "wall_s", "runner",
                  "random_weights"]
+RESULT_FILES = ("table.csv", "tokens.csv", "results_*.json", "samples_*.jsonl")
 OURS = "rwkv-bench"          # our lm-eval model (lm.py)
 HF = "lm-eval hf"            # lm-eval's own HFLM
 
 
 @dataclass
 class ModelPlan:
-    spec: str
+    spec: ModelSpec
     label: str
     runner: str                          # OURS or HF
-    random_weights: bool
     hf_args: dict = field(default_factory=dict)
-    save_preset: bool = False            # a random transformer preset, saved to a temp dir before HFLM
     implementation: str = ""
+
+    @property
+    def random_weights(self) -> bool:
+        return self.spec.random_weights
 
 
 # ---- argument checks ----
@@ -68,22 +76,11 @@ def check_limit(limit):
     return int(value) if value >= 1 else value
 
 
-def split_models(models: str | list[str]) -> list[str]:
-    items = models.split(",") if isinstance(models, str) else list(models)
-    specs: list[str] = []
-    for spec in (s.strip() for s in items):
-        if spec and spec not in specs:
-            specs.append(spec)
-    if not specs:
-        raise UserError("--models is empty: give model specs, comma-separated")
-    return specs
-
-
-def short_name(spec: str) -> str:
-    path = Path(spec).expanduser()
-    if spec.startswith((".", "/", "~")) or path.exists():
-        return path.name or spec
-    return spec
+def short_name(spec: ModelSpec) -> str:
+    if spec.kind in ("hf-dir", "checkpoint", "gguf") and spec.text != "smollm2-135m":
+        name = Path(spec.text.removeprefix("transformers:")).expanduser().name or spec.text
+        return ("transformers:" + name) if spec.text.startswith("transformers:") else name
+    return spec.text
 
 
 def slug(label: str) -> str:
@@ -92,69 +89,20 @@ def slug(label: str) -> str:
 
 # ---- which harness model runs each spec ----
 
-def plan_model(spec: str) -> ModelPlan:
-    """Decide, without loading weights, whether our RWKV or lm-eval's hf model runs `spec`."""
-    from ..models import loaders, presets
-    from ..specs import SMOLLM2_PRESET, TRANSFORMERS_PREFIX, looks_like_hub_id, resolve, smollm2_path
+def plan_model(spec: ModelSpec) -> ModelPlan:
+    """Our RWKV (runner ours) or lm-eval's hf model with the arguments that find the weights."""
+    from ..backends import with_runner
 
-    if spec.startswith(TRANSFORMERS_PREFIX):
-        target = spec[len(TRANSFORMERS_PREFIX):].strip()
-        path = Path(target).expanduser()
-        if not path.exists() and not looks_like_hub_id(target):
-            raise UserError(f"no such model directory or hub id: {target!r} (in {spec!r})")
-        args = {"pretrained": str(path) if path.exists() else target}
-        if path.is_file() and path.suffix == ".gguf":
-            args = {"pretrained": str(path.parent), "gguf_file": path.name}
-        label = TRANSFORMERS_PREFIX + short_name(target)
-        return ModelPlan(spec, label, HF, random_weights=loaders.saved_from_random_preset(path),
-                         hf_args=args)
-    if (preset := presets.split_preset(spec)) is not None:
-        family, _ = preset
-        if family == "rwkv4":
-            return ModelPlan(spec, spec, OURS, random_weights=True)
-        return ModelPlan(spec, spec, HF, random_weights=True, save_preset=True)
-    if spec == SMOLLM2_PRESET:
-        path = smollm2_path()
-        return ModelPlan(spec, spec, HF, random_weights=False,
-                         hf_args={"pretrained": str(path.parent), "gguf_file": path.name})
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if loaders.is_hf_rwkv_dir(path):
-            return ModelPlan(spec, short_name(spec), OURS, random_weights=loaders.saved_from_random_preset(path))
-        if (path / "config.json").is_file():
-            return ModelPlan(spec, short_name(spec), HF, random_weights=False, hf_args={"pretrained": str(path)})
-        ggufs = sorted(path.glob("*.gguf"))
-        if ggufs:
-            return ModelPlan(spec, short_name(spec), HF, random_weights=False,
-                             hf_args={"pretrained": str(path), "gguf_file": ggufs[0].name})
-    elif path.is_file():
-        if path.suffix in (".pth", ".pt", ".safetensors"):
-            return ModelPlan(spec, short_name(spec), OURS, random_weights=False)
-        if path.suffix == ".gguf":
-            return ModelPlan(spec, short_name(spec), HF, random_weights=False,
-                             hf_args={"pretrained": str(path.parent), "gguf_file": path.name})
-    elif looks_like_hub_id(spec) and not spec.startswith((".", "/", "~")):
-        model_type = hub_model_type(spec)
-        if model_type == "rwkv":
-            return ModelPlan(spec, spec, OURS, random_weights=False)
-        return ModelPlan(spec, spec, HF, random_weights=False, hf_args={"pretrained": spec})
-    resolve(spec)  # raises the loader's own one-line error for anything else
-    raise UserError(f"cannot evaluate model spec {spec!r}")
+    spec = with_runner(spec)  # a hub id not in the cache: its config decides (fails fast offline)
+    if spec.runner == OURS_RUNNER:
+        return ModelPlan(spec, short_name(spec), OURS)
+    args = {} if spec.kind == "preset" else {"pretrained": spec.location}
+    if spec.gguf_file:
+        args["gguf_file"] = spec.gguf_file
+    return ModelPlan(spec, short_name(spec), HF, hf_args=args)
 
 
-def hub_model_type(hub_id: str) -> str:
-    from transformers import AutoConfig
-
-    from ..specs import first_line
-
-    try:
-        return AutoConfig.from_pretrained(hub_id).model_type
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"unknown model {hub_id!r}: cannot read its config from the hub or the local cache "
-                        f"({first_line(exc)})") from None
-
-
-def plan_models(specs: list[str]) -> list[ModelPlan]:
+def plan_models(specs: list[ModelSpec]) -> list[ModelPlan]:
     plans = [plan_model(s) for s in specs]
     seen: dict[str, int] = {}
     for plan in plans:  # two specs with the same short name get distinct labels
@@ -180,46 +128,43 @@ def save_hf_tokenizer(tokenizer, path: Path) -> None:
                             pad_token=pad).save_pretrained(path)
 
 
-def has_tokenizer(path: Path) -> bool:
-    return any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
-
-
-def build_lm(plan: ModelPlan, *, device: str, dtype: str, batch_size: int, tokenizer: str | None,
-             tmp: Path):
+def build_lm(plan: ModelPlan, c: NlpConfig, tmp: Path):
     """-> (lm-eval LM, TokenMeter, implementation string)."""
-    from ..commands import parse_dtype
-    from ..specs import first_line, resolve
+    from ..backends import load
+    from ..hub import first_line
+    from ..options import parse_dtype
     from .lm import RWKVBenchLM, attach_meter
 
+    spec = plan.spec
     if plan.runner == OURS:
-        backend = resolve(plan.spec, device=device, dtype=parse_dtype(dtype), tokenizer=tokenizer)
-        lm = RWKVBenchLM(backend=backend, batch_size=batch_size)
+        backend = load(spec, device=c.device, dtype=parse_dtype(c.dtype), tokenizer=c.tokenizer)
+        lm = RWKVBenchLM(backend=backend, batch_size=c.batch_size)
         return lm, lm.meter, backend.implementation + " + state reuse"
     args = dict(plan.hf_args)
-    if plan.save_preset:  # random-weight transformer preset: lm-eval's hf model loads it from a directory
-        backend = resolve(plan.spec, device="cpu", dtype=parse_dtype(dtype), tokenizer=tokenizer)
+    if spec.kind == "preset" and spec.family == "transformer":  # lm-eval's hf model loads from a directory
+        backend = load(spec, device="cpu", dtype=parse_dtype(c.dtype))
         backend.model.save_pretrained(tmp)
-        save_hf_tokenizer(backend.tokenizer, tmp)
         del backend
-        args = {"pretrained": str(tmp)}
-    pretrained = Path(args["pretrained"])
-    if "gguf_file" not in args and "tokenizer" not in args and pretrained.is_dir() and not has_tokenizer(pretrained):
-        from ..tokenizer import neox_tokenizer  # e.g. an RWKV dir without tokenizer files: GPT-NeoX's
+        args["pretrained"] = str(tmp)
+    elif spec.kind == "preset":  # transformers:rwkv4-<size>: the peer directory
+        from ..models.peer import peer_cache_dir, save_peer
+
+        args["pretrained"] = str(save_peer(spec.location, peer_cache_dir(spec.location, 0)))
+    if not spec.has_tokenizer:  # e.g. an RWKV dir without tokenizer files: GPT-NeoX's (or --tokenizer)
+        from ..tokenizer import neox_tokenizer
 
         tok_dir = tmp / "tokenizer"
         tok_dir.mkdir(parents=True, exist_ok=True)
-        save_hf_tokenizer(neox_tokenizer(tokenizer), tok_dir)
+        save_hf_tokenizer(neox_tokenizer(c.tokenizer), tok_dir)
         args["tokenizer"] = str(tok_dir)
-    elif tokenizer and "tokenizer" not in args:
-        args["tokenizer"] = tokenizer
     try:
         from lm_eval.models.huggingface import HFLM
 
-        lm = HFLM(**args, device=device, dtype=dtype, batch_size=batch_size)
+        lm = HFLM(**args, device=c.device, dtype=c.dtype, batch_size=c.batch_size)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - missing files, offline hub, unsupported architecture
-        raise UserError(f"cannot load {plan.spec!r} with lm-eval's hf model: {first_line(exc)}") from None
+        raise UserError(f"cannot load {spec.text!r} with lm-eval's hf model: {first_line(exc)}") from None
     meter = attach_meter(lm)
     return lm, meter, f"lm_eval.hf[transformers.{type(lm.model).__name__}]"
 
@@ -282,46 +227,53 @@ def write_samples(path: Path, samples: dict) -> None:
 
 # ---- the run ----
 
-def run_nlp(models, tasks, *, limit=None, num_fewshot: int = 0, batch_size: int = 8,
-            include_path: list[str] | None = None, out=None, device: str = "cpu", dtype: str = "float32",
-            tokenizer: str | None = None, bootstrap_iters: int = 100000, log_samples: bool = False,
-            progress: bool = True) -> Path:
-    """The plain function behind `rwkv-bench nlp`; returns the run directory."""
-    from ..commands import parse_device, parse_dtype
+def check_options(c: NlpConfig) -> None:
+    positive(c.batch_size, "--batch-size")
+    positive(c.num_fewshot, "--num-fewshot", zero_ok=True)
+    positive(c.bootstrap_iters, "--bootstrap-iters", zero_ok=True)
+    parse_device(c.device)
+    c.dtype = canonical_dtype(c.dtype)
+    c.limit = check_limit(c.limit)
 
-    limit = check_limit(limit)
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    if num_fewshot < 0:
-        raise UserError(f"--num-fewshot must be 0 or more, got {num_fewshot}")
-    if bootstrap_iters < 0:
-        raise UserError(f"--bootstrap-iters must be 0 or more, got {bootstrap_iters}")
-    device = parse_device(device)
-    dtype = str(parse_dtype(dtype)).removeprefix("torch.")
-    names = T.expand_task_names(tasks)
-    specs = split_models(models)
-    paths = T.include_paths(include_path)
+
+def committed_tasks(run_dir: Path) -> set[tuple[str, str]]:
+    """(model, task) pairs whose tokens.csv rows were written: the last write of a finished task. A resume
+    drops table.csv rows of any other pair (a task killed half-way is run again)."""
+    tokens = read_rows(run_dir / "tokens.csv", TOKEN_COLUMNS, dtype=str, keep_default_na=False)
+    done = set(zip(tokens["model"], tokens["task"]))
+    table = read_rows(run_dir / "table.csv", TABLE_COLUMNS, keep_default_na=False)
+    if not table.empty:
+        keep = [(m, t) in done for m, t in zip(table["model"].astype(str), table["run_task"].astype(str))]
+        if not all(keep):
+            rewrite_rows(run_dir / "table.csv", table[keep], TABLE_COLUMNS)
+    return done
+
+
+def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = True) -> Path:
+    """The plain function behind `rwkv-bench nlp`; returns the run directory.
+    `given`: NlpConfig fields set by the user (None or absent: the default, or the resumed run's)."""
+    from ..backends import check_reachable
+
+    run_dir, old_meta = open_run(KIND, out=out, resume=resume, results=RESULT_FILES)
+    c = merge_options(NlpConfig, given, (old_meta or {}).get("options"))
+    check_options(c)
+    names = T.expand_task_names(c.tasks)
+    specs = parse_models(c.models)
+    check_reachable(specs, hint="pass local models instead, e.g. --models rwkv4-tiny,smollm2-135m")
+    paths = T.include_paths(c.include_path)
     manager = T.task_manager(names, paths)
     names = T.expand_tags(manager, names)
     plans = plan_models(specs)
     offline = T.prepare_network(manager, names, paths)
     T.check_tasks(manager, names, offline=offline)  # every dataset present, or one line, before any model loads
 
-    run_dir = new_run_dir("nlp", out)
-    for stale in ("table.csv", "tokens.csv"):
-        (run_dir / stale).unlink(missing_ok=True)
-    meta = dict(kind="nlp", device=device, dtype=dtype, tasks=names, requested_tasks=tasks, limit=limit,
-                num_fewshot=num_fewshot, batch_size=batch_size, bootstrap_iters=bootstrap_iters,
-                include_paths=[str(p) for p in paths], offline=offline,
-                models=[{"spec": p.spec, "label": p.label, "runner": p.runner, "random_weights": p.random_weights}
-                        for p in plans],
-                paper_metrics=T.PAPER_METRICS, status="running",
-                protocol=("zero-shot unless --num-fewshot; RWKV-4 through rwkv-bench's lm-eval model (each distinct "
-                          "context run once, its state reused for every continuation, shared prefixes shared); "
-                          "other models through lm-eval's own hf model. tokens_processed = positions the model "
-                          "ran (padding included); tokens_reencode = positions if every request ran alone from "
-                          "scratch."))
-    write_meta(run_dir, **meta)
+    fields = dict(tasks=names, offline=offline, include_paths=[str(p) for p in paths], paper_metrics=T.PAPER_METRICS,
+                  models=[model_meta(p) for p in plans], protocol=PROTOCOL)
+    if old_meta is not None:
+        resume_meta(run_dir, old_meta, as_dict(c), **fields)
+    else:
+        start_meta(run_dir, KIND, as_dict(c), **fields)
+    done = committed_tasks(run_dir)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -330,61 +282,76 @@ def run_nlp(models, tasks, *, limit=None, num_fewshot: int = 0, batch_size: int 
     with Progress(*columns, disable=not progress, transient=False) as bar:
         job = bar.add_task("nlp", total=len(plans) * len(names))
         for plan in plans:
+            todo = [n for n in names if (plan.label, n) not in done]
+            bar.advance(job, len(names) - len(todo))
+            if not todo:
+                continue
             with tempfile.TemporaryDirectory(prefix="rwkv-bench-nlp-") as tmp:
                 bar.update(job, description=f"loading {plan.label}")
-                lm, meter, implementation = build_lm(plan, device=device, dtype=dtype, batch_size=batch_size,
-                                                     tokenizer=tokenizer, tmp=Path(tmp))
-                plan.implementation = implementation
-                merged = None
-                for name in names:
+                lm, meter, plan.implementation = build_lm(plan, c, Path(tmp))
+                merged = read_results(run_dir, plan)
+                for name in todo:
                     bar.update(job, description=f"{plan.label} · {name}")
-                    merged = evaluate_one(lm, meter, plan, name, manager, run_dir=run_dir, limit=limit,
-                                          num_fewshot=num_fewshot, batch_size=batch_size, device=device,
-                                          bootstrap_iters=bootstrap_iters, log_samples=log_samples,
-                                          merged=merged)
+                    merged = evaluate_one(lm, meter, plan, name, manager, c, run_dir=run_dir, merged=merged)
                     bar.advance(job)
                 del lm
-    meta.update(status="done", models=[{"spec": p.spec, "label": p.label, "runner": p.runner,
-                                        "random_weights": p.random_weights, "implementation": p.implementation}
-                                       for p in plans])
-    write_meta(run_dir, **meta)
+    finish_meta(run_dir, models=[model_meta(p) for p in plans])
     from .report import render
 
     render(run_dir)
     return run_dir
 
 
-def evaluate_one(lm, meter, plan: ModelPlan, name: str, manager, *, run_dir: Path, limit, num_fewshot: int,
-                 batch_size: int, device: str, bootstrap_iters: int, log_samples: bool, merged: dict | None):
+def model_meta(plan: ModelPlan) -> dict:
+    from ..specs import identity
+
+    return {"spec": plan.spec.text, "label": plan.label, "runner": plan.runner, "random_weights": plan.random_weights,
+            "implementation": plan.implementation, "identity": identity(plan.spec)}
+
+
+def read_results(run_dir: Path, plan: ModelPlan) -> dict | None:
+    path = run_dir / f"results_{slug(plan.label)}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def evaluate_one(lm, meter, plan: ModelPlan, name: str, manager, c: NlpConfig, *, run_dir: Path,
+                 merged: dict | None):
+    """One task for one model: table.csv rows, the model's results JSON, then tokens.csv rows (the commit)."""
     import lm_eval
 
+    from ..trackers import latency
+
     meter.reset()
-    start = time.perf_counter()
-    results = lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=num_fewshot, limit=limit,
-                                      batch_size=batch_size, device=device, task_manager=manager,
-                                      bootstrap_iters=bootstrap_iters, log_samples=log_samples)
-    wall = time.perf_counter() - start
+    with latency(c.device) as wall:
+        results = lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=c.num_fewshot, limit=c.limit,
+                                          batch_size=c.batch_size, device=c.device, task_manager=manager,
+                                          bootstrap_iters=c.bootstrap_iters, log_samples=c.log_samples)
     if results is None:
         raise UserError(f"lm-eval returned no results for {name!r}")
     results["config"]["model"] = plan.label
-    results["config"]["model_args"] = plan.hf_args.get("pretrained") if plan.runner == HF else plan.spec
-    if log_samples and results.get("samples"):
+    results["config"]["model_args"] = plan.hf_args.get("pretrained") if plan.runner == HF else plan.spec.text
+    if c.log_samples and results.get("samples"):
         write_samples(run_dir / f"samples_{slug(plan.label)}_{slug(name)}.jsonl", results["samples"])
-    for row in metric_rows(results, model=plan.label, plan=plan, implementation=plan.implementation,
-                           num_fewshot=num_fewshot):
-        append_row(run_dir / "table.csv", row, TABLE_COLUMNS)
+    rows = metric_rows(results, model=plan.label, plan=plan, implementation=plan.implementation,
+                       num_fewshot=c.num_fewshot)
+    append_rows(run_dir / "table.csv", [{**r, "run_task": name} for r in rows], TABLE_COLUMNS)
     token_rows = []
-    for counts in meter.rows():
-        processed = counts["tokens_processed"]
-        row = {"model": plan.label, "task": name, **counts, "wall_s": wall, "runner": plan.runner,
-               "random_weights": plan.random_weights,
-               "reencode_over_processed": counts["tokens_reencode"] / processed if processed else None}
-        token_rows.append(row)
-        append_row(run_dir / "tokens.csv", row, TOKEN_COLUMNS)
+    for counts in meter.rows() or [{"request_type": "none", "requests": 0, "tokens_processed": 0}]:
+        processed = counts.get("tokens_processed") or 0
+        token_rows.append({"model": plan.label, "task": name, **counts, "wall_s": wall.seconds, "runner": plan.runner,
+                           "random_weights": plan.random_weights,
+                           "reencode_over_processed": counts["tokens_reencode"] / processed if processed else None})
     merged = merge_results(merged, results)
-    merged.setdefault("rwkv_bench", {"model": plan.label, "spec": plan.spec, "runner": plan.runner,
+    merged.setdefault("rwkv_bench", {"model": plan.label, "spec": plan.spec.text, "runner": plan.runner,
                                      "random_weights": plan.random_weights,
                                      "implementation": plan.implementation, "tokens": []})
     merged["rwkv_bench"]["tokens"].extend(token_rows)
     dump_json(run_dir / f"results_{slug(plan.label)}.json", merged)
+    append_rows(run_dir / "tokens.csv", token_rows, TOKEN_COLUMNS)
     return merged
+
+
+PROTOCOL = ("zero-shot unless --num-fewshot; RWKV-4 through rwkv-bench's lm-eval model (each distinct context run "
+            "once, its state reused for every continuation, shared prefixes shared); other models through "
+            "lm-eval's own hf model. tokens_processed = positions the model ran (padding included); "
+            "tokens_reencode = positions if every request ran alone from scratch.")

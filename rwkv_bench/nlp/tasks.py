@@ -15,12 +15,11 @@ import difflib
 import logging
 import os
 import re
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from ..errors import UserError
-from ..tokenizer import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 PAPER_TASKS = ["arc_easy", "arc_challenge", "boolq", "copa", "headqa_en", "hellaswag", "lambada_openai",
                "openbookqa", "piqa", "record", "sciq", "winogrande"]
@@ -146,27 +145,15 @@ def is_local(manager, name: str, paths: list[Path]) -> bool:
     return all(any(Path(y).resolve().is_relative_to(p) for p in paths) for y in yamls)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    from huggingface_hub import constants
-
-    url = urlparse(getattr(constants, "ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def offline_mode() -> bool:
-    from huggingface_hub import constants
-
-    env = any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
-              for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-    return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    return os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
 def go_offline() -> None:
-    """Offline mode for this process: cached datasets load without network retries, missing ones fail fast."""
+    """Offline mode for this process: cached datasets load without network retries, missing ones fail fast.
+    lm-eval builds its datasets with `datasets.load_dataset` and passes no `local_files_only` through, and
+    `datasets` / `huggingface_hub` read their offline switches once, at import: setting the module constants
+    is the only way left (tests/test_nlp_cli.py checks they still exist)."""
     import datasets.config
     from huggingface_hub import constants
 
@@ -182,7 +169,9 @@ def prepare_network(manager, names: list[str], paths: list[Path]) -> bool:
         return True
     if all(is_local(manager, n, paths) for n in names):
         return False
-    if hub_reachable():
+    from ..hub import hub_offline
+
+    if not hub_offline():
         return False
     log.info("the Hugging Face hub is unreachable: running offline, from the local dataset cache")
     go_offline()
@@ -250,7 +239,7 @@ def missing_message(missing: list[MissingDataset], offline: bool = False) -> str
             "HF_DATASETS_OFFLINE=1. Offline now: --tasks rwkv_bench_local")
 
 
-def load_task(manager, name: str, *, offline: bool = False):
+def load_task(manager, name: str):
     """Build one task (or group/tag) with its dataset; a missing dataset becomes MissingDataset."""
     try:
         return manager.load([name])
@@ -268,7 +257,7 @@ def check_tasks(manager, names: list[str], *, offline: bool = False) -> None:
     missing = []
     for name in names:
         try:
-            load_task(manager, name, offline=offline)
+            load_task(manager, name)
         except MissingDataset as exc:
             missing.append(exc)
     if missing:

@@ -190,15 +190,13 @@ def run_point(spec: PointSpec) -> dict:
     from ..specs import resolve
 
     t_start = time.perf_counter()
-    if spec.extra.get("threads"):
-        torch.set_num_threads(int(spec.extra["threads"]))
+    if spec.threads:
+        torch.set_num_threads(int(spec.threads))
     dtype = getattr(torch, spec.dtype)
     needed = spec.seq_len + (spec.prompt_len if spec.scenario == "generate" else 0)
-    backend = resolve(spec.load_spec, device=spec.device, dtype=dtype, tokenizer=spec.tokenizer,
+    backend = resolve(spec.model, device=spec.device, dtype=dtype, tokenizer=spec.tokenizer,
                       max_positions=needed + 8, kv_cache=spec.kv_cache, chunk_size=spec.chunk_size,
                       seed=spec.seed)
-    if spec.random_weights is not None:
-        backend.random_weights = spec.random_weights
     load_s = time.perf_counter() - t_start
     info = {
         "family": backend.family, "implementation": backend.implementation,

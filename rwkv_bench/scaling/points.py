@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import UserError
 
 SCENARIOS = ("prefill", "generate")
-STATUSES = ("ok", "oom", "timeout", "error", "skipped")
 FAILED = ("oom", "timeout", "error")  # a (model, scenario) stops at the first of these
 
 # points.csv: one row per (model, scenario, seq_len). Names are a contract: add columns, never rename.
@@ -65,26 +63,6 @@ def geometric_grid(min_len: int, max_len: int, points: int | None = None, ratio:
     return sorted(grid)
 
 
-SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "MIB": 1024 ** 2,
-              "G": 1024 ** 3, "GB": 1024 ** 3, "GIB": 1024 ** 3, "T": 1024 ** 4, "TB": 1024 ** 4, "TIB": 1024 ** 4}
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """'512M', '2G', '1500000' -> bytes (binary units)."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, int):
-        value = text
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
-        if not m or m.group(2).upper() not in SIZE_UNITS:
-            raise UserError(f"--memory-limit takes a size like 512M or 2G, got {text!r}")
-        value = int(float(m.group(1)) * SIZE_UNITS[m.group(2).upper()])
-    if value <= 0:
-        raise UserError(f"--memory-limit must be positive, got {text!r}")
-    return value
-
-
 def parse_scenarios(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
@@ -95,22 +73,10 @@ def parse_scenarios(text: str) -> list[str]:
     return [s for s in SCENARIOS if s in names]  # canonical order, no duplicates
 
 
-def parse_models(text: str) -> list[str]:
-    specs = [s.strip() for s in text.split(",") if s.strip()]
-    if not specs:
-        raise UserError("--models needs at least one model spec")
-    seen = []
-    for s in specs:
-        if s not in seen:
-            seen.append(s)
-    return seen
-
-
 @dataclass
 class PointSpec:
     """Everything the child needs to measure one point; written to a JSON file it reads."""
-    model: str                      # the label in the tables (the spec the user gave)
-    load_spec: str                  # what specs.resolve gets (differs for the transformers:rwkv4-* peer)
+    model: str                      # the spec the user gave: parsed and loaded in the child, the tables' label
     scenario: str
     seq_len: int
     device: str = "cpu"
@@ -125,11 +91,10 @@ class PointSpec:
     chunk_size: int = 1024
     max_positions: int | None = None
     tokenizer: str | None = None
-    random_weights: bool | None = None  # overrides the backend's flag (the peer holds random weights)
+    threads: int | None = None
     max_token_rows: int = DEFAULT_MAX_TOKEN_ROWS
     result_path: str = ""
     loaded_path: str = ""           # the child touches this file once the model is loaded (budget starts)
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

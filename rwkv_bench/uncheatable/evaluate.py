@@ -11,51 +11,26 @@ import datetime as dt
 import gc
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import UserError
-from ..recording import append_row, new_run_dir, read_meta, write_meta
+from ..options import as_dict, canonical_dtype, merge_options, parse_device, parse_dtype, positive
+from ..recording import (append_row, finish_meta, open_run, read_meta, read_rows, resume_meta, start_meta,
+                         write_json)
+from ..specs import parse_models
 from . import arxiv_source as src
-from .texts import DEFAULT_CHARS, DEFAULT_MIN_CHARS, Paper, Selector, check_lengths, read_papers_file, select
+from .config import DEFAULT_PAPERS, UncheatableConfig
+from .texts import Paper, Selector, check_lengths, read_papers_file, select
 
 KIND = "uncheatable"
-DEFAULT_PAPERS = 1000
 PER_PAPER_COLUMNS = ["model", "paper_id", "text_source", "tokens", "bytes", "chars", "logprob_nats", "bits",
                      "bits_per_byte", "bits_per_char", "compression_rate_pct", "seconds", "tokens_per_s",
                      "random_weights", "implementation"]
 PAPER_COLUMNS = ["paper_id", "text_source", "chars", "bytes", "sha256", "version", "published", "categories",
                  "title"]
 RANDOM_WARNING = "{spec} has random weights: its scores say nothing about language-modelling quality"
-
-
-@dataclass
-class Options:
-    models: list[str]
-    papers: int | None = None                 # None: DEFAULT_PAPERS from arXiv, every text of a file
-    papers_file: Path | None = None
-    since: str | None = None
-    until: str | None = None
-    categories: list[str] = field(default_factory=list)
-    chars: int = DEFAULT_CHARS
-    min_chars: int = DEFAULT_MIN_CHARS
-    cache_dir: Path | None = None
-    offline: bool = False
-    out: Path | None = None
-    resume: bool = False
-    stride: int | None = None
-    device: str = "cpu"
-    dtype: str = "float32"
-    tokenizer: str | None = None
-    delay: float = src.MIN_DELAY_S
-    page_size: int = 100
-    retries: int = 3
-    bootstrap: int = 10_000
-    seed: int = 0
-    progress: bool = True
-    today: dt.date | None = None              # tests pin "today" for the default window
 
 
 def console(enabled: bool = True):
@@ -82,25 +57,32 @@ def progress_bar(enabled: bool):
 
 # ---- texts ----
 
-def check_options(o: Options) -> None:
-    if not o.models:
-        raise UserError("--models needs at least one model spec")
-    if o.papers is not None and o.papers <= 0:
-        raise UserError(f"--papers must be a positive number, got {o.papers}")
+def check_options(o: UncheatableConfig) -> list:
+    """Every option checked before any text is fetched or model loaded; returns the parsed model specs."""
+    from ..backends import check_reachable
+
+    positive(o.papers, "--papers")
     check_lengths(o.chars, o.min_chars)
-    if o.stride is not None and o.stride <= 0:
-        raise UserError(f"--stride must be positive, got {o.stride}")
+    positive(o.stride, "--stride")
+    parse_device(o.device)
+    canonical_dtype(o.dtype)
+    if o.delay < src.MIN_DELAY_S:
+        raise UserError(f"--delay must be at least {src.MIN_DELAY_S:g} seconds (arXiv's API terms), got {o.delay:g}")
+    if o.papers_file is not None and Path(o.papers_file).is_dir():
+        raise UserError(f"--papers-file {o.papers_file} is a directory, not a file")
     if o.bootstrap < 100:
         raise UserError(f"--bootstrap needs at least 100 resamples, got {o.bootstrap}")
     if o.papers_file is not None and (o.offline or o.categories or o.since or o.until):
         raise UserError("--since, --until, --categories and --offline apply to arXiv papers, not --papers-file")
     if o.page_size <= 0 or o.page_size > 2000:
         raise UserError(f"--page-size must be in 1..2000 (the arXiv API's limit), got {o.page_size}")
-    if o.retries < 0:
-        raise UserError(f"--retries must be 0 or more, got {o.retries}")
+    positive(o.retries, "--retries", zero_ok=True)
+    specs = parse_models(o.models)
+    check_reachable(specs, hint="pass local models instead, e.g. --models smollm2-135m")
+    return specs
 
 
-def gather_file(o: Options) -> tuple[list[Paper], dict]:
+def gather_file(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     # a user's own file is the evaluation set: a text below the minimum is an error, not a silent skip
     papers, dropped = select(read_papers_file(o.papers_file), chars=o.chars, min_chars=o.min_chars,
                              short="error", limit=o.papers)
@@ -111,18 +93,19 @@ def gather_file(o: Options) -> tuple[list[Paper], dict]:
     return papers, {"source": "file", "papers_file": str(Path(o.papers_file).resolve()), "dropped": dropped}
 
 
-def gather_arxiv(o: Options) -> tuple[list[Paper], dict]:
+def gather_arxiv(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     since, until = src.parse_window(o.since, o.until, o.today)
     wanted = o.papers or DEFAULT_PAPERS
     cache = src.Cache(o.cache_dir)
-    opts = src.FetchOptions(cache=cache, since=since, until=until, categories=o.categories, delay=o.delay,
+    categories = src.parse_categories(o.categories)
+    opts = src.FetchOptions(cache=cache, since=since, until=until, categories=categories, delay=o.delay,
                             page_size=o.page_size, retries=o.retries, max_chars=max(src.CACHE_MAX_CHARS, o.chars))
     selector = Selector(chars=o.chars, min_chars=o.min_chars)
     kept: list[Paper] = []
     stats = {"listed": 0, "from_cache": 0, "fetched": 0, "abstract_only": 0}
-    where = f"{since}..{until}" + (f" in {','.join(o.categories)}" if o.categories else "")
+    where = f"{since}..{until}" + (f" in {','.join(categories)}" if categories else "")
     if o.offline:
-        for record in src.cached_in_window(cache, since, until, o.categories):
+        for record in src.cached_in_window(cache, since, until, categories):
             if (paper := selector.offer(record.to_paper())) is not None:
                 kept.append(paper)
                 stats["from_cache"] += 1
@@ -151,7 +134,7 @@ def gather_arxiv(o: Options) -> tuple[list[Paper], dict]:
                             f"{len(selector.too_short)} shorter than {o.min_chars} characters)")
         if len(kept) < wanted:
             warn(f"arXiv has only {len(kept)} usable papers for {where}, fewer than the {wanted} asked for")
-    info = {"source": "arxiv", "window": {"since": str(since), "until": str(until)}, "categories": o.categories,
+    info = {"source": "arxiv", "window": {"since": str(since), "until": str(until)}, "categories": categories,
             "cache_dir": str(cache.root), "offline": o.offline, "fetch": stats,
             "fetch_settings": {"delay_s": o.delay, "page_size": o.page_size, "retries": o.retries},
             "dropped": selector.dropped(), "shortfall": max(0, wanted - len(kept))}
@@ -198,66 +181,46 @@ def protocol_of(backend, stride: int | None) -> str:
 
 
 def read_per_paper(path: Path) -> pd.DataFrame:
-    """per_paper.csv with ids kept as strings ('2501.01230' must not become a float); a last line cut by
-    a kill is dropped."""
-    import io
-
-    if not path.exists():
-        return pd.DataFrame(columns=PER_PAPER_COLUMNS)
-    text = path.read_text(encoding="utf-8")
-    text = text[: text.rfind("\n") + 1]
-    if not text.strip():
-        return pd.DataFrame(columns=PER_PAPER_COLUMNS)
-    return pd.read_csv(io.StringIO(text), dtype={"paper_id": str, "model": str}, keep_default_na=False,
-                       na_values={"logprob_nats": [""]})
+    """per_paper.csv with ids kept as strings ('2501.01230' must not become a float)."""
+    return read_rows(path, PER_PAPER_COLUMNS, dtype={"paper_id": str, "model": str}, keep_default_na=False,
+                     na_values={"logprob_nats": [""]})
 
 
-def drop_partial_line(path: Path) -> None:
-    """A kill mid-write can leave a last line without its newline; cut it so the next row starts clean."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
-def score_models(papers: list[Paper], o: Options, run_dir: Path, meta: dict) -> None:
+def score_models(papers: list[Paper], o: UncheatableConfig, specs: list, run_dir: Path) -> None:
     import torch
 
-    from ..commands import parse_device, parse_dtype
-    from ..specs import resolve
+    from ..backends import load
+    from ..specs import identity
+    from ..trackers import latency
 
     per_paper = run_dir / "per_paper.csv"
-    drop_partial_line(per_paper)
     done = read_per_paper(per_paper)
     done_pairs = set(zip(done["model"], done["paper_id"]))
     device, dtype = parse_device(o.device), parse_dtype(o.dtype)
-    models_meta = meta.setdefault("models", {})
-    for spec in o.models:
-        todo = [p for p in papers if (spec, p.paper_id) not in done_pairs]
+    for spec in specs:
+        todo = [p for p in papers if (spec.text, p.paper_id) not in done_pairs]
         if not todo:
-            console(o.progress).print(f"{spec}: all {len(papers)} papers already scored (resumed)")
+            console(o.progress).print(f"{spec.text}: all {len(papers)} papers already scored (resumed)")
             continue
-        t0 = time.perf_counter()
-        backend = resolve(spec, device=device, dtype=dtype, tokenizer=o.tokenizer)
-        load_s = time.perf_counter() - t0
+        with latency() as loading:
+            backend = load(spec, device=device, dtype=dtype, tokenizer=o.tokenizer)
         if backend.random_weights:
-            warn(RANDOM_WARNING.format(spec=spec))
-        models_meta[spec] = {**backend.describe(), "protocol": protocol_of(backend, o.stride),
-                             "bos_token_id": backend.bos_token_id, "load_seconds": round(load_s, 2),
-                             "torch_threads": torch.get_num_threads()}
-        write_meta(run_dir, **meta)
+            warn(RANDOM_WARNING.format(spec=spec.text))
+        meta = read_meta(run_dir)
+        meta.setdefault("models", {})[spec.text] = {
+            **backend.describe(), "identity": identity(spec), "protocol": protocol_of(backend, o.stride),
+            "bos_token_id": backend.bos_token_id, "load_seconds": round(loading.seconds, 2),
+            "torch_threads": torch.get_num_threads()}
+        write_json(run_dir / "meta.json", meta)
         with progress_bar(o.progress) as bar:
-            task = bar.add_task(f"scoring {spec}", total=len(papers), completed=len(papers) - len(todo))
+            task = bar.add_task(f"scoring {spec.text}", total=len(papers), completed=len(papers) - len(todo))
             for paper in todo:
-                t1 = time.perf_counter()
-                result = score(backend, paper.text, o.stride)
-                seconds = time.perf_counter() - t1
+                with latency(backend.device) as timing:
+                    result = score(backend, paper.text, o.stride)
                 row = result.as_dict()
-                row.update(model=spec, paper_id=paper.paper_id, text_source=paper.text_source,
-                           bits=result.bits, seconds=round(seconds, 4),
-                           tokens_per_s=result.tokens / seconds if seconds > 0 else math.nan,
+                row.update(model=spec.text, paper_id=paper.paper_id, text_source=paper.text_source,
+                           bits=result.bits, seconds=round(timing.seconds, 4),
+                           tokens_per_s=result.tokens / timing.seconds if timing.seconds > 0 else math.nan,
                            random_weights=backend.random_weights)
                 append_row(per_paper, row, PER_PAPER_COLUMNS)
                 bar.advance(task)
@@ -267,47 +230,28 @@ def score_models(papers: list[Paper], o: Options, run_dir: Path, meta: dict) -> 
 
 # ---- the whole run ----
 
-def latest_run(results_root: Path = Path("results") / KIND) -> Path:
-    runs = sorted(p for p in results_root.glob("*") if (p / "meta.json").is_file()) if results_root.is_dir() else []
-    if not runs:
-        raise UserError(f"--resume: no earlier run under {results_root}; pass --out DIR of the run to continue")
-    return runs[-1]
-
-
-def run(o: Options) -> Path:
-    """Gather texts, score them under every model (resuming if asked), write the report; the run dir."""
-    check_options(o)
-    if o.resume:
-        run_dir = Path(o.out) if o.out else latest_run()
-        meta = read_meta(run_dir)
-        if meta.get("kind") != KIND or not (run_dir / "papers.csv").is_file():
-            raise UserError(f"--resume: {run_dir} is not an uncheatable run directory")
-        papers = gather_resumed(meta, run_dir)
-        for key in ("date_utc", "command", "git_revision", "versions", "platform", "cpu", "cpu_count",
-                    "torch_threads", "device", "dtype", "kind"):
-            meta.pop(key, None)
-        meta["models"] = meta.get("models") or {}
-        meta["model_specs"] = list(dict.fromkeys(meta.get("model_specs", []) + o.models))
-        meta["resumed"] = meta.get("resumed", 0) + 1
-        o.stride = meta.get("stride", o.stride)
+def run(given: dict, *, out: Path | None = None, resume: bool = False) -> Path:
+    """Gather texts, score them under every model (resuming if asked), write the report; the run dir.
+    `given`: UncheatableConfig fields set by the user (None or absent: the default, or the resumed run's)."""
+    run_dir, old_meta = open_run(KIND, out=out, resume=resume, results=("per_paper.csv", "papers.csv"))
+    o = merge_options(UncheatableConfig, given, (old_meta or {}).get("options"))
+    specs = check_options(o)
+    if old_meta is not None:
+        if not (run_dir / "papers.csv").is_file():
+            raise UserError(f"--resume: {run_dir} holds no papers.csv: nothing to resume")
+        papers = gather_resumed(old_meta, run_dir)
+        resume_meta(run_dir, old_meta, as_dict(o))
     else:
-        if o.out and (Path(o.out) / "per_paper.csv").exists():
-            raise UserError(f"{o.out} already holds results: pass --resume to continue it, or choose another --out")
         papers, info = gather_file(o) if o.papers_file else gather_arxiv(o)
-        run_dir = new_run_dir(KIND, o.out)
-        meta = {**info, "papers_requested": o.papers, "papers": len(papers), "chars": o.chars,
-                "min_chars": o.min_chars, "ids": [p.paper_id for p in papers],
-                "model_specs": list(o.models), "models": {}, "stride": o.stride,
-                "bootstrap": {"resamples": o.bootstrap, "level": 0.95, "seed": o.seed, "unit": "paper"},
-                "protocol": PROTOCOL, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         pd.DataFrame([p.row() for p in papers]).reindex(columns=PAPER_COLUMNS).to_csv(run_dir / "papers.csv",
                                                                                        index=False)
-    meta.update(device=o.device, dtype=o.dtype)
-    write_meta(run_dir, kind=KIND, **meta)
-    meta["kind"] = KIND
-    score_models(papers, o, run_dir, meta)
-    meta["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    write_meta(run_dir, **meta)
+        start_meta(run_dir, KIND, as_dict(o), **info, papers_requested=o.papers, papers=len(papers), chars=o.chars,
+                   min_chars=o.min_chars, ids=[p.paper_id for p in papers], model_specs=[s.text for s in specs],
+                   models={}, stride=o.stride,
+                   bootstrap={"resamples": o.bootstrap, "level": 0.95, "seed": o.seed, "unit": "paper"},
+                   protocol=PROTOCOL)
+    score_models(papers, o, specs, run_dir)
+    finish_meta(run_dir)
     from .report import render
 
     render(run_dir)

@@ -1,0 +1,141 @@
+"""Options every command shares, parsed below the CLI: dtype, device, lists, sizes; and the config-dataclass
+machinery each scenario's options use (defaults and help text in one place, as optimum-benchmark's configs).
+
+A scenario declares `@dataclass class XConfig` with fields made by `option(default, help)`. The Typer layer
+builds its flags from those (`typer_option`), meta.json stores `asdict(config)`, and a resume merges the
+stored options with the flags given again (`merge_options`), refusing changes to the ones that must not change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from .errors import UserError
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def canonical_dtype(name: str) -> str:
+    if str(name).lower() not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
+    return DTYPES[str(name).lower()]
+
+
+def parse_dtype(name: str):
+    import torch
+
+    return getattr(torch, canonical_dtype(name))
+
+
+def parse_device(name: str) -> str:
+    import torch
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(name)):
+        raise UserError(f"unknown device {name!r}: use cpu or cuda[:N]")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
+    return name
+
+
+def split_list(text: str | list[str], flag: str) -> list[str]:
+    """'a, b,a' -> ['a', 'b']: comma-separated, stripped, duplicates dropped, at least one."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    values = list(dict.fromkeys(s.strip() for s in items if s.strip()))
+    if not values:
+        raise UserError(f"{flag} needs at least one value")
+    return values
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in split_list(text, flag)]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise UserError(f"{flag} needs positive integers, got {text!r}")
+    return values
+
+
+SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "MIB": 1024 ** 2,
+              "G": 1024 ** 3, "GB": 1024 ** 3, "GIB": 1024 ** 3, "T": 1024 ** 4, "TB": 1024 ** 4, "TIB": 1024 ** 4}
+
+
+def parse_size(text: str | int | None, flag: str = "--memory-limit") -> int | None:
+    """'512M', '2G', '1500000' -> bytes (binary units)."""
+    if text is None or text == "":
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).upper() not in SIZE_UNITS:
+        raise UserError(f"{flag} takes a size like 512M or 2G, got {text!r}")
+    value = int(float(m.group(1)) * SIZE_UNITS[m.group(2).upper()])
+    if value <= 0:
+        raise UserError(f"{flag} must be positive, got {text!r}")
+    return value
+
+
+def positive(value, flag: str, *, zero_ok: bool = False):
+    """A number that must be > 0 (or >= 0): returned as is, or a one-line error naming the flag."""
+    if value is not None and (value < 0 or (value == 0 and not zero_ok)):
+        raise UserError(f"{flag} must be {'zero or more' if zero_ok else 'positive'}, got {value:g}")
+    return value
+
+
+# ---- config dataclasses ----
+
+def option(default: Any, help: str, *, fixed: bool = False):
+    """A config field. `fixed`: a resumed run must keep it (its rows would not be comparable otherwise)."""
+    kw = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return dataclasses.field(metadata={"help": help, "fixed": fixed}, **kw)
+
+
+def fixed_options(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("fixed"))
+
+
+def typer_option(cls, name: str, *flags: str, **kwargs):
+    """A Typer option for config field `name`: default None (so a resume can tell what was given), the
+    config's default shown in the help text."""
+    import typer
+
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    suffix = "" if default is None or default == [] else f" (default: {shown})"
+    return typer.Option(None, *(flags or (f"--{name.replace('_', '-')}",)), help=f.metadata["help"] + suffix,
+                        show_default=False, **kwargs)
+
+
+def merge_options(cls, given: dict, stored: dict | None = None):
+    """The config's defaults, then a resumed run's stored options, then the flags given now (None: not given).
+    A fixed option given with another value than the stored one is refused."""
+    given = {k: v for k, v in given.items() if v is not None}
+    values = {}
+    if stored:
+        names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        values.update({k: v for k, v in stored.items() if k in names})
+        for key in fixed_options(cls):
+            if key in given and key in stored and normalise(key, given[key]) != normalise(key, stored[key]):
+                raise UserError(f"--resume: this run used --{key.replace('_', '-')} {stored[key]}; it cannot change "
+                                f"to {given[key]} (start a new run instead)")
+    values.update(given)
+    return cls(**values)
+
+
+def normalise(key: str, value):
+    if key == "dtype":
+        return canonical_dtype(value)
+    if key == "models" and isinstance(value, str):
+        return split_list(value, "--models")
+    return value
+
+
+def as_dict(config) -> dict:
+    """A config as JSON-ready options for meta.json (paths as strings; internal fields left out)."""
+    return {f.name: jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)
+            if not f.metadata.get("internal")}
+
+
+def jsonable(value):
+    return str(value) if hasattr(value, "__fspath__") else value

@@ -1,0 +1,45 @@
+"""The uncheatable eval's options: defaults and help text in one place (CLI flags, meta.json, resume)."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..options import option
+from .arxiv_source import MIN_DELAY_S
+from .texts import DEFAULT_CHARS, DEFAULT_MIN_CHARS
+
+# The paper's smallest pair: RWKV-4 169M (run by our RWKV-4) against Pythia-160M (transformers).
+DEFAULT_MODELS = "RWKV/rwkv-4-169m-pile,EleutherAI/pythia-160m"
+DEFAULT_PAPERS = 1000
+
+
+@dataclass
+class UncheatableConfig:
+    models: str | list[str] = option(DEFAULT_MODELS, "Comma-separated model specs (presets, paths, hub ids).",
+                                     fixed=True)
+    papers: int | None = option(None, f"Number of papers (default: {DEFAULT_PAPERS} from arXiv; every text of "
+                                      "--papers-file).")
+    papers_file: Path | None = option(None, "JSON/JSONL of your own texts (strings or objects with 'text').")
+    since: str | None = option(None, "First submission date, YYYY-MM-DD (default: 14 days before today).")
+    until: str | None = option(None, "Last submission date, YYYY-MM-DD (default: yesterday).")
+    categories: str | None = option(None, "Comma-separated arXiv categories, e.g. cs.CL,cs.LG (default: all).")
+    chars: int = option(DEFAULT_CHARS, "Characters kept per text (the first ones).", fixed=True)
+    min_chars: int = option(DEFAULT_MIN_CHARS, "Shorter texts are skipped (arXiv) or rejected (file).", fixed=True)
+    cache_dir: Path | None = option(None, "arXiv cache directory (default: the user cache dir).")
+    offline: bool = option(False, "Use only cached arXiv papers; no network.")
+    stride: int | None = option(None, "Sliding-window stride for transformers (default: half the context).",
+                                fixed=True)
+    device: str = option("cpu", "cpu or cuda[:N].", fixed=True)
+    dtype: str = option("float32", "float32, bfloat16 or float16.", fixed=True)
+    tokenizer: str | None = option(None, "Tokenizer for models without one of their own (default: GPT-NeoX-20B, "
+                                         "shipped).", fixed=True)
+    delay: float = option(MIN_DELAY_S, "Seconds between arXiv requests (at least 3).")
+    page_size: int = option(100, "Results per arXiv API page.")
+    retries: int = option(3, "Retries of a failed arXiv request.")
+    bootstrap: int = option(10_000, "Bootstrap resamples for the intervals.")
+    seed: int = option(0, "Seed of the bootstrap.")
+    # how the run is shown, not what it measures: not stored in meta.json
+    progress: bool = dataclasses.field(default=True, metadata={"internal": True})
+    today: dt.date | None = dataclasses.field(default=None, metadata={"internal": True})  # tests pin the window
