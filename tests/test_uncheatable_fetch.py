@@ -1,10 +1,13 @@
-"""arXiv fetching through the real `arxiv` client and `requests`, with the HTTP layer replaced by
-recorded Atom responses (tests/fixtures/arxiv) and PDFs generated here; plus the cache and safe ids."""
+"""arXiv fetching through `requests`, with the network replaced by a transport adapter serving recorded
+Atom responses (tests/fixtures/arxiv) and PDFs matplotlib writes here; plus PDF text, the cache, safe ids."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import io
 import json
 import random
+import re
 import textwrap
 import time
 import unicodedata
@@ -13,15 +16,17 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
-from requests.structures import CaseInsensitiveDict
+import urllib3
 
 from rwkv_bench.cli import main
 from rwkv_bench.errors import UserError
 from rwkv_bench.uncheatable import arxiv_source as src
-from rwkv_bench.uncheatable.evaluate import Options, gather_arxiv
+from rwkv_bench.uncheatable.config import UncheatableConfig
+from rwkv_bench.uncheatable.evaluate import gather_arxiv
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arxiv"
 TODAY = dt.date(2025, 1, 15)  # default window: 2025-01-01 .. 2025-01-14
+A4 = (595.0, 842.0)           # points
 
 SENTENCES = [
     "The experiments use the same tokenizer and training data for every model, so that differences come from the architecture alone.",
@@ -35,30 +40,42 @@ SENTENCES = [
 ]
 
 
+def write_pdf(pages: list[list[tuple[float, float, str, float, float]]]) -> bytes:
+    """A PDF from matplotlib: each page a list of (x, y, text, font size, rotation), x and y in points
+    from the top-left corner of an A4 page, y the baseline; drawn in the order given."""
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure
+
+    out = io.BytesIO()
+    with PdfPages(out) as pdf:
+        for items in pages:
+            fig = Figure(figsize=(A4[0] / 72, A4[1] / 72))
+            for x, y, text, size, rotation in items:
+                fig.text(x / A4[0], 1 - y / A4[1], text, fontsize=size, rotation=rotation, va="baseline")
+            pdf.savefig(fig)
+    return out.getvalue()
+
+
 def make_pdf(title: str, authors: str, abstract: str, seed: int) -> bytes:
     """A small two-page paper as arXiv serves it: front matter, '1 Introduction', wrapped paragraphs with
     one hyphenated break each, page numbers, and the rotated arXiv stamp in the left margin."""
-    import pymupdf
-
     rng = random.Random(seed)
     paragraphs = [f"This paper is about {title.lower()}. " + " ".join(rng.sample(SENTENCES, 5)) for _ in range(4)]
-    doc = pymupdf.open()
-    state = {"page": None, "y": 0.0}
-
-    def new_page():
-        page = doc.new_page()
-        page.insert_text((300, 820), str(doc.page_count))                                   # page number
-        if doc.page_count == 1:
-            page.insert_text((30, 600), f"arXiv:2501.1000{seed}v1 [cs.CL] 14 Jan 2025", rotate=90)
-        state.update(page=page, y=60.0)
+    pages: list[list] = []
+    y = 0.0
 
     def line(text, size=10.0):
-        if state["page"] is None or state["y"] > 780:
-            new_page()
-        state["page"].insert_text((72, state["y"]), text, fontsize=size)
-        state["y"] += size * 1.4
+        nonlocal y
+        if not pages or y > 780:
+            pages.append([(300, 820, str(len(pages) + 1), 10, 0)])                            # page number
+            if len(pages) == 1:
+                pages[0].append((30, 600, f"arXiv:2501.1000{seed}v1 [cs.CL] 14 Jan 2025", 10, 90))
+            y = 60.0
+        pages[-1].append((72, y, text, size, 0))
+        y += size * 1.4
 
     def paragraph(text):
+        nonlocal y
         lines = textwrap.wrap(text, 88)
         if len(lines) > 1:  # hyphenate the first word of the second line across the break
             first, _, rest = lines[1].partition(" ")
@@ -67,24 +84,25 @@ def make_pdf(title: str, authors: str, abstract: str, seed: int) -> bytes:
                 lines[1] = first[3:] + (" " + rest if rest else "")
         for ln in lines:
             line(ln)
-        state["y"] += 8
+        y += 8
 
     line(title, 14)
     line(authors)
-    state["y"] += 10
+    y += 10
     line("Abstract", 11)
     paragraph(" ".join(abstract.split()))
     line("1 Introduction", 11)
     for p in paragraphs:
         paragraph(p)
-    return doc.tobytes()
+    return write_pdf(pages)
 
 
-class FakeArxiv:
-    """Stands in for export.arxiv.org behind requests' HTTPAdapter: API pages by `start`, PDFs by id.
+class FakeArxiv(requests.adapters.BaseAdapter):
+    """Stands in for export.arxiv.org as a requests transport adapter: API pages by `start`, PDFs by id.
     `api_status` / `pdf_status` hold status codes to return first (e.g. [503] then the real answer)."""
 
     def __init__(self, pages=None, pdfs=None, api_status=None, pdf_status=None):
+        super().__init__()
         self.pages = pages if pages is not None else {s: (FIXTURES / f"page_{s}.xml").read_bytes() for s in (0, 2, 4)}
         self.pdfs = pdfs or {}
         self.api_status = api_status or {}
@@ -113,6 +131,9 @@ class FakeArxiv:
             return response(request, 404, b"not found", "text/html")
         return response(request, 200, self.pdfs[key], "application/pdf")
 
+    def close(self):
+        pass
+
     def api_calls(self):
         return [u for u in self.log if "/api/query" in u]
 
@@ -121,12 +142,10 @@ class FakeArxiv:
 
 
 def response(request, status, body, ctype):
-    r = requests.Response()
-    r.status_code, r._content, r.url, r.request = status, body, request.url, request
-    r.headers = CaseInsensitiveDict({"Content-Type": ctype, "Content-Length": str(len(body))})
-    r.reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
-    r.encoding = "utf-8"
-    return r
+    """A requests.Response built the way requests builds one from urllib3's."""
+    raw = urllib3.HTTPResponse(body=io.BytesIO(body), status=status, preload_content=False,
+                               headers={"Content-Type": ctype, "Content-Length": str(len(body))})
+    return requests.adapters.HTTPAdapter().build_response(request, raw)
 
 
 def all_pdfs():
@@ -134,12 +153,10 @@ def all_pdfs():
                "2501.10004": ("A Benchmark of Multilingual Code Summarisation", 4),
                "2501.10002": ("Stabilite des equations de transport", 2),
                "2501.10001": ("Robust Visual Place Recognition under Seasonal Change", 1)}
-    import arxiv._feed as feed
-
     abstracts = {}
     for s in (0, 2, 4):
-        for r in feed.parse((FIXTURES / f"page_{s}.xml").read_bytes()).results:
-            abstracts[r.get_short_id().split("v")[0]] = r.summary
+        for entry in src.parse_feed((FIXTURES / f"page_{s}.xml").read_bytes()).entries:
+            abstracts[src.split_id(entry.short_id)[0]] = entry.summary
     return {f"{pid}v1": make_pdf(title, "A. Author and B. Author", abstracts[pid], seed)
             for pid, (title, seed) in entries.items()}
 
@@ -151,8 +168,10 @@ def pdfs():
 
 @pytest.fixture
 def fake(monkeypatch, pdfs):
+    """The fake server behind every session arxiv_source makes: gather_arxiv (evaluate.py) has no way to
+    pass a session in, so its default PoliteSession gets the fake transport."""
     server = FakeArxiv(pdfs=dict(pdfs))
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", lambda adapter, request, **kw: server.send(request))
+    monkeypatch.setattr(src, "PoliteSession", functools.partial(src.PoliteSession, transport=server))
     return server
 
 
@@ -160,7 +179,7 @@ def options(tmp_path, **kw):
     base = dict(models=["unused"], papers=5, cache_dir=tmp_path / "cache", delay=0.0, page_size=2, retries=2,
                 progress=False, today=TODAY)
     base.update(kw)
-    return Options(**base)
+    return UncheatableConfig(**base)
 
 
 # ---- fetching ----
@@ -247,7 +266,7 @@ def test_transient_pdf_failure_is_retried_on_the_next_run(tmp_path, fake):
 
 
 def test_categories_in_query(tmp_path, fake):
-    gather_arxiv(options(tmp_path, papers=1, categories=["cs.CL", "cs.LG"], since="2025-01-10", until="2025-01-14"))
+    gather_arxiv(options(tmp_path, papers=1, categories="cs.CL,cs.LG", since="2025-01-10", until="2025-01-14"))
     q = parse_qs(urlparse(fake.api_calls()[0]).query)["search_query"][0]
     assert q == "(cat:cs.CL OR cat:cs.LG) AND submittedDate:[202501100000 TO 202501142359]"
 
@@ -282,7 +301,7 @@ def test_offline_uses_only_the_cache(tmp_path, fake, monkeypatch, capsys):
     assert [p.paper_id for p in papers] == ["2501.10005", "2501.10004", "2501.10002", "2501.10001"]
     assert info["shortfall"] == 6
     assert "cache holds only 4 usable papers" in capsys.readouterr().err.replace("\n", " ")
-    only_cv, _ = gather_arxiv(options(tmp_path, papers=10, offline=True, categories=["cs.CV"]))
+    only_cv, _ = gather_arxiv(options(tmp_path, papers=10, offline=True, categories="cs.CV"))
     assert [p.paper_id for p in only_cv] == ["2501.10001"]
     window, _ = gather_arxiv(options(tmp_path, papers=10, offline=True, since="2025-01-11", until="2025-01-13"))
     assert [p.paper_id for p in window] == ["2501.10004"]
@@ -290,24 +309,117 @@ def test_offline_uses_only_the_cache(tmp_path, fake, monkeypatch, capsys):
         gather_arxiv(options(tmp_path, offline=True, cache_dir=tmp_path / "empty-cache"))
 
 
-def test_polite_session_spaces_requests(tmp_path, fake):
-    session = src.PoliteSession(delay=0.2)
-    opts = src.FetchOptions(cache=src.Cache(tmp_path), since=dt.date(2025, 1, 1), until=dt.date(2025, 1, 14),
-                            categories=[], delay=0.2, page_size=2, retries=0)
-    records = [r for r, _ in src.iter_records(opts, session=session)]
-    assert len(records) == 5 and session.requests_made == len(fake.log) == 8  # 3 pages + 5 PDFs
-    gaps = [b - a for a, b in zip(fake.times, fake.times[1:])]
+def window_options(tmp_path, **kw):
+    return src.FetchOptions(cache=src.Cache(tmp_path), since=dt.date(2025, 1, 1), until=dt.date(2025, 1, 14),
+                            categories=[], **{"delay": 0.0, "page_size": 2, "retries": 0, **kw})
+
+
+def test_polite_session_spaces_requests(tmp_path, pdfs):
+    server = FakeArxiv(pdfs=dict(pdfs))     # the session is passed in: no patching
+    session = src.PoliteSession(delay=0.2, transport=server)
+    records = [r for r, _ in src.iter_records(window_options(tmp_path, delay=0.2), session=session)]
+    assert len(records) == 5 and session.requests_made == len(server.log) == 8  # 3 pages + 5 PDFs
+    gaps = [b - a for a, b in zip(server.times, server.times[1:])]
     assert min(gaps) >= 0.19
 
 
+def test_empty_or_damaged_later_page_is_asked_again(tmp_path):
+    """arXiv sometimes answers a later page with no entries, or cut short: the page is asked again."""
+    page_2 = (FIXTURES / "page_2.xml").read_bytes()
+    server = FakeArxiv(pages={0: (FIXTURES / "page_0.xml").read_bytes(), 2: (FIXTURES / "empty.xml").read_bytes(),
+                              4: (FIXTURES / "page_4.xml").read_bytes()})
+    answers = [(FIXTURES / "empty.xml").read_bytes(), page_2[:500], page_2]
+
+    def send(request, **kw):
+        if parse_qs(urlparse(request.url).query)["start"] == ["2"]:
+            server.pages[2] = answers.pop(0)
+        return FakeArxiv.send(server, request, **kw)
+
+    server.send = send
+    session = src.PoliteSession(delay=0.0, transport=server)
+    entries = list(src.list_entries(session, window_options(tmp_path, retries=2)))
+    assert [e.short_id for e in entries] == ["2501.10005v1", "2501.10004v2", "2501.10003v1", "2501.10002v1",
+                                             "2501.10001v1"]
+    assert answers == [] and len(server.api_calls()) == 5
+    with pytest.raises(ValueError, match="not XML"):
+        src.parse_feed(page_2[:500])
+
+
+def test_network_errors_are_retried(pdfs):
+    server = FakeArxiv(pdfs=dict(pdfs))
+    failures = [requests.ConnectionError("reset"), requests.exceptions.ChunkedEncodingError("cut short")]
+
+    def send(request, **kw):
+        if failures:
+            raise failures.pop(0)
+        return FakeArxiv.send(server, request, **kw)
+
+    server.send = send
+    session = src.PoliteSession(delay=0.0, transport=server)
+    url = src.PDF_URL.format(id="2501.10005", version=1)
+    assert src.download_pdf(session, url, retries=2) == pdfs["2501.10005v1"] and len(server.log) == 1
+    failures.append(requests.Timeout("slow"))
+    with pytest.raises(src.FetchError, match="network error: Timeout after 1 tries") as err:
+        src.download_pdf(session, url, retries=0)
+    assert err.value.transient
+
+
 def test_default_delay_is_polite():
-    assert src.MIN_DELAY_S >= 3 and Options(models=["x"]).delay >= 3
+    assert src.MIN_DELAY_S >= 3 and UncheatableConfig().delay >= 3
     assert src.PoliteSession().delay >= 3
 
 
 def test_delay_below_three_seconds_rejected(tmp_path, capsys):
     code = main(["uncheatable", "--models", "rwkv4-tiny", "--delay", "1", "--cache-dir", str(tmp_path)])
     assert code == 2 and "at least 3" in capsys.readouterr().err
+
+
+# ---- PDF text (PDFium) ----
+
+def test_pdf_text_whole_and_in_reading_order():
+    """Two pages; page 1 has its page number and the rotated stamp drawn first and two columns side by
+    side; page 2 a paragraph with hyphenated line breaks."""
+    left = [f"Left column line {i} of the first page." for i in range(4)]
+    right = [f"Right column line {i} of the first page." for i in range(4)]
+    page_1 = [(300, 820, "1", 10, 0), (30, 600, "arXiv:2501.10009v1 [cs.CL] 14 Jan 2025", 10, 90),
+              (72, 60, "A Title on Top", 14, 0)]
+    page_1 += [(72, 100 + 14 * i, line, 10, 0) for i, line in enumerate(left)]
+    page_1 += [(320, 100 + 14 * i, line, 10, 0) for i, line in enumerate(right)]
+    second = ["The second page starts with a hyphen-", "ated word, a Long-", "Context model, café and naïve."]
+    page_2 = [(72, 60 + 14 * i, line, 10, 0) for i, line in enumerate(second)] + [(300, 820, "2", 10, 0)]
+    pdf = write_pdf([page_1, page_2])
+
+    text = src.pdf_text(pdf, 10_000)
+    assert text.split("\n") == ["A Title on Top", " ".join(left), " ".join(right),
+                                "The second page starts with a hyphenated word, a Long-Context model, café and naïve."]
+    assert src.pdf_text(pdf, 50).split("\n") == ["A Title on Top", " ".join(left), " ".join(right)]  # page 1 only
+
+
+@pytest.mark.parametrize("damage, note", [
+    ("random bytes", "PDF text extraction failed: PdfiumError"),
+    ("truncated", "PDF text extraction failed: PdfiumError"),
+    ("html", "the response is not a PDF"),
+])
+def test_unreadable_pdf_falls_back_to_abstract(tmp_path, pdfs, damage, note):
+    good = pdfs["2501.10005v1"]
+    bad = {"random bytes": b"%PDF-1.7\n" + random.Random(0).randbytes(5000), "truncated": good[:len(good) // 2],
+           "html": b"<html>Please wait</html>"}[damage]
+    server = FakeArxiv(pdfs={**pdfs, "2501.10005v1": bad})
+    session = src.PoliteSession(delay=0.0, transport=server)
+    records = {r.id: r for r, _ in src.iter_records(window_options(tmp_path, retries=1), session=session)}
+    rec = records["2501.10005"]
+    assert rec.text_source == "abstract" and rec.body_note == note and not rec.retry_body
+    entry = src.parse_feed((FIXTURES / "page_0.xml").read_bytes()).entries[0]
+    assert rec.text == src.compose(entry.title, entry.summary, "")           # title + abstract, nothing else
+    assert src.Cache(tmp_path).get("2501.10005") == rec
+    assert records["2501.10004"].text_source == "pdf"                          # decided per paper
+    assert server.pdf_calls().count("2501.10005v1") == 1                       # a damaged PDF is not asked again
+
+
+def test_no_agpl_pdf_library_is_imported():
+    package = Path(src.__file__).parents[1]
+    for path in package.rglob("*.py"):
+        assert not re.search(r"^\s*(?:import|from)\s+(?:pymupdf|fitz)\b", path.read_text(encoding="utf-8"), re.M), path
 
 
 # ---- ids, cache, inputs ----

@@ -109,8 +109,8 @@ def test_cli_short_text(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--papers", "0"], "--papers must be a positive number"),
-    (["--papers", "-3"], "--papers must be a positive number"),
+    (["--papers", "0"], "--papers must be positive"),
+    (["--papers", "-3"], "--papers must be positive"),
     (["--chars", "1000"], "--min-chars (2000) is larger than --chars (1000)"),
     (["--stride", "0"], "--stride must be positive"),
     (["--offline"], "apply to arXiv papers, not --papers-file"),

@@ -1,13 +1,14 @@
-"""New arXiv papers: listing through the `arxiv` package, body text from the PDF (pymupdf), a local cache.
+"""New arXiv papers: listing from the arXiv API (Atom), body text from the PDF (PDFium), a local cache.
 
 This is the only module of the uncheatable eval that touches the network. Every request (API pages and
-PDFs) goes through one rate-limited `requests` session, so no two requests are closer than `delay`
-seconds (arXiv asks for at least 3). Each paper is cached as one JSON record as soon as it is fetched,
-so an interrupted fetch resumes where it stopped and `--offline` runs from the cache alone.
+PDFs) goes through one rate-limited `requests` session (`PoliteSession`, which callers and tests may pass
+in, with their own transport adapter), so no two requests are closer than `delay` seconds (arXiv asks for
+at least 3), and through one retry loop (`fetch`). Each paper is cached as one JSON record as soon as it
+is fetched, so an interrupted fetch resumes where it stopped and `--offline` runs from the cache alone.
 
 Body text: the first version's PDF (https://export.arxiv.org/pdf/<id>v1, the text as first published in
-the window) through pymupdf; when it cannot be had the text falls back to title + abstract and the
-record says so (`text_source = "abstract"`, `body_note` why).
+the window) read with pypdfium2 (PDFium; Apache-2.0/BSD); when it cannot be had the text falls back to
+title + abstract and the record says so (`text_source = "abstract"`, `body_note` why).
 """
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ import datetime as dt
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
+from urllib.parse import urlencode
 
 import requests
 
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 MIN_DELAY_S = 3.0              # arXiv's API terms: no more than one request every three seconds
 DEFAULT_WINDOW_DAYS = 14
 CACHE_MAX_CHARS = 50_000       # a record keeps at most this much text (more if --chars asks for more)
+API_URL = "https://export.arxiv.org/api/query"
 PDF_URL = "https://export.arxiv.org/pdf/{id}v{version}"
 MAX_PDF_BYTES = 60 * 2**20
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -224,15 +229,20 @@ def cached_in_window(cache: Cache, since: dt.date, until: dt.date, categories: l
 
 class PoliteSession(requests.Session):
     """A requests session that spaces every request at least `delay` seconds from the previous one and
-    sets a user agent and a timeout. Shared by the arXiv API client and the PDF downloads."""
+    sets a user agent and a timeout. Shared by the API pages and the PDF downloads. `transport`, a
+    requests transport adapter, replaces the network (tests serve recorded responses through one)."""
 
-    def __init__(self, delay: float = MIN_DELAY_S, timeout: float = 60.0):
+    def __init__(self, delay: float = MIN_DELAY_S, timeout: float = 60.0,
+                 transport: requests.adapters.BaseAdapter | None = None):
         super().__init__()
         self.delay = delay
         self.timeout = timeout
         self.last_request: float | None = None
         self.requests_made = 0
         self.headers["User-Agent"] = USER_AGENT
+        if transport is not None:
+            self.mount("https://", transport)
+            self.mount("http://", transport)
 
     def request(self, method, url, *args, **kwargs):
         if self.last_request is not None:
@@ -247,21 +257,28 @@ class PoliteSession(requests.Session):
             self.requests_made += 1
 
 
-def arxiv_client(session: PoliteSession, page_size: int, retries: int):
-    import arxiv
+class FetchError(Exception):
+    """A request that did not give a usable answer: `note` says why, `transient` whether a later try
+    may succeed (network errors, 429/5xx) or not (404, not a PDF)."""
 
-    client = arxiv.Client(page_size=page_size, delay_seconds=session.delay, num_retries=retries)
-    client._session = session  # one session for all requests, so the delay holds across API and PDFs
-    return client
+    def __init__(self, note: str, transient: bool):
+        super().__init__(note)
+        self.note, self.transient = note, transient
 
 
-def download_pdf(session: requests.Session, url: str, retries: int) -> tuple[bytes | None, str, bool]:
-    """(pdf bytes or None, a note on failure, whether trying again later may help)."""
+T = TypeVar("T")
+
+
+def fetch(session: requests.Session, url: str, retries: int,
+          read: Callable[[requests.Response], T] = lambda resp: resp) -> T:
+    """GET `url` and `read` the answer, in up to `retries` + 1 tries: network errors, the statuses in
+    RETRY_STATUSES (waiting out a Retry-After of up to a minute) and a ValueError from `read` (a
+    damaged page) are tried again; another status than 200 is final. Raises FetchError."""
     note = ""
     for attempt in range(retries + 1):
         try:
             resp = session.get(url)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except requests.RequestException as exc:     # connection, timeout, a body cut short ...
             note = f"network error: {type(exc).__name__}"
             continue
         if resp.status_code in RETRY_STATUSES:
@@ -271,54 +288,212 @@ def download_pdf(session: requests.Session, url: str, retries: int) -> tuple[byt
                 time.sleep(min(int(retry_after), 60))
             continue
         if resp.status_code != 200:
-            return None, f"HTTP {resp.status_code}", False
-        body = resp.content
-        if not body.startswith(b"%PDF"):
-            return None, "the response is not a PDF", False
-        if len(body) > MAX_PDF_BYTES:
-            return None, f"PDF larger than {MAX_PDF_BYTES >> 20} MiB", False
-        return body, "", False
-    return None, f"{note} after {retries + 1} tries", True
+            raise FetchError(f"HTTP {resp.status_code}", transient=False)
+        try:
+            return read(resp)
+        except ValueError as exc:
+            note = str(exc)
+    raise FetchError(f"{note} after {retries + 1} tries", transient=True)
+
+
+def download_pdf(session: requests.Session, url: str, retries: int) -> bytes:
+    """The bytes of the PDF at `url`; FetchError when there is none to be had."""
+    body = fetch(session, url, retries).content
+    if not body.startswith(b"%PDF"):
+        raise FetchError("the response is not a PDF", transient=False)
+    if len(body) > MAX_PDF_BYTES:
+        raise FetchError(f"PDF larger than {MAX_PDF_BYTES >> 20} MiB", transient=False)
+    return body
+
+
+# ---- the arXiv API: search pages in Atom ----
+
+_ATOM = {"atom": "http://www.w3.org/2005/Atom", "opensearch": "http://a9.com/-/spec/opensearch/1.1/"}
+
+
+@dataclass
+class Entry:
+    """One paper as an API page lists it (https://info.arxiv.org/help/api/user-manual.html)."""
+    short_id: str                   # '2501.01234v2': the latest version
+    title: str
+    summary: str
+    published: dt.datetime          # of the first version, UTC
+    categories: list[str]
+
+
+@dataclass
+class Feed:
+    total: int                      # opensearch:totalResults, for the whole query
+    entries: list[Entry]
+
+
+def search_url(since: dt.date, until: dt.date, categories: list[str], start: int, page_size: int) -> str:
+    """One page of the query, newest submissions first."""
+    return API_URL + "?" + urlencode({"search_query": build_query(since, until, categories),
+                                      "sortBy": "submittedDate", "sortOrder": "descending",
+                                      "start": str(start), "max_results": str(page_size)})
+
+
+def parse_feed(content: bytes) -> Feed:
+    """An API page; ValueError if it is not Atom. Entries without an id or a date are skipped."""
+    try:
+        root = ET.fromstring(content)
+    except ET.ParseError as exc:
+        raise ValueError(f"the API page is not XML ({exc})") from None
+    if root.tag != f"{{{_ATOM['atom']}}}feed":
+        raise ValueError(f"the API page is not an Atom feed (root {root.tag})")
+    entries = []
+    for node in root.iterfind("atom:entry", _ATOM):
+        url, published = node.findtext("atom:id", "", _ATOM), node.findtext("atom:published", "", _ATOM)
+        if "/abs/" not in url or not published:
+            log.warning("skipping an API entry without an id or a date: %r", url)
+            continue
+        entries.append(Entry(
+            short_id=url.rsplit("/abs/", 1)[1].strip(),
+            title=" ".join(node.findtext("atom:title", "", _ATOM).split()),
+            summary=node.findtext("atom:summary", "", _ATOM),
+            # fromisoformat takes 'Z' only from Python 3.11
+            published=dt.datetime.fromisoformat(published.strip().replace("Z", "+00:00")).astimezone(dt.timezone.utc),
+            categories=[c.get("term") for c in node.iterfind("atom:category", _ATOM) if c.get("term")]))
+    total = node.text if (node := root.find("opensearch:totalResults", _ATOM)) is not None else ""
+    return Feed(int(total) if (total or "").strip().isdigit() else len(entries), entries)
+
+
+def list_entries(session: requests.Session, opts: FetchOptions) -> Iterator[Entry]:
+    """Every entry of the query, page after page. A later page that comes back empty is a known arXiv
+    hiccup and is asked again. Raises FetchError when a page cannot be had."""
+    start = 0
+    while True:
+        first = start == 0
+
+        def read(resp: requests.Response) -> Feed:
+            feed = parse_feed(resp.content)
+            if not feed.entries and not first:
+                raise ValueError("an unexpectedly empty page")
+            return feed
+
+        feed = fetch(session, search_url(opts.since, opts.until, opts.categories, start, opts.page_size),
+                     opts.retries, read)
+        yield from feed.entries
+        start += len(feed.entries)
+        if not feed.entries or start >= feed.total:
+            return
 
 
 # ---- PDF text ----
 
-_STAMP = re.compile(r"^\s*arXiv:\d{4}\.\d{4,5}v\d+")
 _HEADING = re.compile(r"^(?:\d+\.?|[IVX]+\.)?\s*(?:Introduction|INTRODUCTION)\s*$")
 
 
-def pdf_text(data: bytes, max_chars: int) -> str:
-    """Reading-order text of a PDF: horizontal lines only (drops the rotated arXiv stamp), lines of a
-    block joined with hyphenation undone, page-number blocks dropped. Stops once `max_chars` is reached."""
-    import pymupdf
+@dataclass
+class Line:
+    """One line of text on a page; baselines in PDF units, y upwards."""
+    text: str
+    first_baseline: float
+    last_baseline: float
+    size: float
 
-    blocks: list[str] = []
+
+def page_lines(page) -> list[Line]:
+    """The horizontal lines of a PDFium page in content order (for TeX PDFs the reading order, columns
+    included). Rotated text (the arXiv stamp in the margin) and text outside the page are dropped."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    textpage = page.get_textpage()
+    width, height = page.get_size()
+
+    def baseline(index: int) -> float:
+        x, y = ctypes.c_double(), ctypes.c_double()
+        pdfium_c.FPDFText_GetCharOrigin(textpage, index, x, y)
+        return y.value
+
+    def make_line(chars: list[tuple[str, int]]) -> Line | None:
+        while chars and chars[-1][0].isspace():
+            chars.pop()
+        while chars and chars[0][0].isspace():
+            chars.pop(0)
+        if not chars:
+            return None
+        first, last = chars[0][1], chars[-1][1]
+        angle = pdfium_c.FPDFText_GetCharAngle(textpage, first)
+        left, bottom, right, top = textpage.get_charbox(first)
+        if abs(math.sin(angle)) > 1e-3 or math.cos(angle) < 0 or right < 0 or left > width or top < 0 \
+                or bottom > height:
+            return None
+        return Line(" ".join("".join(ch for ch, _ in chars).split()), baseline(first), baseline(last),
+                    pdfium_c.FPDFText_GetFontSize(textpage, first))
+
+    lines: list[Line] = []
+    chars: list[tuple[str, int]] = []
+    count = textpage.count_chars()
+    for i in range(count + 1):
+        code = pdfium_c.FPDFText_GetUnicode(textpage, i) if i < count else ord("\n")
+        if code in (ord("\n"), ord("\r")):
+            pass
+        elif code < 32 or code == 0xFFFE:
+            # PDFium joins a line that ends with a hyphen to the next and marks the hyphen (code 2): keep
+            # the hyphen and the line break, join_lines decides; other control codes are dropped
+            if not pdfium_c.FPDFText_IsHyphen(textpage, i):
+                continue
+            chars.append(("-", i))
+        else:
+            chars.append((chr(code), i))
+            continue
+        if (line := make_line(chars)) is not None:
+            lines.append(line)
+        chars = []
+    return lines
+
+
+def blocks_of(lines: list[Line]) -> list[list[Line]]:
+    """Consecutive lines of one font size, each just below the previous one, make a block (a heading,
+    a paragraph); a larger gap, a new size or a jump up (a new column) starts the next."""
+    blocks: list[list[Line]] = []
+    for line in lines:
+        if blocks:
+            prev = blocks[-1][-1]
+            gap = prev.last_baseline - line.first_baseline
+            if abs(prev.size - line.size) < 0.5 and 0 < gap <= 1.6 * line.size:
+                blocks[-1].append(line)
+                continue
+        blocks.append([line])
+    return blocks
+
+
+def pdf_text(data: bytes, max_chars: int) -> str:
+    """Reading-order text of a PDF, one block a line: lines of a block joined with hyphenation undone,
+    page-number blocks dropped. Stops after the page where `max_chars` is reached. A PDF PDFium cannot
+    open raises pypdfium2.PdfiumError."""
+    import pypdfium2 as pdfium
+
+    out: list[str] = []
     total = 0
-    with pymupdf.open(stream=data, filetype="pdf") as doc:
-        for page in doc:
-            content = page.get_text("dict", flags=pymupdf.TEXT_MEDIABOX_CLIP, sort=True)
-            for block in content["blocks"]:
-                lines = [" ".join("".join(s["text"] for s in line["spans"]).split())
-                         for line in block.get("lines", []) if abs(line["dir"][1]) < 1e-3 and line["dir"][0] > 0]
-                text = join_lines([ln for ln in lines if ln])
-                if not text or text.isdigit() or _STAMP.match(text):
-                    continue
-                blocks.append(text)
-                total += len(text) + 1
+    doc = pdfium.PdfDocument(data)
+    try:
+        for index in range(len(doc)):
+            for block in blocks_of(page_lines(doc[index])):
+                text = join_lines([line.text for line in block])
+                if text and not text.isdigit():
+                    out.append(text)
+                    total += len(text) + 1
             if total > max_chars:
                 break
-    return "\n".join(blocks)
+    finally:
+        doc.close()
+    return "\n".join(out)
 
 
 def join_lines(lines: list[str]) -> str:
+    """Lines of a block as one: 'hyphen-' + 'ation' -> 'hyphenation', 'Long-' + 'Context' ->
+    'Long-Context', otherwise a space."""
     out = ""
     for line in lines:
-        if not out:
-            out = line
-        elif out.endswith("-") and len(out) > 1 and out[-2].isalpha() and line[:1].islower():
-            out = out[:-1] + line          # "hyphen-" + "ation"
+        if out.endswith("-") and len(out) > 1 and out[-2].isalnum():
+            out = (out[:-1] if out[-2].isalpha() and line[:1].islower() else out) + line
         else:
-            out = out + " " + line
+            out = f"{out} {line}" if out else line
     return out
 
 
@@ -356,67 +531,59 @@ class FetchOptions:
     max_chars: int = CACHE_MAX_CHARS
 
 
-def record_from_result(result, session: requests.Session, opts: FetchOptions) -> Record:
-    paper_id, latest = split_id(result.get_short_id())
-    abstract = result.summary or ""
-    data, note, transient = download_pdf(session, PDF_URL.format(id=paper_id, version=1), opts.retries)
-    body, source = "", "abstract"
-    if data is not None:
-        try:
-            body = body_from_pdf_text(pdf_text(data, opts.max_chars), abstract)
-        except Exception as exc:  # noqa: BLE001 - a damaged PDF leaves the paper with its abstract
-            note = f"PDF text extraction failed: {type(exc).__name__}"
-        else:
-            if len(body.strip()) >= 200:
-                source = "pdf"
-            else:
-                note, body = "the PDF has no extractable text (scanned?)", ""
-    text = compose(result.title, abstract, body)
-    truncated = len(text) > opts.max_chars
-    text = text[:opts.max_chars]
-    return Record(id=paper_id, version=1, title=normalize(" ".join(result.title.split())),
-                  published=result.published.astimezone(dt.timezone.utc).isoformat(),
-                  categories=list(result.categories), text_source=source, chars=len(text), sha256=sha256(text),
-                  text=text, body_note=note if source == "abstract" else "", retry_body=transient and source != "pdf",
-                  truncated=truncated, latest_version=latest, fetched=dt.datetime.now(dt.timezone.utc).isoformat())
+def paper_body(session: requests.Session, paper_id: str, abstract: str, opts: FetchOptions) -> tuple[str, str, bool]:
+    """(body text or "", why there is none, whether trying again later may help)."""
+    try:
+        data = download_pdf(session, PDF_URL.format(id=paper_id, version=1), opts.retries)
+    except FetchError as exc:
+        return "", exc.note, exc.transient
+    try:
+        body = body_from_pdf_text(pdf_text(data, opts.max_chars), abstract)
+    except Exception as exc:  # noqa: BLE001 - a damaged PDF leaves the paper with its abstract
+        return "", f"PDF text extraction failed: {type(exc).__name__}", False
+    if len(body.strip()) < 200:
+        return "", "the PDF has no extractable text (scanned?)", False
+    return body, "", False
 
 
-def iter_records(opts: FetchOptions, session: PoliteSession | None = None,
-                 on_listing: Callable[[int], None] | None = None) -> Iterator[tuple[Record, bool]]:
+def record_from_entry(entry: Entry, session: requests.Session, opts: FetchOptions) -> Record:
+    paper_id, latest = split_id(entry.short_id)
+    body, note, transient = paper_body(session, paper_id, entry.summary, opts)
+    full = compose(entry.title, entry.summary, body)
+    text = full[:opts.max_chars]
+    return Record(id=paper_id, version=1, title=normalize(entry.title), published=entry.published.isoformat(),
+                  categories=list(entry.categories), text_source="pdf" if body else "abstract", chars=len(text),
+                  sha256=sha256(text), text=text, body_note=note, retry_body=transient,
+                  truncated=len(full) > len(text), latest_version=latest,
+                  fetched=dt.datetime.now(dt.timezone.utc).isoformat())
+
+
+def iter_records(opts: FetchOptions, session: requests.Session | None = None) -> Iterator[tuple[Record, bool]]:
     """Newest first: (record, came from the cache). Cached records are reused (no PDF request) unless their
-    body failed for a passing reason or they hold less text than asked; new ones are cached at once."""
-    import arxiv
-
+    body failed for a passing reason or they hold less text than asked; new ones are cached at once.
+    `session`: where the requests go (default: a PoliteSession spacing them `opts.delay` apart)."""
     session = session or PoliteSession(opts.delay)
-    client = arxiv_client(session, opts.page_size, opts.retries)
-    search = arxiv.Search(query=build_query(opts.since, opts.until, opts.categories), max_results=None,
-                          sort_by=arxiv.SortCriterion.SubmittedDate, sort_order=arxiv.SortOrder.Descending)
-    results = client.results(search)
-    listed = 0
+    entries = list_entries(session, opts)
     while True:
         try:
-            result = next(results)
+            entry = next(entries)
         except StopIteration:
             return
-        except (arxiv.ArxivError, requests.RequestException) as exc:
-            raise UserError(f"the arXiv API failed ({type(exc).__name__}: {exc}); papers fetched so far are "
-                            "cached: rerun later to resume, or use --offline") from None
-        listed += 1
-        if on_listing:
-            on_listing(listed)
+        except FetchError as exc:
+            raise UserError(f"the arXiv API failed ({exc.note}); papers fetched so far are cached: rerun "
+                            "later to resume, or use --offline") from None
         try:
-            paper_id, _ = split_id(result.get_short_id())
+            paper_id, _ = split_id(entry.short_id)
         except ValueError:
-            log.warning("skipping an entry with an unexpected id: %s", result.entry_id)
+            log.warning("skipping an entry with an unexpected id: %s", entry.short_id)
             continue
-        published = result.published.astimezone(dt.timezone.utc).date()
-        if not opts.since <= published <= opts.until:
-            log.warning("skipping %s: published %s, outside the window", paper_id, published)
+        if not opts.since <= entry.published.date() <= opts.until:
+            log.warning("skipping %s: published %s, outside the window", paper_id, entry.published.date())
             continue
         cached = opts.cache.get(paper_id)
         if cached is not None and not cached.retry_body and not (cached.truncated and cached.chars < opts.max_chars):
             yield cached, True
             continue
-        record = record_from_result(result, session, opts)
+        record = record_from_entry(entry, session, opts)
         opts.cache.put(record)
         yield record, False

@@ -243,13 +243,13 @@ def run(given: dict, *, out: Path | None = None, resume: bool = False) -> Path:
         resume_meta(run_dir, old_meta, as_dict(o))
     else:
         papers, info = gather_file(o) if o.papers_file else gather_arxiv(o)
-        pd.DataFrame([p.row() for p in papers]).reindex(columns=PAPER_COLUMNS).to_csv(run_dir / "papers.csv",
-                                                                                       index=False)
         start_meta(run_dir, KIND, as_dict(o), **info, papers_requested=o.papers, papers=len(papers), chars=o.chars,
                    min_chars=o.min_chars, ids=[p.paper_id for p in papers], model_specs=[s.text for s in specs],
                    models={}, stride=o.stride,
                    bootstrap={"resamples": o.bootstrap, "level": 0.95, "seed": o.seed, "unit": "paper"},
                    protocol=PROTOCOL)
+        pd.DataFrame([p.row() for p in papers]).reindex(columns=PAPER_COLUMNS).to_csv(run_dir / "papers.csv",
+                                                                                       index=False)
     score_models(papers, o, specs, run_dir)
     finish_meta(run_dir)
     from .report import render
