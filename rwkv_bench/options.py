@@ -102,8 +102,10 @@ def typer_option(cls, name: str, *flags: str, **kwargs):
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     shown = ",".join(map(str, default)) if isinstance(default, list) else default
-    suffix = "" if default is None or default == [] else f" (default: {shown})"
-    return typer.Option(None, *(flags or (f"--{name.replace('_', '-')}",)), help=f.metadata["help"] + suffix,
+    text = f.metadata["help"]
+    if default is not None and default != []:
+        text = f"{text.rstrip('.')} (default: {shown})."
+    return typer.Option(None, *(flags or (f"--{name.replace('_', '-')}",)), help=text,
                         show_default=False, **kwargs)
 
 

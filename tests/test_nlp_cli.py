@@ -64,12 +64,42 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, args, needle):
     assert err.startswith("error: ") and "\n" not in err and needle in err, err
 
 
-def test_a_saved_random_preset_stays_labelled_random(tmp_path, neox_tokenizer_path):
+def test_a_saved_random_preset_stays_labelled_random(tmp_path):
+    from rwkv_bench.models.peer import save_peer
     from rwkv_bench.nlp.evaluate import plan_model
-    from rwkv_bench.scaling.sweep import save_peer
+    from rwkv_bench.specs import parse
 
-    saved = save_peer("rwkv4-tiny", tmp_path / "tiny", seed=0, tokenizer=str(neox_tokenizer_path))
-    assert plan_model(str(saved)).random_weights            # our LM on the saved directory
-    assert plan_model(f"transformers:{saved}").random_weights  # lm-eval's hf on the same directory
-    (saved / "RANDOM_WEIGHTS").unlink()                      # a user's own directory: no marker, not random
-    assert not plan_model(str(saved)).random_weights
+    saved = save_peer("rwkv4-tiny", tmp_path / "tiny", seed=0)
+    assert plan_model(parse(str(saved))).random_weights            # our LM on the saved directory
+    assert plan_model(parse(f"transformers:{saved}")).random_weights  # lm-eval's hf on the same directory
+    (saved / "RANDOM_WEIGHTS").unlink()                              # a user's own directory: no marker, not random
+    assert not plan_model(parse(str(saved))).random_weights
+
+
+def test_a_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, nlp_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(nlp_run, run)
+    full_table, full_tokens = pd.read_csv(run / "table.csv"), pd.read_csv(run / "tokens.csv")
+    first_meta = read_meta(run)
+    # killed after the first task's rows and half of the second's: its tokens.csv rows (the commit) never written
+    table_lines = (run / "table.csv").read_text().splitlines(keepends=True)
+    mc_rows = 1 + int((full_table.run_task == "rwkv_bench_mc").sum())
+    (run / "table.csv").write_text("".join(table_lines[:mc_rows + 1]) + table_lines[mc_rows + 1][:7])
+    token_lines = (run / "tokens.csv").read_text().splitlines(keepends=True)
+    (run / "tokens.csv").write_text("".join(token_lines[:1 + int((full_tokens.task == "rwkv_bench_mc").sum())]))
+    # a new run may not reuse the directory; a changed dtype is refused; both leave the files as they were
+    before = (run / "table.csv").read_bytes()
+    assert main(["nlp", "--out", str(run)]) == 2
+    assert main(["nlp", "--out", str(run), "--resume", "--dtype", "bfloat16"]) == 2
+    assert (run / "table.csv").read_bytes() == before
+    assert main(["nlp", "--out", str(run), "--resume"]) == 0
+    table, tokens = pd.read_csv(run / "table.csv"), pd.read_csv(run / "tokens.csv")
+    key = ["run_task", "task", "metric", "filter", "model"]
+    assert not table.duplicated(key).any() and len(table) == len(full_table)
+    merged = table.merge(full_table, on=key, suffixes=("", "_first"))
+    assert (merged["value"] == merged["value_first"]).all()          # deterministic: the same numbers again
+    assert len(tokens) == len(full_tokens) and not tokens.duplicated(["model", "task", "request_type"]).any()
+    meta = read_meta(run)
+    assert meta["date_utc"] == first_meta["date_utc"] and len(meta["resumes"]) == 1 and meta["completed"]

@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from ..recording import read_meta, read_rows
+from ..report.figures import finish_axes, pyplot, save_figure
+from ..report.tables import fmt, is_missing, markdown_table
 from . import tasks as T
 
 RANDOM_MARK = "†"
@@ -26,11 +27,9 @@ def _task_order(names: list[str], meta: dict) -> list[str]:
 
 
 def _fmt(value, metric: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if metric in T.LOWER_IS_BETTER:
-        return f"{value:.4g}" if abs(value) >= 100 else f"{value:.3f}"
-    return f"{value:.3f}"
+    """Three decimals; four significant digits for large perplexity-type values (2.684e+05)."""
+    large = metric in T.LOWER_IS_BETTER and not is_missing(value) and abs(value) >= 100
+    return fmt(value, ".4g" if large else ".3f")
 
 
 def _bool(value) -> bool:
@@ -80,24 +79,8 @@ def markdown(meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
     if selected.empty:
         lines += ["(no results yet)", ""]
     else:
-        header = ["task", "metric"] + [f"{label} {RANDOM_MARK}" if rw else label for label, rw in models]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for (task, metric, filt), group in selected.groupby(["task", "metric", "filter"], sort=False):
-            arrow = "↓" if metric in T.LOWER_IS_BETTER else "↑"
-            name = metric if filt == "none" else f"{metric} ({filt})"
-            cells = [task, f"{name} {arrow}"]
-            for label, _ in models:
-                row = group[group.model == label]
-                if row.empty:
-                    cells.append("–")
-                    continue
-                value, stderr = row.iloc[0]["value"], row.iloc[0]["stderr"]
-                text = _fmt(value, metric)
-                if stderr is not None and not (isinstance(stderr, float) and math.isnan(stderr)):
-                    text += f" ± {_fmt(stderr, metric)}"
-                cells.append(text)
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [markdown_table([score_cells(task, metric, filt, group, models) for (task, metric, filt), group
+                                  in selected.groupby(["task", "metric", "filter"], sort=False)]), ""]
         if any(rw for _, rw in models):
             lines += [f"{RANDOM_MARK} random weights: these numbers exercise the harness and say nothing about "
                       "the architecture's quality.", ""]
@@ -108,35 +91,36 @@ def markdown(meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
         lines += ["## Work done", "",
                   "tokens processed: positions the model ran (padding included). re-encode: positions if every "
                   "request ran alone from scratch (what a harness without state or prefix reuse runs).", "",
-                  "| model | runner | task | request type | requests | tokens processed | re-encode | "
-                  "re-encode / processed | model time (s) | wall (s) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for _, r in tokens.iterrows():
-            ratio = r["tokens_reencode"] / r["tokens_processed"] if r["tokens_processed"] else float("nan")
-            lines.append(f"| {r['model']} | {r['runner']} | {r['task']} | {r['request_type']} | {int(r['requests'])} "
-                         f"| {int(r['tokens_processed'])} | {int(r['tokens_reencode'])} | {ratio:.2f}x "
-                         f"| {r['model_time_s']:.2f} | {r['wall_s']:.2f} |")
-        lines.append("")
+                  markdown_table([work_cells(r) for _, r in tokens.iterrows()]), ""]
     lines += ["Files beside this one: table.csv (every metric), tokens.csv, results_<model>.json (lm-eval's own), "
               "meta.json.", ""]
     return "\n".join(lines)
 
 
-def _save(fig, run_dir: Path, stem: str) -> list[Path]:
-    paths = []
-    for ext in ("png", "svg"):
-        path = run_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    return paths
+def score_cells(task: str, metric: str, filt: str, group: pd.DataFrame, models: list[tuple[str, bool]]) -> dict:
+    """One row of the paper-style table: value ± standard error per model."""
+    name = metric if filt == "none" else f"{metric} ({filt})"
+    cells = {"task": task, "metric": f"{name} {'↓' if metric in T.LOWER_IS_BETTER else '↑'}"}
+    for label, rw in models:
+        row = group[group.model == label]
+        text = "–"
+        if not row.empty:
+            value, stderr = row.iloc[0]["value"], row.iloc[0]["stderr"]
+            text = _fmt(value, metric) + ("" if is_missing(stderr) else f" ± {_fmt(stderr, metric)}")
+        cells[f"{label} {RANDOM_MARK}" if rw else label] = text
+    return cells
+
+
+def work_cells(r) -> dict:
+    """One row of the work table (tokens.csv)."""
+    ratio = r["tokens_reencode"] / r["tokens_processed"] if r["tokens_processed"] else float("nan")
+    return {"model": r["model"], "runner": r["runner"], "task": r["task"], "request type": r["request_type"],
+            "requests": int(r["requests"]), "tokens processed": int(r["tokens_processed"]),
+            "re-encode": int(r["tokens_reencode"]), "re-encode / processed": fmt(ratio, ".2f") + "x",
+            "model time (s)": fmt(r["model_time_s"], ".2f"), "wall (s)": fmt(r["wall_s"], ".2f")}
 
 
 def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     selected = score_rows(table, meta)
     if selected.empty:
         return []
@@ -145,7 +129,7 @@ def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
               ("perplexity-type metrics", selected[selected.metric.isin(T.LOWER_IS_BETTER)], "value (lower is better, log scale)", True)]
     panels = [p for p in panels if not p[1].empty]
     widths = [max(3, 0.9 * p[1].groupby(["task", "metric"]).ngroups + 1.5) for p in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1, 4.8), squeeze=False,
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(sum(widths) + 1, 4.8), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     for ax, (title, rows, ylabel, log) in zip(axes[0], panels):
         keys = list(dict.fromkeys(zip(rows.task, rows.metric)))
@@ -162,37 +146,25 @@ def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
                 es.append(0.0 if err is None or pd.isna(err) else float(err))
             name = f"{label} (random weights)" if rw else label
             ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=name)
-        ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels([f"{t}\n{m}" for t, m in keys], rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel(ylabel)
-        ax.set_xlabel("task / metric")
-        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(keys)), [f"{t}\n{m}" for t, m in keys], rotation=45, ha="right", fontsize=8)
         if log:
             ax.set_yscale("log")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        finish_axes(ax, xlabel="task / metric", ylabel=ylabel, title=title, grid="y", legend=ax is axes[0][0])
     shots = meta.get("num_fewshot", 0)
     fig.suptitle(f"lm-eval {'zero-shot' if not shots else f'{shots}-shot'} scores (± standard error) — "
                  f"{meta.get('device', '?')}, {meta.get('dtype', '?')}")
     fig.tight_layout()
-    paths = _save(fig, run_dir, "nlp_scores")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, run_dir / "nlp_scores")
 
 
 def tokens_figure(run_dir: Path, meta: dict, tokens: pd.DataFrame) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if tokens.empty:
         return []
     per = tokens.groupby(["task", "model"], sort=False)[["tokens_processed", "tokens_reencode"]].sum().reset_index()
     task_names = _task_order(list(per.task.unique()), meta)
     labels = list(dict.fromkeys(per.model))
     random = {m["label"]: m.get("random_weights") for m in meta.get("models", [])}
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(task_names) * max(1, len(labels)) ** 0.5 + 2), 4.5))
+    fig, ax = pyplot().subplots(figsize=(max(5, 1.6 * len(task_names) * max(1, len(labels)) ** 0.5 + 2), 4.5))
     width = 0.8 / max(len(labels), 1)
     for m, label in enumerate(labels):
         rows = per[per.model == label].set_index("task")
@@ -203,18 +175,11 @@ def tokens_figure(run_dir: Path, meta: dict, tokens: pd.DataFrame) -> list[Path]
         bars = ax.bar(xs, done, width * 0.9, label=f"{name}: processed")
         ax.scatter(xs, again, marker="_", s=300, color=bars.patches[0].get_facecolor() if bars.patches else None,
                    label=f"{name}: re-encode everything", zorder=3)
-    ax.set_xticks(range(len(task_names)))
-    ax.set_xticklabels(task_names, rotation=30, ha="right", fontsize=8)
-    ax.set_xlabel("task")
-    ax.set_ylabel("tokens (model positions run)")
-    ax.set_title(f"Work per task: tokens processed vs re-encoding every request — "
-                 f"{meta.get('device', '?')}, {meta.get('dtype', '?')}", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_xticks(range(len(task_names)), task_names, rotation=30, ha="right", fontsize=8)
+    finish_axes(ax, xlabel="task", ylabel="tokens (model positions run)", title="Work per task: tokens processed "
+                f"vs re-encoding every request — {meta.get('device', '?')}, {meta.get('dtype', '?')}", grid="y")
     fig.tight_layout()
-    paths = _save(fig, run_dir, "nlp_tokens")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, run_dir / "nlp_tokens")
 
 
 def render(run_dir: Path) -> list[Path]:

@@ -5,6 +5,8 @@ Reads points.csv, generate_tokens.csv and meta.json; never runs a model. Figures
 - peak_memory:         peak memory above the loaded model vs T, prefill and generate side by side
 - generate_cumulative: cumulative decode time vs tokens generated (the paper's Figure 7), protocol in the legend
 - generate_per_token:  per-token decode latency vs position, for each model's longest successful run
+A length that did not finish (oom, timeout, error) is an x on the top edge at that length: where the run stopped.
+Figures are written by rwkv_bench.report.figures.save_figure, tables by rwkv_bench.report.tables.
 """
 from __future__ import annotations
 
@@ -14,10 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..recording import read_meta, read_rows
-from .table1 import FIT_POINTS, fit_loglog, longest_ok, protocol_label, render_table1
+from ..report.figures import finish_axes, pyplot, save_figure
+from ..report.tables import fmt, markdown_table, pct_change
+from .table1 import FIT_POINTS, exponent_rows, fmt_fit, protocol_label, render_table1, weights_label
 
 MIB = 2 ** 20
-FIGURES = ("prefill_latency", "peak_memory", "generate_cumulative", "generate_per_token")
+FAILED = ("oom", "timeout", "error")  # statuses of a length that did not finish
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]
 
 
 # ---- data ----
@@ -77,15 +83,6 @@ def label(model: str, facts: dict, scenario: str | None = None) -> str:
 
 # ---- figures ----
 
-def setup_matplotlib():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def log_axes(ax, y: bool = True) -> None:
     """Log scales with plain tick labels (16, 1024, 1e+05) rather than 2x10^1."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -102,86 +99,73 @@ def title(text: str, meta: dict) -> str:
     return f"{text}\n{meta.get('device', '?')}, {meta.get('dtype', '?')}" + (f", {cpu}" if cpu else "")
 
 
-def save(fig, run_dir: Path, name: str) -> list[Path]:
-    paths = []
-    for ext in ("png", "svg"):
-        path = run_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
-        paths.append(path)
-    return paths
+def new_figure(points: pd.DataFrame, panels: int = 1):
+    """A figure with `panels` axes side by side, and a colour per model (the same in every figure)."""
+    fig, axes = pyplot().subplots(1, panels, figsize=(7.5 if panels == 1 else 6.5 * panels, 5), squeeze=False)
+    return fig, list(axes[0]), {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(model_order(points))}
 
 
-def colors(models: list[str]) -> dict:
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
-    return {m: palette[i % len(palette)] for i, m in enumerate(models)}
+def per_model(df: pd.DataFrame):
+    """(model, its rows by length, its ok rows) for each model of df."""
+    for model in model_order(df):
+        rows = df[df["model"] == model].sort_values("seq_len")
+        yield model, rows, rows[rows["status"] == "ok"]
 
 
-def mark_failures(ax, rows: pd.DataFrame, color: str, y: float) -> None:
-    """An x at the first length that did not finish, annotated with its status."""
-    bad = rows[rows["status"].isin(["oom", "timeout", "error"])].sort_values("seq_len")
-    if len(bad):
-        r = bad.iloc[0]
-        ax.scatter([r["seq_len"]], [y], marker="x", color=color, s=60, zorder=5)
-        ax.annotate(r["status"], (r["seq_len"], y), textcoords="offset points", xytext=(4, 4), fontsize=8,
-                    color=color)
+def mark_failure(ax, rows: pd.DataFrame, color: str) -> None:
+    """Where the run stopped: an x on the top edge of the plot at the first length that did not finish, a
+    dotted line down through the axes and its status. The curve itself ends at the last length that did;
+    the failed length has no value (a timeout took at least the time budget, an oom more memory than there
+    was), so drawing the x at that curve's last value would show the model finishing below the others."""
+    bad = rows[rows["status"].isin(FAILED)]
+    if bad.empty:
+        return
+    r = bad.iloc[0]
+    top = ax.get_xaxis_transform()  # x in data, y in axes fractions
+    ax.axvline(r["seq_len"], color=color, ls=":", lw=1)
+    ax.plot([r["seq_len"]], [1.0], marker="x", ms=9, mew=2, ls="none", color=color, transform=top, clip_on=False,
+            zorder=5)
+    ax.annotate(f"{r['status']} at T={r['seq_len']}", (r["seq_len"], 1.0), xycoords=top, textcoords="offset points",
+                xytext=(-4, -12), ha="right", fontsize=8, color=color)
 
 
 def figure_prefill(points, meta, facts, run_dir) -> list[Path]:
     df = points[points["scenario"] == "prefill"]
     if df.empty:
         return []
-    plt = setup_matplotlib()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    cmap = colors(model_order(points))
-    for model in model_order(df):
-        rows = df[df["model"] == model].sort_values("seq_len")
-        ok = rows[rows["status"] == "ok"]
+    fig, (ax,), cmap = new_figure(points)
+    for model, rows, ok in per_model(df):
         if len(ok):
             lo = (ok["latency_s"] - ok["latency_min_s"]).clip(lower=0)
             hi = (ok["latency_max_s"] - ok["latency_s"]).clip(lower=0)
             ax.errorbar(ok["seq_len"], ok["latency_s"], yerr=[lo, hi], marker="o", ms=4, capsize=2,
                         color=cmap[model], label=label(model, facts))
-            mark_failures(ax, rows, cmap[model], float(ok["latency_s"].max()))
+        mark_failure(ax, rows, cmap[model])
     log_axes(ax)
-    ax.set_xlabel("sequence length T (tokens)")
-    ax.set_ylabel("prefill latency (s), median of repeats")
-    ax.set_title(title("Prefill: one forward pass over T tokens", meta), fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    paths = save(fig, run_dir, "prefill_latency")
-    plt.close(fig)
-    return paths
+    finish_axes(ax, xlabel="sequence length T (tokens)", ylabel="prefill latency (s), median of repeats",
+                title=title("Prefill: one forward pass over T tokens", meta))
+    return save_figure(fig, run_dir / "prefill_latency")
 
 
 def figure_memory(points, meta, facts, run_dir) -> list[Path]:
     scenarios = [s for s in ("prefill", "generate") if (points["scenario"] == s).any()]
     if not scenarios:
         return []
-    plt = setup_matplotlib()
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(6.5 * len(scenarios), 5), squeeze=False)
-    cmap = colors(model_order(points))
-    for ax, scenario in zip(axes[0], scenarios):
-        df = points[points["scenario"] == scenario]
-        for model in model_order(df):
-            rows = df[df["model"] == model].sort_values("seq_len")
-            ok = rows[(rows["status"] == "ok") & rows["peak_mem_bytes"].notna()]
+    fig, axes, cmap = new_figure(points, len(scenarios))
+    for ax, scenario in zip(axes, scenarios):
+        for model, rows, ok in per_model(points[points["scenario"] == scenario]):
+            ok = ok[ok["peak_mem_bytes"].notna()]
             if len(ok):
                 y = (ok["peak_mem_bytes"].clip(lower=1024)) / MIB
                 ax.plot(ok["seq_len"], y, marker="o", ms=4, color=cmap[model], label=label(model, facts, scenario))
-                mark_failures(ax, rows, cmap[model], float(y.max()))
+            mark_failure(ax, rows, cmap[model])
         log_axes(ax)
-        ax.set_xlabel("sequence length T (tokens)" if scenario == "prefill" else "tokens generated T")
-        ax.set_ylabel("peak memory above the loaded model (MiB)")
-        ax.set_title(scenario, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        finish_axes(ax, xlabel="sequence length T (tokens)" if scenario == "prefill" else "tokens generated T",
+                    ylabel="peak memory above the loaded model (MiB)", title=scenario)
     method = ", ".join(sorted(set(points["mem_method"]) - {""})) if "mem_method" in points else ""
     fig.suptitle(title(f"Peak memory vs sequence length [{method}]", meta), fontsize=10)
     fig.tight_layout()
-    paths = save(fig, run_dir, "peak_memory")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, run_dir / "peak_memory")
 
 
 def longest_curves(points: pd.DataFrame, tokens: pd.DataFrame) -> dict:
@@ -202,38 +186,26 @@ def figure_cumulative(points, tokens, meta, facts, run_dir) -> list[Path]:
     gen = points[points["scenario"] == "generate"]
     if gen.empty:
         return []
-    plt = setup_matplotlib()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    cmap = colors(model_order(points))
+    fig, (ax,), cmap = new_figure(points)
     curves = longest_curves(points, tokens)
-    for model in model_order(gen):
-        rows = gen[gen["model"] == model].sort_values("seq_len")
-        ok = rows[rows["status"] == "ok"]
+    for model, rows, ok in per_model(gen):
         if model in curves:
             c = curves[model]
             ax.plot(c["position"], c["cumulative_s"], color=cmap[model], label=label(model, facts, "generate"))
         if len(ok):
             ax.scatter(ok["seq_len"], ok["cumulative_s"], color=cmap[model], s=14, zorder=4,
                        label=None if model in curves else label(model, facts, "generate"))
-            mark_failures(ax, rows, cmap[model], float(ok["cumulative_s"].max()))
-    ax.set_xlabel("tokens generated")
-    ax.set_ylabel("cumulative decode time (s)")
-    ax.set_title(title("Cumulative generation time (Figure 7 style): lines = longest run, dots = each run",
-                       meta), fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    paths = save(fig, run_dir, "generate_cumulative")
-    plt.close(fig)
-    return paths
+        mark_failure(ax, rows, cmap[model])
+    finish_axes(ax, xlabel="tokens generated", ylabel="cumulative decode time (s)", title=title(
+        "Cumulative generation time (Figure 7 style): lines = longest run, dots = each run", meta))
+    return save_figure(fig, run_dir / "generate_cumulative")
 
 
 def figure_per_token(points, tokens, meta, facts, run_dir) -> list[Path]:
     curves = longest_curves(points, tokens)
     if not curves:
         return []
-    plt = setup_matplotlib()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    cmap = colors(model_order(points))
+    fig, (ax,), cmap = new_figure(points)
     binned = False
     for model, c in curves.items():
         ms = c["latency_s"] * 1000
@@ -243,29 +215,13 @@ def figure_per_token(points, tokens, meta, facts, run_dir) -> list[Path]:
         ax.plot(c["position"], ms.rolling(window, center=True, min_periods=1).median(), color=cmap[model],
                 lw=1.6, label=f"{label(model, facts, 'generate')}, T={int(c['position'].max())}")
     log_axes(ax)
-    ax.set_xlabel("position (tokens generated so far)")
-    ax.set_ylabel("per-token decode latency (ms)" + (", mean per bin" if binned else ""))
-    ax.set_title(title("Per-token latency vs position (faint: raw, solid: rolling median)", meta), fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    paths = save(fig, run_dir, "generate_per_token")
-    plt.close(fig)
-    return paths
+    finish_axes(ax, xlabel="position (tokens generated so far)",
+                ylabel="per-token decode latency (ms)" + (", mean per bin" if binned else ""),
+                title=title("Per-token latency vs position (faint: raw, solid: rolling median)", meta))
+    return save_figure(fig, run_dir / "generate_per_token")
 
 
 # ---- summary ----
-
-def fmt(value, spec=".4g", scale=1.0, none="–") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return none
-    return format(value * scale, spec)
-
-
-def pct(a, b) -> str:
-    if a is None or b is None or not b or any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
-        return "–"
-    return f"{100 * (a / b - 1):+.1f}%"
-
 
 def crossover(rwkv: str, tf: str, points: pd.DataFrame, curves: dict) -> str:
     """Where RWKV's cumulative decode time drops below the transformer's, and stays there."""
@@ -301,7 +257,7 @@ def crossover(rwkv: str, tf: str, points: pd.DataFrame, curves: dict) -> str:
             parts.append(f"per-token curves: not lower by position {n}")
         else:
             parts.append(f"per-token curves: lower after position ≈{not_lower[-1]} (compared up to {n})")
-    failed = b_rows[b_rows["status"].isin(["oom", "timeout", "error"])]
+    failed = b_rows[b_rows["status"].isin(FAILED)]
     if len(failed):
         r = failed.sort_values("seq_len").iloc[0]
         ok_a = a.index.max() if len(a) else None
@@ -341,35 +297,25 @@ def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[st
             out.append(f"- **{m}** generation: per-token latency (mean of the last 10% of positions) "
                        f"{fmt(s['latency_s'], '.3g', 1000)} ms at T={s['seq_len']} vs "
                        f"{fmt(l['latency_s'], '.3g', 1000)} ms at T={l['seq_len']} "
-                       f"({pct(l['latency_s'], s['latency_s'])}); peak memory above the loaded model "
+                       f"({pct_change(l['latency_s'], s['latency_s'])}); peak memory above the loaded model "
                        f"{fmt(s['peak_mem_bytes'], '.3g', 1 / MIB)} → {fmt(l['peak_mem_bytes'], '.3g', 1 / MIB)} MiB, "
                        f"process total {fmt(s['peak_total_bytes'], '.4g', 1 / MIB)} → "
                        f"{fmt(l['peak_total_bytes'], '.4g', 1 / MIB)} MiB "
-                       f"({pct(l['peak_total_bytes'], s['peak_total_bytes'])}).")
+                       f"({pct_change(l['peak_total_bytes'], s['peak_total_bytes'])}).")
         if m in curves and (within := first_and_last_tenth(curves[m])) is not None:
             first, last, T = within
             out.append(f"- **{m}** generation within the T={T} run: {fmt(first, '.3g', 1000)} ms per token over "
                        f"the first 10% of positions, {fmt(last, '.3g', 1000)} ms over the last 10% "
-                       f"({pct(last, first)}).")
-        for scenario in ("prefill", "generate"):
-            tcol = "latency_s" if scenario == "prefill" else "cumulative_s"
-            ft = fit_loglog(*_xy(longest_ok(points, m, scenario, tcol), tcol))
-            fm = fit_loglog(*_xy(longest_ok(points, m, scenario, "peak_mem_bytes"), "peak_mem_bytes"))
-            if ft or fm:
-                out.append(f"- **{m}** {scenario}: fitted time exponent {_fit(ft)}, memory exponent {_fit(fm)} "
-                           f"(over the {FIT_POINTS} longest ok lengths).")
-    for m in tfs:
-        for scenario in ("prefill", "generate"):
-            tcol = "latency_s" if scenario == "prefill" else "cumulative_s"
-            df = longest_ok(points, m, scenario, tcol)
-            ft = fit_loglog(*_xy(df, tcol))
-            fm = fit_loglog(*_xy(longest_ok(points, m, scenario, "peak_mem_bytes"), "peak_mem_bytes"))
-            local = fit_loglog(*_xy(df.tail(2), tcol)) if len(df) >= 2 else None
-            if ft or fm:
-                what = "cumulative-time" if scenario == "generate" else "time"
-                out.append(f"- **{m}** {protocol_label(scenario, 'transformer', facts[m]['kv_cache'])}: fitted "
-                           f"{what} exponent {_fit(ft)}, between the two longest ok lengths "
-                           f"{fmt(local.slope if local else None, '.2f')}; memory exponent {_fit(fm)}.")
+                       f"({pct_change(last, first)}).")
+    last_two = {(r["model"], r["scenario"]): r["time_fit"] for r in exponent_rows(points, 2)}
+    for r in sorted(exponent_rows(points), key=lambda r: (r["model"] not in rwkvs, r["model"] not in tfs)):
+        if r["model"] in rwkvs + tfs and (r["time_fit"] or r["mem_fit"]):
+            local = last_two[(r["model"], r["scenario"])]
+            out.append(f"- **{r['model']}** {protocol_label(r['scenario'], r['family'], r['kv_cache'])}: fitted "
+                       f"{'cumulative-time' if r['scenario'] == 'generate' else 'time'} exponent "
+                       f"{fmt_fit(r['time_fit'], lengths=True)}, between the two longest ok lengths "
+                       f"{fmt(local.slope if local else None, '.2f')}; memory exponent "
+                       f"{fmt_fit(r['mem_fit'], lengths=True)} (fits over the {FIT_POINTS} longest ok lengths).")
     for r in rwkvs:
         for t in tfs:
             if ((points["model"] == r) & (points["scenario"] == "generate")).any() and \
@@ -380,24 +326,13 @@ def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[st
     return out
 
 
-def _xy(df: pd.DataFrame, col: str):
-    return (df["seq_len"], df[col]) if len(df) else ([], [])
-
-
-def _fit(fit) -> str:
-    return "n/a" if fit is None else f"{fit.slope:.2f} (R² {fit.r2:.2f}, T={round(fit.x_min)}–{round(fit.x_max)})"
-
-
-def points_table(points: pd.DataFrame) -> list[str]:
-    lines = ["| model | scenario | T | status | latency_s | cumulative_s | tokens/s | peak MiB above loaded | "
-             "kv_cache | note |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in points.sort_values(["scenario", "model", "seq_len"], kind="stable").itertuples():
-        lines.append("| " + " | ".join([
-            r.model, r.scenario, str(r.seq_len), r.status, fmt(r.latency_s, ".4g"),
-            fmt(getattr(r, "cumulative_s", None), ".4g"), fmt(r.tokens_per_s, ".4g"),
-            fmt(r.peak_mem_bytes, ".3g", 1 / MIB), r.kv_cache,
-            (r.error or "").replace("|", "/")[:120]]) + " |")
-    return lines
+def points_table(points: pd.DataFrame) -> str:
+    return markdown_table([{
+        "model": r.model, "scenario": r.scenario, "T": r.seq_len, "status": r.status,
+        "latency_s": fmt(r.latency_s), "cumulative_s": fmt(getattr(r, "cumulative_s", None)),
+        "tokens/s": fmt(r.tokens_per_s), "peak MiB above loaded": fmt(r.peak_mem_bytes, ".3g", 1 / MIB),
+        "kv_cache": r.kv_cache, "note": (r.error or "")[:120]}
+        for r in points.sort_values(["scenario", "model", "seq_len"], kind="stable").itertuples()])
 
 
 def render_summary(points, tokens, meta, figures: list[str]) -> str:
@@ -413,11 +348,11 @@ def render_summary(points, tokens, meta, figures: list[str]) -> str:
                for r in meta.get("resumes") or []],
              f"- points: {len(points)} ({', '.join(f'{k} {v}' for k, v in points['status'].value_counts().items())})"
              if not points.empty else "- points: none", ""]
-    lines += ["## Models", "", "| model | family | implementation | weights | generation protocol |", "|---|---|---|---|---|"]
-    for m, f in facts.items():
-        weights = "random (speed/memory only)" if f["random_weights"] else "trained" if f["random_weights"] is False else "?"
-        lines.append(f"| {m} | {f['family']} | {f['implementation']} | {weights} | "
-                     f"{protocol_label('generate', f['family'], f['kv_cache']).removeprefix('generate, ')} |")
+    lines += ["## Models", "", markdown_table([{
+        "model": m, "family": f["family"], "implementation": f["implementation"],
+        "weights": weights_label(f["random_weights"], random="random (speed/memory only)"),
+        "generation protocol": protocol_label("generate", f["family"], f["kv_cache"]).removeprefix("generate, ")}
+        for m, f in facts.items()])]
     proto = meta.get("protocol", {})
     if proto:
         lines += ["", "## Protocol", ""] + [f"- **{k}**: {v}" for k, v in proto.items()]
@@ -426,7 +361,7 @@ def render_summary(points, tokens, meta, figures: list[str]) -> str:
         lines += ["", "## Findings", ""] + found
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name}.png) ([svg]({name}.svg))" for name in figures]
-    lines += ["", "## Points", "", *points_table(points), ""] if not points.empty else []
+    lines += ["", "## Points", "", points_table(points), ""] if not points.empty else []
     return "\n".join(lines)
 
 

@@ -7,25 +7,30 @@ that is flat in T (RWKV's memory) the slope is ~0 and R^2 is low by construction
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+from scipy.stats import linregress
+
+from ..report.tables import MISSING, markdown_table
 
 FIT_POINTS = 4  # the longest successful lengths used for each fit
 
 # Peng et al. (2023), Table 1: inference complexity; T = sequence length, d = feature dimension,
 # c = MEGA's chunk size of quadratic attention, s = the size of AFT-local's window.
-PAPER_TABLE1 = [
-    ("Transformer", "O(T^2 d)", "O(T^2 + T d)"),
-    ("Reformer", "O(T log T d)", "O(T log T + T d)"),
-    ("Performer", "O(T d^2 log d)", "O(T d log d + d^2 log d)"),
-    ("Linear Transformers", "O(T d^2)", "O(T d + d^2)"),
-    ("AFT-full", "O(T^2 d)", "O(T d)"),
-    ("AFT-local", "O(T s d)", "O(T d)"),
-    ("MEGA", "O(c T d)", "O(c d)"),
-    ("RWKV (ours)", "O(T d)", "O(d)"),
-]
+PAPER_TABLE1 = pd.read_csv(io.StringIO("""Model;Time;Space
+Transformer;O(T^2 d);O(T^2 + T d)
+Reformer;O(T log T d);O(T log T + T d)
+Performer;O(T d^2 log d);O(T d log d + d^2 log d)
+Linear Transformers;O(T d^2);O(T d + d^2)
+AFT-full;O(T^2 d);O(T d)
+AFT-local;O(T s d);O(T d)
+MEGA;O(c T d);O(c d)
+RWKV (ours);O(T d);O(d)
+"""), sep=";")
 # the exponent of T in the paper's Time and Space columns, for the rows we measure
 PAPER_EXPONENTS = {"transformer": ("Transformer", 2, 2), "rwkv": ("RWKV (ours)", 1, 0)}
 
@@ -33,36 +38,25 @@ PAPER_EXPONENTS = {"transformer": ("Transformer", 2, 2), "rwkv": ("RWKV (ours)",
 @dataclass
 class Fit:
     slope: float
-    intercept: float
     r2: float
     n: int
     x_min: float
     x_max: float
 
-    def predict(self, x: float) -> float:
-        return math.exp(self.intercept) * x ** self.slope
-
 
 def fit_loglog(x, y) -> Fit | None:
-    """Least-squares line through (log x, log y); pairs with x <= 0 or y <= 0 are left out.
-    Returns None with fewer than two usable pairs or a single distinct x."""
-    pairs = [(math.log(float(a)), math.log(float(b))) for a, b in zip(x, y)
-             if a is not None and b is not None and not pd.isna(a) and not pd.isna(b) and a > 0 and b > 0]
-    if len(pairs) < 2:
+    """Least-squares line through (log x, log y) (`scipy.stats.linregress`); pairs with x <= 0 or y <= 0
+    are left out. Returns None with fewer than two usable pairs or a single distinct x. A y that does not
+    vary is fitted exactly (R² 1)."""
+    xy = pd.DataFrame({"x": pd.to_numeric(pd.Series(list(x), dtype=object), errors="coerce"),
+                       "y": pd.to_numeric(pd.Series(list(y), dtype=object), errors="coerce")}).dropna()
+    xy = xy[(xy.x > 0) & (xy.y > 0)]
+    lx, ly = np.log(xy.x.to_numpy(float)), np.log(xy.y.to_numpy(float))
+    if len(lx) < 2 or np.all(lx == lx[0]):
         return None
-    lx = [p[0] for p in pairs]
-    ly = [p[1] for p in pairs]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    sxx = sum((a - mx) ** 2 for a in lx)
-    if sxx == 0:
-        return None
-    sxy = sum((a - mx) * (b - my) for a, b in zip(lx, ly))
-    slope = sxy / sxx
-    intercept = my - slope * mx
-    ss_tot = sum((b - my) ** 2 for b in ly)
-    ss_res = sum((b - (intercept + slope * a)) ** 2 for a, b in zip(lx, ly))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return Fit(slope, intercept, r2, len(pairs), math.exp(min(lx)), math.exp(max(lx)))
+    fit = linregress(lx, ly)
+    r2 = 1.0 if np.all(ly == ly[0]) else float(fit.rvalue) ** 2
+    return Fit(float(fit.slope), r2, len(lx), math.exp(lx.min()), math.exp(lx.max()))
 
 
 def longest_ok(points: pd.DataFrame, model: str, scenario: str, column: str, n: int = FIT_POINTS) -> pd.DataFrame:
@@ -98,16 +92,15 @@ def exponent_rows(points: pd.DataFrame, n: int = FIT_POINTS) -> list[dict]:
     return rows
 
 
-def fmt_fit(fit: Fit | None) -> str:
+def fmt_fit(fit: Fit | None, lengths: bool = False) -> str:
+    """"0.95 (R² 1.00)", with `lengths` "0.95 (R² 1.00, T=1265–100000)"; "n/a" without a fit."""
     if fit is None:
         return "n/a"
-    return f"{fit.slope:.2f} (R² {fit.r2:.2f})"
+    return f"{fit.slope:.2f} (R² {fit.r2:.2f}" + (f", T={_lengths(fit)})" if lengths else ")")
 
 
-def fmt_range(fit: Fit | None) -> str:
-    if fit is None:
-        return "n/a"
-    return f"{int(round(fit.x_min))}–{int(round(fit.x_max))} ({fit.n})"
+def _lengths(fit: Fit) -> str:
+    return f"{round(fit.x_min)}–{round(fit.x_max)}"
 
 
 def protocol_label(scenario: str, family: str, kv_cache: str) -> str:
@@ -118,31 +111,33 @@ def protocol_label(scenario: str, family: str, kv_cache: str) -> str:
     return "generate, recurrent"
 
 
+def weights_label(random_weights, random: str = "random") -> str:
+    return random if random_weights else "trained" if random_weights is False else "?"
+
+
 def render_table1(points: pd.DataFrame, meta: dict, n: int = FIT_POINTS) -> str:
     device, dtype = meta.get("device", "?"), meta.get("dtype", "?")
-    lines = ["# Table 1: inference complexity, as published and as measured", "",
-             "Peng et al. (2023), *RWKV: Reinventing RNNs for the Transformer Era*, Table 1 (T: sequence length, "
-             "d: feature dimension, c: MEGA's chunk size, s: AFT-local's window size):", "",
-             "| Model | Time | Space |", "|---|---|---|"]
-    lines += [f"| {m} | {t} | {s} |" for m, t, s in PAPER_TABLE1]
-    lines += ["", f"## Measured on this machine ({device}, {dtype})", "",
-              f"Exponent k of T in a fit c(T) ≈ a·T^k over the {n} longest lengths that succeeded (log-log least "
-              "squares, R² its fit quality). Time: the forward pass (prefill) or the cumulative decode time of "
-              "T tokens (generate); memory: peak memory above the loaded model (`peak_mem_bytes`). The paper's "
-              "exponents are those of its Table 1 row for the model's family.", "",
-              "| model | weights | implementation | scenario | fit range T (points) | time exponent | paper time | "
-              "memory exponent | paper space | not ok |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    measured = []
     for r in exponent_rows(points, n):
         paper = PAPER_EXPONENTS.get(r["family"])
-        weights = "random" if r["random_weights"] else ("trained" if r["random_weights"] is False else "?")
-        lines.append("| " + " | ".join([
-            str(r["model"]), weights, str(r["implementation"]),
-            protocol_label(r["scenario"], r["family"], r["kv_cache"]),
-            fmt_range(r["time_fit"] or r["mem_fit"]), fmt_fit(r["time_fit"]),
-            f"{paper[1]} ({paper[0]})" if paper else "–", fmt_fit(r["mem_fit"]),
-            f"{paper[2]}" if paper else "–", r["failed"] or "–"]) + " |")
-    lines += ["", "Random-weight models measure speed and memory only. On a CPU with a 50k-token vocabulary the "
-              "head's fixed per-token cost hides the attention term at short T, so transformer exponents approach "
-              "the paper's only at long T. Transformer memory with SDPA and a KV cache is O(T d), not O(T^2).", ""]
-    return "\n".join(lines)
+        fit = r["time_fit"] or r["mem_fit"]
+        measured.append({
+            "model": r["model"], "weights": weights_label(r["random_weights"]), "implementation": r["implementation"],
+            "scenario": protocol_label(r["scenario"], r["family"], r["kv_cache"]),
+            "fit range T (points)": f"{_lengths(fit)} ({fit.n})" if fit else "n/a",
+            "time exponent": fmt_fit(r["time_fit"]), "paper time": f"{paper[1]} ({paper[0]})" if paper else MISSING,
+            "memory exponent": fmt_fit(r["mem_fit"]), "paper space": f"{paper[2]}" if paper else MISSING,
+            "not ok": r["failed"] or MISSING})
+    return "\n".join([
+        "# Table 1: inference complexity, as published and as measured", "",
+        "Peng et al. (2023), *RWKV: Reinventing RNNs for the Transformer Era*, Table 1 (T: sequence length, "
+        "d: feature dimension, c: MEGA's chunk size, s: AFT-local's window size):", "",
+        markdown_table(PAPER_TABLE1), "", f"## Measured on this machine ({device}, {dtype})", "",
+        f"Exponent k of T in a fit c(T) ≈ a·T^k over the {n} longest lengths that succeeded (log-log least "
+        "squares, R² its fit quality). Time: the forward pass (prefill) or the cumulative decode time of "
+        "T tokens (generate); memory: peak memory above the loaded model (`peak_mem_bytes`). The paper's "
+        "exponents are those of its Table 1 row for the model's family.", "",
+        markdown_table(measured), "",
+        "Random-weight models measure speed and memory only. On a CPU with a 50k-token vocabulary the "
+        "head's fixed per-token cost hides the attention term at short T, so transformer exponents approach "
+        "the paper's only at long T. Transformer memory with SDPA and a KV cache is O(T d), not O(T^2).", ""])

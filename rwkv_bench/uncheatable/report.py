@@ -2,20 +2,27 @@
 
 Writes (names are stable): summary.csv, pairwise.csv, summary.md, bits_per_byte.png/.svg (per-model mean
 bits per byte with 95% bootstrap intervals) and, with two models or more, paired_scatter.png/.svg (the
-first two models' per-paper bits per byte against each other).
+first pair of pairwise.csv: per-paper bits per byte against each other, with the papers each wins and the
+ties counted as pairwise.csv counts them, within stats.TIE_TOLERANCE).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from ..recording import read_meta
+from ..recording import read_meta, read_rows
+from ..report.figures import finish_axes, pyplot, save_figure
+from ..report.tables import fmt, markdown_table
 from . import stats
-from .evaluate import read_per_paper
 
 RANDOM_MARK = " (random weights)"
+
+
+def read_per_paper(run_dir: Path) -> pd.DataFrame:
+    """per_paper.csv with ids kept as text ('2501.01230' must not become a float)."""
+    return read_rows(run_dir / "per_paper.csv", dtype={"paper_id": str, "model": str}, keep_default_na=False,
+                     na_values={"logprob_nats": [""]})
 
 
 def model_order(rows: pd.DataFrame, meta: dict) -> list[str]:
@@ -47,7 +54,7 @@ def where(meta: dict) -> str:
 def render(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
-    rows = read_per_paper(run_dir / "per_paper.csv")
+    rows = read_per_paper(run_dir)
     written: list[Path] = []
     if rows.empty:
         md = run_dir / "summary.md"
@@ -69,13 +76,9 @@ def render(run_dir: str | Path) -> list[Path]:
     md.write_text(markdown(summary, pairs, meta, randoms, level))
     written.append(md)
     written += figure_bits_per_byte(summary, meta, randoms, run_dir, level)
-    if len(models) >= 2:
-        written += figure_scatter(rows, models[0], models[1], meta, randoms, run_dir)
+    if not pairs.empty:
+        written += figure_scatter(rows, next(pairs.itertuples()), meta, randoms, run_dir)
     return written
-
-
-def fmt(x, digits=4) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: set[str], level: float) -> str:
@@ -87,12 +90,12 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: se
                  "resamples).")
     if meta.get("shortfall"):
         lines.append(f"\n**Fewer papers than asked**: {meta['shortfall']} short of {meta.get('papers_requested')}.")
-    lines += ["", "| model | papers | tokens | mean bits/byte | " + pct + " CI | pooled bits/byte | bits/char | "
-              "compression % | tokens/s |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
-    for r in summary.itertuples():
-        lines.append(f"| {label(r.model, randoms)} | {r.papers} | {r.tokens} | {fmt(r.mean_bits_per_byte)} | "
-                     f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}] | {fmt(r.pooled_bits_per_byte)} | "
-                     f"{fmt(r.mean_bits_per_char)} | {fmt(r.compression_rate_pct, 2)} | {fmt(r.tokens_per_s, 1)} |")
+    lines += ["", markdown_table([{
+        "model": label(r.model, randoms), "papers": r.papers, "tokens": r.tokens,
+        "mean bits/byte": fmt(r.mean_bits_per_byte, ".4f"), f"{pct} CI": interval(r.ci_low, r.ci_high),
+        "pooled bits/byte": fmt(r.pooled_bits_per_byte, ".4f"), "bits/char": fmt(r.mean_bits_per_char, ".4f"),
+        "compression %": fmt(r.compression_rate_pct, ".2f"), "tokens/s": fmt(r.tokens_per_s, ".1f")}
+        for r in summary.itertuples()], right=SUMMARY_NUMBERS)]
     if randoms:
         lines += ["", "Models marked *(random weights)* are untrained: their scores say nothing about quality "
                   "(they only show the pipeline runs; expect about log2(vocabulary) bits per token)."]
@@ -100,15 +103,12 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: se
         lines += ["", "Models scored different numbers of papers (an interrupted run?): compare them with the "
                   "paired table, which uses only the papers both scored."]
     if not pairs.empty:
-        lines += ["", f"## Paired differences (bits/byte, a - b; negative: a is better)", "",
-                  f"| a | b | papers | mean a - b | {pct} CI | a wins | b wins | ties |",
-                  "|---|---|---:|---:|---|---:|---:|---:|"]
-        for p in pairs.itertuples():
-            lines.append(f"| {label(p.model_a, randoms)} | {label(p.model_b, randoms)} | {p.papers} | "
-                         f"{fmt(p.mean_diff_bits_per_byte)} | [{fmt(p.ci_low)}, {fmt(p.ci_high)}] | "
-                         f"{p.a_win_share:.0%} | {p.b_win_share:.0%} | {p.tie_share:.0%} |")
-    if not pairs.empty:
-        lines += ["", f"A paper is a tie when the two differ by at most {stats.TIE_TOLERANCE:g} bits per byte."]
+        lines += ["", "## Paired differences (bits/byte, a - b; negative: a is better)", "", markdown_table([{
+            "a": label(p.model_a, randoms), "b": label(p.model_b, randoms), "papers": p.papers,
+            "mean a - b": fmt(p.mean_diff_bits_per_byte, ".4f"), f"{pct} CI": interval(p.ci_low, p.ci_high),
+            "a wins": fmt(p.a_win_share, ".0%"), "b wins": fmt(p.b_win_share, ".0%"), "ties": fmt(p.tie_share, ".0%")}
+            for p in pairs.itertuples()], right=PAIR_NUMBERS),
+            "", f"A paper is a tie when the two differ by at most {stats.TIE_TOLERANCE:g} bits per byte."]
     lines += ["", "## Protocol", "", str(meta.get("protocol", ""))]
     for spec, info in (meta.get("models") or {}).items():
         lines.append(f"- `{spec}`: {info.get('implementation', '?')}; {info.get('protocol', '?')}")
@@ -117,25 +117,18 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: se
     return "\n".join(lines)
 
 
-def _save(fig, run_dir: Path, stem: str) -> list[Path]:
-    import matplotlib.pyplot as plt
+SUMMARY_NUMBERS = ("papers", "tokens", "mean bits/byte", "pooled bits/byte", "bits/char", "compression %", "tokens/s")
+PAIR_NUMBERS = ("papers", "mean a - b", "a wins", "b wins", "ties")
 
-    paths = [run_dir / f"{stem}.png", run_dir / f"{stem}.svg"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths
+
+def interval(low, high) -> str:
+    return f"[{fmt(low, '.4f')}, {fmt(high, '.4f')}]"
 
 
 def figure_bits_per_byte(summary: pd.DataFrame, meta: dict, randoms: set[str], run_dir: Path,
                          level: float) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = len(summary)
-    fig, ax = plt.subplots(figsize=(8, 2.2 + 0.45 * n))
+    fig, ax = pyplot().subplots(figsize=(8, 2.2 + 0.45 * n))
     ys = list(range(n))[::-1]
     for y, r in zip(ys, summary.itertuples()):
         rand = r.model in randoms
@@ -143,31 +136,29 @@ def figure_bits_per_byte(summary: pd.DataFrame, meta: dict, randoms: set[str], r
                     fmt="s" if rand else "o", color="tab:gray" if rand else "tab:blue", capsize=4)
     ax.set_yticks(ys, [label(m, randoms) for m in summary["model"]])
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel(f"mean bits per UTF-8 byte (lower is better)\nbars: {level:.0%} bootstrap interval over papers")
-    ax.set_ylabel("model")
-    ax.set_title(f"Uncheatable eval, {int(summary['papers'].max())} papers\n{where(meta)}", fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, run_dir, "bits_per_byte")
+    finish_axes(ax, xlabel=f"mean bits per UTF-8 byte (lower is better)\nbars: {level:.0%} bootstrap interval over "
+                f"papers", ylabel="model", title=f"Uncheatable eval, {int(summary['papers'].max())} papers\n"
+                f"{where(meta)}", grid="x", legend=False, fontsize=9)
+    return save_figure(fig, run_dir / "bits_per_byte")
 
 
-def figure_scatter(rows: pd.DataFrame, a: str, b: str, meta: dict, randoms: set[str], run_dir: Path) -> list[Path]:
-    import matplotlib
+def scatter_title(pair, meta: dict) -> str:
+    """The paired scatter's title: papers each model wins and ties, as counted in pairwise.csv."""
+    a_wins, b_wins, ties = (round(share * pair.papers) if pair.papers else 0
+                            for share in (pair.a_win_share, pair.b_win_share, pair.tie_share))
+    return (f"Per-paper bits per byte, {pair.papers} papers: {pair.model_a} lower on {a_wins}, {pair.model_b} "
+            f"lower on {b_wins}, ties {ties}\n{where(meta)}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    table = rows.pivot_table(index="paper_id", columns="model", values="bits_per_byte", aggfunc="first")[[a, b]].dropna()
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+def figure_scatter(rows: pd.DataFrame, pair, meta: dict, randoms: set[str], run_dir: Path) -> list[Path]:
+    """The first pair of pairwise.csv (`pair`, a row of it): each paper's bits per byte under a and b."""
+    a, b = pair.model_a, pair.model_b
+    table = stats.papers_both_scored(rows, a, b)
+    fig, ax = pyplot().subplots(figsize=(5.5, 5.5))
     ax.scatter(table[a], table[b], s=14, alpha=0.7)
     lo = float(min(table[a].min(), table[b].min())) if len(table) else 0.0
     hi = float(max(table[a].max(), table[b].max())) if len(table) else 1.0
     ax.plot([lo, hi], [lo, hi], color="tab:gray", lw=1, ls="--", label="equal")
-    wins = float((table[a] < table[b]).mean()) if len(table) else math.nan
-    ax.set_xlabel(f"{label(a, randoms)}: bits per UTF-8 byte")
-    ax.set_ylabel(f"{label(b, randoms)}: bits per UTF-8 byte")
-    ax.set_title(f"Per-paper bits per byte, {len(table)} papers ({a} lower on {wins:.0%})\n{where(meta)}",
-                 fontsize=9)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    return _save(fig, run_dir, "paired_scatter")
+    finish_axes(ax, xlabel=f"{label(a, randoms)}: bits per UTF-8 byte", ylabel=f"{label(b, randoms)}: bits per "
+                "UTF-8 byte", title=scatter_title(pair, meta), grid=None, legend="lower right", fontsize=9)
+    return save_figure(fig, run_dir / "paired_scatter")

@@ -7,17 +7,21 @@ which removes the large paper-to-paper variation that both models share.
 """
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 DEFAULT_BOOTSTRAP = 10_000
 DEFAULT_LEVEL = 0.95
 TIE_TOLERANCE = 1e-6  # bits per byte: differences this small are float noise (same weights, two codes)
 _CHUNK_CELLS = 2_000_000  # resampled values held at once
+# scipy >= 1.15 takes `rng`, older versions `random_state`
+_RNG_ARG = "rng" if "rng" in inspect.signature(sps.bootstrap).parameters else "random_state"
 
 
 @dataclass
@@ -28,65 +32,69 @@ class Interval:
     n: int
 
 
-def _resampled_stats(n: int, n_boot: int, seed: int, stat) -> np.ndarray:
-    """`stat(idx)` for n_boot index matrices drawn with replacement from range(n), chunk by chunk."""
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_CELLS // max(n, 1))
-    out = []
-    for start in range(0, n_boot, rows):
-        idx = rng.integers(0, n, size=(min(rows, n_boot - start), n))
-        out.append(stat(idx))
-    return np.concatenate(out)
-
-
-def _interval(estimate: float, draws: np.ndarray, level: float, n: int) -> Interval:
-    alpha = (1 - level) / 2
-    low, high = np.quantile(draws, [alpha, 1 - alpha])
-    return Interval(float(estimate), float(low), float(high), n)
+def bootstrap_interval(data: tuple, statistic, estimate: float, *, n_boot: int = DEFAULT_BOOTSTRAP,
+                       level: float = DEFAULT_LEVEL, seed: int = 0, paired: bool = False) -> Interval:
+    """`estimate` with the percentile interval of `scipy.stats.bootstrap` over the samples in `data`
+    (`statistic(*samples, axis)` vectorized; `paired`: the samples are resampled together). No data gives
+    NaN; one value, or samples that do not vary, give a point (there is nothing to resample)."""
+    data = tuple(np.asarray(d, dtype=float) for d in data)
+    n = len(data[0])
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    if n == 1 or all(np.all(d == d[0]) for d in data):
+        return Interval(float(estimate), float(estimate), float(estimate), n)
+    res = sps.bootstrap(data, statistic, n_resamples=n_boot, batch=max(1, _CHUNK_CELLS // n), vectorized=True,
+                        paired=paired, confidence_level=level, method="percentile",
+                        **{_RNG_ARG: np.random.default_rng(seed)})
+    return Interval(float(estimate), float(res.confidence_interval.low), float(res.confidence_interval.high), n)
 
 
 def mean_ci(values, *, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL, seed: int = 0) -> Interval:
     """The mean and its percentile bootstrap interval (NaN for no data, a point for one value)."""
     x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    if np.all(x == x[0]):  # one paper, or no variation: nothing to resample
-        return Interval(float(x[0]), float(x[0]), float(x[0]), n)
-    draws = _resampled_stats(n, n_boot, seed, lambda idx: x[idx].mean(axis=1))
-    return _interval(x.mean(), draws, level, n)
+    return bootstrap_interval((x,), np.mean, _mean(x), n_boot=n_boot, level=level, seed=seed)
+
+
+def _mean(x: np.ndarray) -> float:
+    """NaN for no values, the value itself when all are equal (no rounding), else the mean."""
+    return math.nan if not len(x) else float(x[0]) if np.all(x == x[0]) else float(x.mean())
+
+
+def _mean_difference(a, b, axis):
+    return np.mean(a - b, axis=axis)
 
 
 def ratio_ci(numerator, denominator, *, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
              seed: int = 0) -> Interval:
     """sum(numerator) / sum(denominator) (e.g. total bits / total bytes), papers resampled as pairs."""
     a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
-    n = len(a)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    estimate = a.sum() / b.sum()
-    if n == 1:
-        return Interval(float(estimate), float(estimate), float(estimate), 1)
-    draws = _resampled_stats(n, n_boot, seed, lambda idx: a[idx].sum(axis=1) / b[idx].sum(axis=1))
-    return _interval(estimate, draws, level, n)
+    return bootstrap_interval((a, b), lambda a, b, axis: a.sum(axis=axis) / b.sum(axis=axis),
+                              a.sum() / b.sum() if len(a) else math.nan,
+                              n_boot=n_boot, level=level, seed=seed, paired=True)
+
+
+def win_counts(a, b, *, lower_is_better: bool = True, tie_tolerance: float = TIE_TOLERANCE) -> tuple[int, int, int]:
+    """Papers on which a is better, b is better, and ties (|a - b| <= tie_tolerance)."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    tie = np.abs(diff) <= tie_tolerance
+    a_better = ~tie & ((diff < 0) if lower_is_better else (diff > 0))
+    return int(a_better.sum()), int((~tie & ~a_better).sum()), int(tie.sum())
 
 
 def paired_difference(a, b, *, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL, seed: int = 0,
                       lower_is_better: bool = True, tie_tolerance: float = TIE_TOLERANCE) -> dict:
-    """Mean of a - b over papers with its paired bootstrap interval, and the share of papers each wins
+    """Mean of a - b over papers with its paired bootstrap interval (papers resampled as pairs), and the share of papers each wins
     (|a - b| <= tie_tolerance counts as a tie)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError("paired samples must have the same length")
-    diff = a - b
-    ci = mean_ci(diff, n_boot=n_boot, level=level, seed=seed)
-    n = len(diff)
-    tie = np.abs(diff) <= tie_tolerance
-    a_better = ~tie & ((diff < 0) if lower_is_better else (diff > 0))
-    b_better = ~tie & ((diff > 0) if lower_is_better else (diff < 0))
-    share = (lambda m: float(m.mean())) if n else (lambda m: math.nan)
+    n = len(a)
+    ci = bootstrap_interval((a, b), _mean_difference, _mean(a - b), n_boot=n_boot, level=level, seed=seed,
+                            paired=True)
+    wins = win_counts(a, b, lower_is_better=lower_is_better, tie_tolerance=tie_tolerance)
+    a_wins, b_wins, ties = (c / n if n else math.nan for c in wins)
     return {"papers": n, "mean_diff": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
-            "a_wins": share(a_better), "b_wins": share(b_better), "ties": share(tie)}
+            "a_wins": a_wins, "b_wins": b_wins, "ties": ties}
 
 
 # ---- tables from per-paper rows ----
@@ -129,10 +137,9 @@ def pairwise(rows: pd.DataFrame, *, models: list[str] | None = None, n_boot: int
     """For every pair (a, b): over the papers both scored, mean bits/byte difference a - b with its
     paired interval, and the share of papers each wins (lower bits, i.e. log-probability closer to 0)."""
     models = models or list(dict.fromkeys(rows["model"]))
-    table = rows.pivot_table(index="paper_id", columns="model", values="bits_per_byte", aggfunc="first")
     out = []
-    for a, b in combinations([m for m in models if m in table.columns], 2):
-        both = table[[a, b]].dropna()
+    for a, b in combinations([m for m in models if m in set(rows["model"])], 2):
+        both = papers_both_scored(rows, a, b)
         res = paired_difference(both[a], both[b], n_boot=n_boot, level=level, seed=seed)
         out.append({"model_a": a, "model_b": b, "papers": res["papers"],
                     "mean_diff_bits_per_byte": res["mean_diff"], "ci_low": res["ci_low"], "ci_high": res["ci_high"],
@@ -140,10 +147,13 @@ def pairwise(rows: pd.DataFrame, *, models: list[str] | None = None, n_boot: int
     return pd.DataFrame(out, columns=PAIRWISE_COLUMNS)
 
 
+def papers_both_scored(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Bits per byte of models a and b (columns) on the papers both scored (rows, by paper_id)."""
+    table = rows.pivot_table(index="paper_id", columns="model", values="bits_per_byte", aggfunc="first")
+    return table[[a, b]].dropna()
+
+
 # units in the names: the difference is in bits per UTF-8 byte (a - b), the shares are fractions of papers
 PAIRWISE_COLUMNS = ["model_a", "model_b", "papers", "mean_diff_bits_per_byte", "ci_low", "ci_high",
                     "a_win_share", "b_win_share", "tie_share"]
 
-
-def as_dict(interval: Interval) -> dict:
-    return asdict(interval)
