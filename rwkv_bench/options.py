@@ -8,8 +8,10 @@ stored options with the flags given again (`merge_options`), refusing changes to
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 from .errors import UserError
 
@@ -84,29 +86,76 @@ def positive(value, flag: str, *, zero_ok: bool = False):
 
 # ---- config dataclasses ----
 
-def option(default: Any, help: str, *, fixed: bool = False):
-    """A config field. `fixed`: a resumed run must keep it (its rows would not be comparable otherwise)."""
+def option(default: Any, help: str, *, fixed: bool = False, flags: tuple[str, ...] = ()):
+    """A config field. `fixed`: a resumed run must keep it (its rows would not be comparable otherwise).
+    `flags`: the CLI's names for it (default --field-name)."""
     kw = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    return dataclasses.field(metadata={"help": help, "fixed": fixed}, **kw)
+    return dataclasses.field(metadata={"help": help, "fixed": fixed, "flags": flags}, **kw)
 
 
 def fixed_options(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("fixed"))
 
 
-def typer_option(cls, name: str, *flags: str, **kwargs):
-    """A Typer option for config field `name`: default None (so a resume can tell what was given), the
-    config's default shown in the help text."""
+def default_of(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+# the CLI type of a config field, from its annotation's first member ("int | None" -> int)
+CLI_TYPES = {"int": int, "str": str, "float": float, "bool": bool, "Path": Path, "list[str]": list[str]}
+
+
+def cli_parameters(cls) -> list[inspect.Parameter]:
+    """One Typer option per config field: default None (so a resume can tell what was given), the config's
+    default shown in the help text."""
     import typer
 
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    shown = ",".join(map(str, default)) if isinstance(default, list) else default
-    text = f.metadata["help"]
-    if default is not None and default != []:
-        text = f"{text.rstrip('.')} (default: {shown})."
-    return typer.Option(None, *(flags or (f"--{name.replace('_', '-')}",)), help=text,
-                        show_default=False, **kwargs)
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        default = default_of(f)
+        text = f.metadata["help"]
+        if default is not None and default != [] and default is not False:
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text = f"{text.rstrip('.')} (default: {shown})."
+        flags = f.metadata.get("flags") or (f"--{f.name.replace('_', '-')}",)
+        kind = CLI_TYPES[str(f.type).split(" | ")[0]]
+        option = typer.Option(None, *flags, help=text, show_default=False)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=Optional[kind]))
+    return params
+
+
+def register_config_command(app, name: str, cls, run: Callable, doc: str, extra: list[inspect.Parameter]) -> None:
+    """A Typer command whose options are `cls`'s fields plus `extra` (run control: --out, --resume, ...).
+    `run(given, **extra_values)` gets the fields the user set (None: not given)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+
+    def command(**values):
+        given = {k: v for k, v in values.items() if k in fields}
+        return run(given, **{k: v for k, v in values.items() if k not in fields})
+
+    command.__signature__ = inspect.Signature(cli_parameters(cls) + extra)
+    command.__doc__ = doc
+    command.__name__ = name
+    app.command(name)(command)
+
+
+def cli_flag(name: str, annotation, option) -> inspect.Parameter:
+    """An extra (non-config) option of a command, for `register_config_command`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def run_dir_flags(kind: str) -> list[inspect.Parameter]:
+    """--out and --resume, the same for every scenario."""
+    import typer
+
+    return [cli_flag("out", Optional[Path], typer.Option(None, "--out", "-o", help=(
+                f"Run directory (default: results/{kind}/<UTC timestamp>)."))),
+            cli_flag("resume", bool, typer.Option(False, "--resume", help=(
+                f"Continue a run (--out DIR, else the latest under results/{kind}): what it finished is kept; "
+                "its stored options apply unless given again.")))]
 
 
 def merge_options(cls, given: dict, stored: dict | None = None):

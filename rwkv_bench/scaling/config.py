@@ -12,8 +12,8 @@ class ScalingConfig:
     # so that `rwkv-bench scaling` with no flags takes about five minutes on a 2-core CPU.
     models: str = option("rwkv4-tiny,gptneox-tiny,transformers:rwkv4-tiny", (
         "Comma-separated model specs. transformers:rwkv4-<size> runs transformers' own RwkvForCausalLM on the "
-        "same random weights as rwkv4-<size>."), fixed=True)
-    scenario: str = option("prefill,generate", "prefill, generate or both.")
+        "same random weights as rwkv4-<size>."), fixed=True, flags=("--models", "-m"))
+    scenario: str = option("prefill,generate", "prefill, generate or both.", flags=("--scenario", "-s"))
     min_len: int = option(16, "Shortest T.")
     max_len: int = option(2048, "Longest T, included.")
     points: int | None = option(None, "Number of lengths in the geometric grid (instead of --ratio).")
@@ -23,7 +23,7 @@ class ScalingConfig:
         "no --gen-max-len: --max-len."))
     kv_cache: bool = option(True, (
         "Transformers decode with their KV cache, or (--no-kv-cache) re-run the whole sequence per token "
-        "(the paper's protocol)."), fixed=True)
+        "(the paper's protocol)."), fixed=True, flags=("--kv-cache/--no-kv-cache",))
     device: str = option("cpu", "cpu or cuda[:N].", fixed=True)
     dtype: str = option("float32", "float32, bfloat16 or float16.", fixed=True)
     time_budget: float = option(300.0, (

@@ -18,9 +18,9 @@ DEFAULT_PAPERS = 1000
 @dataclass
 class UncheatableConfig:
     models: str | list[str] = option(DEFAULT_MODELS, "Comma-separated model specs (presets, paths, hub ids).",
-                                     fixed=True)
+                                     fixed=True, flags=("--models", "-m"))
     papers: int | None = option(None, f"Number of papers (default: {DEFAULT_PAPERS} from arXiv; every text of "
-                                      "--papers-file).")
+                                      "--papers-file).", flags=("--papers", "-n"))
     papers_file: Path | None = option(None, "JSON/JSONL of your own texts (strings or objects with 'text').")
     since: str | None = option(None, "First submission date, YYYY-MM-DD (default: 14 days before today).")
     until: str | None = option(None, "Last submission date, YYYY-MM-DD (default: yesterday).")
@@ -28,7 +28,7 @@ class UncheatableConfig:
     chars: int = option(DEFAULT_CHARS, "Characters kept per text (the first ones).", fixed=True)
     min_chars: int = option(DEFAULT_MIN_CHARS, "Shorter texts are skipped (arXiv) or rejected (file).", fixed=True)
     cache_dir: Path | None = option(None, "arXiv cache directory (default: the user cache dir).")
-    offline: bool = option(False, "Use only cached arXiv papers; no network.")
+    offline: bool = option(False, "Use only cached arXiv papers; no network.", flags=("--offline/--online",))
     stride: int | None = option(None, "Sliding-window stride for transformers (default: half the context).",
                                 fixed=True)
     device: str = option("cpu", "cpu or cuda[:N].", fixed=True)
