@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..recording import read_meta, read_rows
+
+from ..recording import busy_warning, read_meta, read_rows
 from ..report.figures import finish_axes, pyplot, save_figure
 from ..report.tables import fmt, is_missing, markdown_table
 from . import tasks as T
@@ -68,13 +69,16 @@ def score_rows(table: pd.DataFrame, meta: dict) -> pd.DataFrame:
 def markdown(meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
     models = model_columns(meta, table)
     versions = meta.get("versions") or {}
-    shots = meta.get("num_fewshot", 0)
-    limit = meta.get("limit")
+    options = {**meta, **(meta.get("options") or {})}  # runs before the config dataclass kept options at the top
+    shots = options.get("num_fewshot", 0)
+    limit = options.get("limit")
     lines = ["# NLP benchmarks through lm-evaluation-harness", "",
              f"{meta.get('device', '?')} · {meta.get('dtype', '?')} · "
              f"{'zero-shot' if not shots else f'{shots}-shot'} · "
              f"{f'limit {limit} examples per task' if limit else 'full test sets'} · "
              f"lm-eval {versions.get('lm_eval', '?')} · {meta.get('date_utc', '')}", ""]
+    if (busy := busy_warning(meta)) is not None:
+        lines += [f"**{busy}**", ""]
     selected = score_rows(table, meta)
     if selected.empty:
         lines += ["(no results yet)", ""]
@@ -150,7 +154,7 @@ def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
         if log:
             ax.set_yscale("log")
         finish_axes(ax, xlabel="task / metric", ylabel=ylabel, title=title, grid="y", legend=ax is axes[0][0])
-    shots = meta.get("num_fewshot", 0)
+    shots = (meta.get("options") or meta).get("num_fewshot", 0)
     fig.suptitle(f"lm-eval {'zero-shot' if not shots else f'{shots}-shot'} scores (± standard error) — "
                  f"{meta.get('device', '?')}, {meta.get('dtype', '?')}")
     fig.tight_layout()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..recording import read_meta, read_rows
+
+from ..recording import busy_warning, read_meta, read_rows
 from ..report.figures import finish_axes, pyplot, save_figure
 from ..report.tables import fmt, markdown_table, pct_change
 from .table1 import FIT_POINTS, exponent_rows, fmt_fit, protocol_label, render_table1, weights_label
@@ -348,6 +349,8 @@ def render_summary(points, tokens, meta, figures: list[str]) -> str:
                for r in meta.get("resumes") or []],
              f"- points: {len(points)} ({', '.join(f'{k} {v}' for k, v in points['status'].value_counts().items())})"
              if not points.empty else "- points: none", ""]
+    if (busy := busy_warning(meta)) is not None:
+        lines += [f"**{busy}**", ""]
     lines += ["## Models", "", markdown_table([{
         "model": m, "family": f["family"], "implementation": f["implementation"],
         "weights": weights_label(f["random_weights"], random="random (speed/memory only)"),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..recording import read_meta, read_rows
+
+from ..recording import busy_warning, read_meta, read_rows
 from ..report.figures import finish_axes, pyplot, save_figure
 from ..report.tables import fmt, markdown_table
 from . import stats
@@ -84,6 +85,8 @@ def render(run_dir: str | Path) -> list[Path]:
 def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: set[str], level: float) -> str:
     pct = f"{level:.0%}"
     lines = [f"# Uncheatable eval: {where(meta)}", ""]
+    if (busy := busy_warning(meta)) is not None:
+        lines += [f"**{busy}**", ""]
     lines.append(f"{meta.get('papers', '?')} texts, first {meta.get('chars', '?')} characters each "
                  f"(at least {meta.get('min_chars', '?')}). Lower bits per byte is better. Intervals: "
                  f"{pct} percentile bootstrap over papers ({(meta.get('bootstrap') or {}).get('resamples', '?')} "
