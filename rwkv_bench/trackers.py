@@ -73,3 +73,58 @@ def malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss
+
+
+def maxrss_bytes() -> int:
+    """This process's high-water RSS (getrusage; Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
+class CudaPeakMemory:
+    """`torch.cuda.max_memory_allocated` above what was allocated when `reset()` was called."""
+
+    method = "cuda:max_memory_allocated"
+
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.device, self.baseline = torch, device, 0
+
+    def reset(self) -> int:
+        self.torch.cuda.synchronize(self.device)
+        self.torch.cuda.empty_cache()
+        self.torch.cuda.reset_peak_memory_stats(self.device)
+        self.baseline = self.torch.cuda.memory_allocated(self.device)
+        return self.baseline
+
+    def peak_total(self) -> int:
+        self.torch.cuda.synchronize(self.device)
+        return int(self.torch.cuda.max_memory_allocated(self.device))
+
+
+class RssSampler:
+    """The peak RSS of another process (the measured child), sampled from outside by the launcher's loop."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.peak = 0
+
+    def sample(self) -> int:
+        try:
+            rss = self.process.memory_info().rss
+        except Exception:  # noqa: BLE001 - the process has just exited
+            return self.peak
+        self.peak = max(self.peak, rss)
+        return rss

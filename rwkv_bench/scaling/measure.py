@@ -1,35 +1,39 @@
-"""What runs inside the child process for one point: load, warm up, time, measure peak memory.
+"""What runs inside the child process for one point: load, warm up, time, mark the measured region.
 
-Time: `time.perf_counter`, with `torch.cuda.synchronize()` around every timed region on CUDA.
-Memory:
+Time: `time.perf_counter`, with the device synchronised around every timed region on CUDA.
+Memory (`MeasuredRegion`):
 - CUDA: `torch.cuda.max_memory_allocated()` after `reset_peak_memory_stats()`, minus the memory allocated
   before the measured runs (weights, warm-up leftovers).
-- CPU: the process RSS, sampled every 2 ms by a thread (psutil), and `getrusage(RUSAGE_SELF).ru_maxrss`
-  when it rises during the measured runs (it catches spikes between samples); the peak minus the RSS
-  measured after loading and warm-up (with `gc.collect()` and glibc's `malloc_trim(0)`, so freed warm-up
-  buffers are not counted in the baseline). The weights' size is reported separately.
+- CPU: the launcher (the parent process) samples this process's RSS every few milliseconds while the region
+  is open, so no sampling thread competes with the measured loop for the GIL; this process adds its
+  `getrusage` high-water mark when it rose inside the region (a spike between two samples). The baseline is
+  the RSS after loading and warm-up, taken after `gc.collect()` and glibc's `malloc_trim(0)`, so freed
+  warm-up buffers are not counted. The weights' size is reported separately.
 Warm-up: prefill runs `warmup` untimed passes over the first min(T, 1024) tokens; generate runs the
 prompt plus 8 decode steps. The time budget counts from the end of loading (warm-up included).
 """
 from __future__ import annotations
 
-import ctypes
 import gc
+import json
 import math
+import os
 import re
 import resource
-import sys
-import threading
 import time
 from pathlib import Path
 
+from ..trackers import CudaPeakMemory, latency, malloc_trim, maxrss_bytes, rss_bytes, sync
 from .points import PointSpec, kv_label
 
 WARMUP_PREFILL_TOKENS = 1024
 WARMUP_DECODE_STEPS = 8
-SAMPLE_INTERVAL_S = 0.002
+# RLIMIT_AS is only a safety net under --memory-limit (the launcher enforces the limit on sampled RSS):
+# address space counts thread stacks and malloc arenas that are reserved, not used.
+ADDRESS_SPACE_SLACK = 2 * 1024 ** 3
 OOM_PATTERNS = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|not enough memory|"
                           r"bad_alloc|memoryerror|failed to allocate", re.IGNORECASE)
+CPU_METHOD = "cpu:rss_sampled_by_parent+ru_maxrss_above_loaded"
 
 
 class PointFailure(Exception):
@@ -40,102 +44,56 @@ class PointFailure(Exception):
         self.status = status
 
 
-def malloc_trim() -> None:
-    """Give freed heap pages back to the OS (glibc), so RSS reflects live memory."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+class MeasuredRegion:
+    """Marks where the measured runs begin and end; see the module docstring for what is measured."""
 
-
-def maxrss_bytes() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024  # Linux reports KiB
-
-
-class MemoryMonitor:
-    """Peak memory of the measured region, above a baseline taken right before it."""
-
-    def __init__(self, device: str):
-        import torch
-
-        self.torch = torch
-        self.cuda = device.startswith("cuda")
-        self.device = device
-        self.method = ("cuda:max_memory_allocated" if self.cuda else
-                       f"cpu:rss_sampled_{int(SAMPLE_INTERVAL_S * 1000)}ms+ru_maxrss_above_loaded")
+    def __init__(self, spec: PointSpec):
+        self.cuda = spec.device.startswith("cuda")
+        self.cuda_memory = CudaPeakMemory(spec.device) if self.cuda else None
+        self.method = CudaPeakMemory.method if self.cuda else CPU_METHOD
+        self.path = Path(spec.region_path) if spec.region_path else None
         self.baseline = 0
-        self._max = 0
         self._maxrss_before = 0
-        self._stop = threading.Event()
-        self._thread = None
-        if not self.cuda:
-            import psutil
 
-            self._proc = psutil.Process()
-            self._max = self.rss()
-            self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
-            self._thread.start()
-
-    def rss(self) -> int:
-        return self._proc.memory_info().rss
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            rss = self.rss()
-            if rss > self._max:
-                self._max = rss
-            self._stop.wait(SAMPLE_INTERVAL_S)
-
-    def reset(self) -> int:
-        """Free what can be freed, take the baseline, and start a new peak from it."""
+    def begin(self, memory_limit: int | None) -> None:
         gc.collect()
         if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            self.torch.cuda.empty_cache()
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-            self.baseline = self.torch.cuda.memory_allocated(self.device)
+            self.baseline = self.cuda_memory.reset()
+            if memory_limit:
+                torch = self.cuda_memory.torch
+                total = torch.cuda.get_device_properties(self.cuda_memory.device).total_memory
+                torch.cuda.set_per_process_memory_fraction(min(1.0, (self.baseline + memory_limit) / total),
+                                                           self.cuda_memory.device)
+            return
+        malloc_trim()
+        self.baseline, self._maxrss_before = rss_bytes(), maxrss_bytes()
+        if memory_limit:
+            import psutil
+
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            cap = psutil.Process().memory_info().vms + memory_limit + ADDRESS_SPACE_SLACK
+            resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+        if self.path is not None:  # the launcher starts sampling once this file exists
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"baseline": self.baseline}))
+            os.replace(tmp, self.path)
+
+    def end(self) -> dict:
+        """Memory fields of the row (on CPU the launcher raises peak_total_bytes to its sampled peak)."""
+        if self.cuda:
+            total = self.cuda_memory.peak_total()
         else:
-            malloc_trim()
-            self.baseline = self.rss()
-            self._max = self.baseline
-            self._maxrss_before = maxrss_bytes()
-        return self.baseline
+            maxrss = maxrss_bytes()
+            total = max(rss_bytes(), maxrss if maxrss > self._maxrss_before else 0)
+            if self.path is not None:
+                self.path.with_suffix(".end").touch()
+        return {"peak_mem_bytes": max(0, total - self.baseline), "peak_total_bytes": total,
+                "baseline_bytes": self.baseline}
 
-    def peak_total(self) -> int:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            return int(self.torch.cuda.max_memory_allocated(self.device))
-        peak = max(self._max, self.rss())
-        maxrss = maxrss_bytes()
-        if maxrss > self._maxrss_before:  # the process high-water mark rose during the measured region
-            peak = max(peak, maxrss)
-        return int(peak)
-
-    def limit(self, extra_bytes: int | None) -> None:
-        """Cap what the measured region may allocate beyond the current footprint (the --memory-limit)."""
-        if not extra_bytes:
-            return
-        if self.cuda:
-            total = self.torch.cuda.get_device_properties(self.device).total_memory
-            allocated = self.torch.cuda.memory_allocated(self.device)
-            self.torch.cuda.set_per_process_memory_fraction(min(1.0, (allocated + extra_bytes) / total), self.device)
-            return
-        vms = self._proc.memory_info().vms
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        cap = vms + extra_bytes
-        if hard != resource.RLIM_INFINITY:
-            cap = min(cap, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-
-    def unlimit(self) -> None:
-        if self.cuda:
-            return
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-
-    def stop(self) -> None:
-        self._stop.set()
+    def release(self) -> None:
+        if not self.cuda:
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 
 class Clock:
@@ -207,21 +165,21 @@ def run_point(spec: PointSpec) -> dict:
     }
     if backend.max_context and needed > backend.max_context:
         raise PointFailure("error", f"{needed} tokens exceed the model's context of {backend.max_context}")
-    monitor = MemoryMonitor(spec.device)
-    info["mem_method"] = monitor.method
+    region = MeasuredRegion(spec)
+    info["mem_method"] = region.method
     if spec.loaded_path:
         Path(spec.loaded_path).touch()  # the parent starts the budget clock now
     clock = Clock(spec.time_budget_s)
     vocab = vocab_size(backend)
     try:
         if spec.scenario == "prefill":
-            measured = measure_prefill(backend, spec, monitor, clock, vocab)
+            measured = measure_prefill(backend, spec, region, clock, vocab)
         elif spec.scenario == "generate":
-            measured = measure_generate(backend, spec, monitor, clock, vocab)
+            measured = measure_generate(backend, spec, region, clock, vocab)
         else:
             raise PointFailure("error", f"unknown scenario {spec.scenario!r}")
     except BaseException as exc:
-        monitor.unlimit()  # room to report the failure
+        region.release()  # room to report the failure
         if isinstance(exc, PointFailure):
             exc.info = info
             raise
@@ -230,47 +188,31 @@ def run_point(spec: PointSpec) -> dict:
         failure.info = info
         raise failure from exc
     finally:
-        monitor.unlimit()
-        monitor.stop()
+        region.release()
     return {**info, **measured, "status": "ok", "error": ""}
 
 
-def sync(device) -> None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def memory_fields(monitor: MemoryMonitor) -> dict:
-    total = monitor.peak_total()
-    return {"peak_mem_bytes": max(0, total - monitor.baseline), "peak_total_bytes": total,
-            "baseline_bytes": monitor.baseline}
-
-
-def measure_prefill(backend, spec: PointSpec, monitor: MemoryMonitor, clock: Clock, vocab: int) -> dict:
+def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, vocab: int) -> dict:
     """One forward pass over T tokens (backend.start: RWKV chunked parallel, transformers one pass)."""
     ids = random_ids(spec.seq_len, vocab, spec.seed)
     for _ in range(max(0, spec.warmup)):
         out = backend.start(ids[:min(spec.seq_len, WARMUP_PREFILL_TOKENS)])
         out = None  # noqa: F841 - drop the cache before measuring
     sync(backend.device)
-    monitor.reset()
-    monitor.limit(spec.memory_limit_bytes)
+    region.begin(spec.memory_limit_bytes)
     times = []
     out = None
     for _ in range(max(1, spec.repeats)):
         out = None  # the previous pass's cache must not be alive during this one
-        t0 = time.perf_counter()
-        out = backend.start(ids)
-        sync(backend.device)
-        times.append(time.perf_counter() - t0)
+        with latency(backend.device) as timing:
+            out = backend.start(ids)
+        times.append(timing.seconds)
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"(one pass took {times[-1]:.3g} s)")
         if clock.elapsed() + times[-1] > spec.time_budget_s:
             break  # another repeat would not fit in the budget
-    mem = memory_fields(monitor)
+    mem = region.end()
     out = None  # noqa: F841
     times.sort()
     median = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
@@ -282,7 +224,7 @@ def greedy(logits) -> int:
     return int(logits.argmax())
 
 
-def measure_generate(backend, spec: PointSpec, monitor: MemoryMonitor, clock: Clock, vocab: int) -> dict:
+def measure_generate(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, vocab: int) -> dict:
     """Greedy decoding of T tokens after a short random prompt; every step timed on its own."""
     T = spec.seq_len
     prompt = random_ids(spec.prompt_len, vocab, spec.seed)
@@ -293,14 +235,12 @@ def measure_generate(backend, spec: PointSpec, monitor: MemoryMonitor, clock: Cl
         token = greedy(logits)
     logits = cache = None
     sync(backend.device)
-    monitor.reset()
-    monitor.limit(spec.memory_limit_bytes)
+    region.begin(spec.memory_limit_bytes)
     cuda = str(backend.device).startswith("cuda")
-    t0 = time.perf_counter()
-    logits, cache = backend.start(prompt)
-    token = greedy(logits)
-    sync(backend.device)
-    prompt_s = time.perf_counter() - t0
+    with latency(backend.device) as prompt_timing:
+        logits, cache = backend.start(prompt)
+        token = greedy(logits)
+    prompt_s = prompt_timing.seconds
     latencies = [0.0] * T
     perf = time.perf_counter
     for i in range(T):
@@ -313,7 +253,7 @@ def measure_generate(backend, spec: PointSpec, monitor: MemoryMonitor, clock: Cl
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"after {i + 1} of {T} tokens")
-    mem = memory_fields(monitor)
+    mem = region.end()
     logits = cache = None
     tail = latencies[-max(1, math.ceil(0.1 * T)):]
     cumulative = sum(latencies)

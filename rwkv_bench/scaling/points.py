@@ -95,6 +95,7 @@ class PointSpec:
     max_token_rows: int = DEFAULT_MAX_TOKEN_ROWS
     result_path: str = ""
     loaded_path: str = ""           # the child touches this file once the model is loaded (budget starts)
+    region_path: str = ""           # the child writes its memory baseline here when the measured runs begin
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

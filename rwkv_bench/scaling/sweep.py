@@ -241,9 +241,11 @@ def protocol(c: ScalingConfig) -> dict:
         "generate": (f"greedy decoding of T tokens after a {opts['prompt_len']}-token prompt, each step timed; "
                      f"RWKV in recurrent mode; transformers {kv}. latency_s = mean per-token time over the last "
                      "10% of positions; cumulative_s = sum of the T step times (prompt excluded, see prompt_s)"),
-        "memory": ("CPU: peak RSS of the child (sampled every 2 ms, plus getrusage ru_maxrss) above its RSS "
-                   "after loading and warm-up; CUDA: torch.cuda.max_memory_allocated above memory_allocated "
-                   "before the measured runs. weights_bytes is reported separately"),
+        "memory": ("CPU: peak RSS of the child, sampled every 3 ms by the launcher from outside the timed "
+                   "process (plus the child's getrusage ru_maxrss when it rose), above its RSS after loading, "
+                   "warm-up and malloc_trim; --memory-limit is enforced on that same number. CUDA: "
+                   "torch.cuda.max_memory_allocated above memory_allocated before the measured runs. "
+                   "weights_bytes is reported separately"),
         "isolation": "every point in a fresh subprocess; the time budget counts from the end of loading",
         "tokenizer": "none is used: token ids are random"
     }}
