@@ -16,3 +16,24 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def neox_tokenizer_path():
     return NEOX_TOKENIZER
+
+
+# CI (.ci/run sets RWKV_BENCH_FORBID_SKIPS=1) fails on any skip except those of tests marked needs_gpu or
+# needs_nvcc: a check that silently skips itself on a user's machine is a check that never runs.
+ALLOWED_SKIP_MARKERS = ("needs_gpu", "needs_nvcc")
+_forbidden_skips: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not any(item.get_closest_marker(m) for m in ALLOWED_SKIP_MARKERS):
+        _forbidden_skips.append(item.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _forbidden_skips and os.environ.get("RWKV_BENCH_FORBID_SKIPS"):
+        print(f"\nerror: {len(_forbidden_skips)} test(s) skipped without a needs_gpu / needs_nvcc marker: "
+              + ", ".join(_forbidden_skips))
+        session.exitstatus = 1
