@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean-venv
+.PHONY: setup run test bench clean-venv gpu-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# On a machine with CUDA: the CUDA WKV kernel against the reference, the model on CUDA and a short scaling
+# sweep, in under 10 minutes (rwkv_bench/gpu_check.py). Without CUDA it says so and fails at once.
+gpu-check: setup
+	$(PY) -m rwkv_bench.gpu_check
 
 clean-venv:
 	rm -rf $(VENV)

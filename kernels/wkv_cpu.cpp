@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 
 namespace wkv {
 namespace {
@@ -123,16 +124,44 @@ void backward_block(const BackwardArgs& a, int64_t b, int64_t c0, int n_runtime)
   }
 }
 
-// Runs fn(b, c0, n) for every (sequence, channel block), in parallel.
+// Threads: a parallel region wakes every thread of torch's OpenMP pool and waits for the slowest at its
+// end. On a busy machine a thread that is not scheduled costs a whole time slice (milliseconds): on the
+// project's 2-core CPU with two other busy processes, T = 256 (B = 1, C = 768) took 32 ms with 2 threads
+// against 0.28 ms with 1. Work is therefore only split when every thread gets at least kMinStepsPerThread
+// channel-steps (~1-2 ms on one core, so a lost time slice costs at most about the work itself, not
+// 100x), and never into more chunks than at::get_num_threads(), i.e. torch.get_num_threads() (the
+// extension links the libgomp.so.1 torch has already loaded: one pool). A decode step (T = 1) and short
+// prefills stay on the calling thread.
+constexpr int64_t kMinStepsPerThread = int64_t{1} << 20;
+
+// Runs chunk(begin, end) over the (sequence, channel block) jobs [0, B * nblocks), in parallel when the
+// work is large enough (see above).
+template <class F>
+void parallel_jobs(const Dims& d, const F& chunk) {
+  const int64_t nblocks = (d.C + kBlock - 1) / kBlock;
+  const int64_t steps_per_job = std::max<int64_t>(d.T, 1) * kBlock;
+  // at::parallel_for runs serially unless jobs > grain, else in min(threads, ceil(jobs / grain)) chunks
+  const int64_t grain = std::max<int64_t>(1, (kMinStepsPerThread + steps_per_job - 1) / steps_per_job);
+  at::parallel_for(0, d.B * nblocks, grain, chunk);
+}
+
+// Runs fn(b, c0, n) for every (sequence, channel block).
 template <class F>
 void for_each_block(const Dims& d, const F& fn) {
   const int64_t nblocks = (d.C + kBlock - 1) / kBlock;
-  at::parallel_for(0, d.B * nblocks, 1, [&](int64_t begin, int64_t end) {
+  parallel_jobs(d, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / nblocks, c0 = (job % nblocks) * kBlock;
       fn(b, c0, static_cast<int>(std::min<int64_t>(kBlock, d.C - c0)));
     }
   });
+}
+
+// How many chunks (threads) a forward over (B, T, C) splits into, for the tests.
+int64_t chunks_for(int64_t B, int64_t T, int64_t C) {
+  std::atomic<int64_t> chunks{0};
+  parallel_jobs(Dims{B, T, C}, [&](int64_t, int64_t) { chunks.fetch_add(1); });
+  return chunks.load();
 }
 
 struct CpuBackend {
@@ -182,4 +211,5 @@ at::Tensor exp_poly_tensor(const at::Tensor& x_) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   wkv::host::bind<wkv::CpuBackend>(m);
   m.def("exp_poly", &wkv::exp_poly_tensor, "the kernels' polynomial exp, elementwise (for tests)");
+  m.def("chunks_for", &wkv::chunks_for, "how many threads a forward over (B, T, C) uses (for tests)");
 }

@@ -1,10 +1,12 @@
 """The kernel sources build where users build them: the .cu with nvcc, and from an installed wheel (which also
-carries the local lm-eval tasks)."""
+carries the local lm-eval tasks); a build happens once per machine (whichever checkout asks) and a killed or
+stuck one never blocks the next process."""
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from rwkv_bench.ops.wkv import KERNEL_FILES, kernel_source_dir
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.needs_nvcc
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH (it is on the dev machines and CI)")
 def test_cuda_kernel_compiles_with_nvcc(tmp_path):
     # A CPU build of torch ships c10/cuda's headers but not the one CMake generates for CUDA builds; it only
@@ -48,14 +51,126 @@ def test_wheel_carries_the_kernel_sources_and_finds_them(tmp_path):
     # installed (unzipped) away from the checkout, the package finds its own copy of the sources
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    found = subprocess.run([sys.executable, "-c", "from rwkv_bench.ops.wkv import kernel_source_dir as k; print(k())"],
-                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
-    assert found.returncode == 0, found.stderr
-    assert Path(found.stdout.strip()) == site / "rwkv_bench" / "_kernels"
+
+    def printed_path(code: str) -> Path:
+        found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(site)})
+        assert found.returncode == 0, found.stderr
+        return Path(found.stdout.strip())
+
+    assert printed_path("from rwkv_bench.ops.wkv import kernel_source_dir as k; print(k())") == \
+        site / "rwkv_bench" / "_kernels"
     # the offline lm-eval tasks travel the same way, data files included
     assert {"rwkv_bench/_tasks/rwkv_bench_mc.yaml", "rwkv_bench/_tasks/rwkv_bench_data.py",
             "rwkv_bench/_tasks/data/rwkv_bench_mc.jsonl"} <= names
-    found = subprocess.run([sys.executable, "-c", "from rwkv_bench.nlp.tasks import LOCAL_TASKS_DIR as d; print(d)"],
-                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
-    assert found.returncode == 0, found.stderr
-    assert Path(found.stdout.strip()) == site / "rwkv_bench" / "_tasks"
+    assert printed_path("from rwkv_bench.nlp.tasks import LOCAL_TASKS_DIR as d; print(d)") == \
+        site / "rwkv_bench" / "_tasks"
+
+
+# ------------------------------------------------------------------------ one build per machine, never stuck
+from rwkv_bench.ops import kernel_build  # noqa: E402
+from rwkv_bench.ops import wkv as wkv_ops  # noqa: E402
+
+CPU_FILES = (*wkv_ops._HEADERS, *wkv_ops._SOURCES["cpu"])
+
+
+def copy_sources(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in KERNEL_FILES:
+        shutil.copy2(kernel_source_dir() / name, dest / name)
+    return dest
+
+
+def test_build_key_follows_the_sources_content_not_their_path(tmp_path):
+    a, b = copy_sources(tmp_path / "checkout-a"), copy_sources(tmp_path / "venv-b" / "_kernels")
+    name_a, parts = kernel_build.build_key("cpu", a, CPU_FILES)
+    assert name_a == kernel_build.build_key("cpu", b, CPU_FILES)[0]
+    assert {"torch", "cxx", "python", "cpu"} <= set(parts)
+    assert kernel_build.build_key("cuda", a, CPU_FILES)[0] != name_a
+    (b / "wkv_step.h").write_text((b / "wkv_step.h").read_text() + "\n// changed\n")
+    assert kernel_build.build_key("cpu", b, CPU_FILES)[0] != name_a
+
+
+def test_another_checkout_loads_the_existing_build_without_compiling(tmp_path, monkeypatch):
+    wkv_ops._extension("cpu", strict=True)                  # built (or found) once for this machine
+    other = copy_sources(tmp_path / "other-checkout")
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("rebuilt although this machine has a build of these sources")
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiling)
+    module = kernel_build.load_extension("cpu", other, wkv_ops._SOURCES["cpu"], wkv_ops._HEADERS, dict)
+    assert module.backend == "cpu"
+    assert Path(module.__file__).parent.parent == kernel_build.cache_root()
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from rwkv_bench.ops.kernel_build import BuildLock
+lock = BuildLock(Path(sys.argv[1]), 5, "a test").__enter__()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def hold_lock(path: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_held_lock_is_waited_for_in_one_line_then_given_up(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(kernel_build.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(kernel_build.TIMEOUT_ENV, "1.5")
+    src = copy_sources(tmp_path / "src")
+    name, _ = kernel_build.build_key("cpu", src, CPU_FILES)
+    holder = hold_lock(tmp_path / "cache" / f"{name}.lock")
+    try:
+        with pytest.raises(kernel_build.BuildLockTimeout, match=f"pid {holder.pid}.*{kernel_build.TIMEOUT_ENV}"):
+            kernel_build.load_extension("cpu", src, wkv_ops._SOURCES["cpu"], wkv_ops._HEADERS, dict)
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"waiting for pid {holder.pid}" in err[0], err
+
+
+def test_the_lock_of_a_killed_holder_is_taken_over_at_once(tmp_path):
+    path = tmp_path / "x.lock"
+    holder = hold_lock(path)
+    holder.kill()                                           # SIGKILL: no cleanup runs
+    holder.wait()
+    assert path.read_text().strip() == str(holder.pid)      # the file stays, naming a dead pid
+    with kernel_build.BuildLock(path, timeout_s=0, what="a test"):
+        assert path.read_text().strip() == str(os.getpid())
+
+
+BUILD = "from rwkv_bench.ops import wkv; print(wkv._extension('cpu', strict=True).__file__)"
+
+
+@pytest.mark.timeout(900)
+def test_a_build_killed_midway_does_not_block_or_poison_the_next(tmp_path):
+    env = {**os.environ, kernel_build.CACHE_ENV: str(tmp_path / "cache"), kernel_build.TIMEOUT_ENV: "600"}
+    first = subprocess.Popen([sys.executable, "-c", BUILD], env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "cache").glob(f"*.tmp-{first.pid}/build.ninja")):   # compiling now
+            assert first.poll() is None and time.monotonic() < deadline, "the first build never started"
+            time.sleep(0.1)
+        time.sleep(2)
+        first.kill()                                        # kill -9 mid-build, as a sweep's kill does
+        first.wait()
+        assert list((tmp_path / "cache").glob("*.lock")) and list((tmp_path / "cache").glob("*.tmp-*"))
+        second = subprocess.run([sys.executable, "-c", BUILD], env=env, capture_output=True, text=True,
+                                timeout=600)
+    finally:
+        try:
+            os.killpg(first.pid, 9)                         # the killed build's orphaned compiler, if any
+        except ProcessLookupError:
+            pass
+    assert second.returncode == 0, second.stderr[-3000:]
+    built = Path(second.stdout.strip())
+    assert built.is_file() and (built.parent / kernel_build.MARKER).is_file()
+    assert not list((tmp_path / "cache").glob(f"*.tmp-{first.pid}"))   # the half-built directory is gone

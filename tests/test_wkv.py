@@ -191,3 +191,28 @@ def test_failed_build_warns_once_in_one_line_and_falls_back(monkeypatch):
     monkeypatch.setenv(wkv_ops.ENV_VAR, "kernel")
     with pytest.raises(RuntimeError, match="unavailable"):
         wkv_ops.wkv(w, u, k, v)
+
+
+def test_small_work_stays_on_one_thread_and_threads_never_exceed_torchs(ext):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        threads = torch.get_num_threads()
+        assert ext.chunks_for(1, 1, 768) == 1                # a decode step: no parallel region at all
+        assert ext.chunks_for(8, 1, 768) == 1
+        assert ext.chunks_for(1, 256, 768) == 1              # ~0.2 ms of work: not worth waking a thread
+        assert ext.chunks_for(1, 4096, 768) == min(2, threads)
+        assert ext.chunks_for(64, 4096, 768) <= threads
+        torch.set_num_threads(1)
+        assert ext.chunks_for(64, 4096, 768) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.timeout(180)
+def test_reference_backward_is_linear_in_T():
+    # autograd through k[:, t] slices would cost O(T^2); unbind keeps a 20,000-step backward quick
+    w, u, k, v = (t.requires_grad_() for t in inputs(1, 20_000, 4))
+    y, state = wkv_reference(w, u, k, v)
+    (y.sum() + state[:, :2].sum()).backward()
+    assert torch.isfinite(k.grad).all() and k.grad.abs().sum() > 0

@@ -6,9 +6,6 @@ against the reference in float64, so every row's `max_abs_err` is the distance t
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
 from . import wkv as wkv_ops
@@ -25,23 +22,17 @@ def random_inputs(batch: int, length: int, channels: int, device: str, seed: int
     return (x.to(device) for x in (time_decay, u, k, v))
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def time_call(fn, min_run_time_s: float = 0.3) -> float:
+    """Median time of fn() in milliseconds, by torch.utils.benchmark.Timer.
 
+    The Timer warms up, picks how many calls to time per block, synchronises CUDA around each block and
+    reports the median over blocks. It runs with the current torch.get_num_threads() (its default, 1,
+    would time another configuration than the one the model runs with).
+    """
+    from torch.utils.benchmark import Timer
 
-def time_call(fn, device: str, min_total_s: float = 0.3, min_repeats: int = 3, max_repeats: int = 200) -> float:
-    """Median wall time of fn() in milliseconds, after one warm-up call."""
-    fn()
-    _sync(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_total_s):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time_s).median * 1e3
 
 
 def _implementations(device: str):
@@ -74,7 +65,7 @@ def run_kernel_benchmark(lengths: list[int], channels: int = 768, batch: int = 1
                 bar.update(task, description=f"{name} T={T}")
                 y = fn(td, u, k, v)
                 block.append(dict(impl=name, device=device, B=batch, T=T, C=channels,
-                                  ms=time_call(lambda: fn(td, u, k, v), device),
+                                  ms=time_call(lambda: fn(td, u, k, v)),
                                   max_abs_err=float((y.double() - exact).abs().max())))
                 bar.advance(task)
             base = next((r["ms"] for r in block if r["impl"] == "transformers-cpu"), None)

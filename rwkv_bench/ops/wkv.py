@@ -15,22 +15,18 @@ Which implementation runs (`implementation_name(device)` says it without running
   RWKV_BENCH_WKV=reference forces the reference; RWKV_BENCH_WKV=kernel forces the kernel and raises
   if it cannot be built (default: auto).
 
-The extensions are compiled on first use with torch.utils.cpp_extension.load (ninja) into torch's
-extension directory (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions), in a folder named after
-a hash of the sources, the compiler flags and the CPU, so later processes just load the built library
-and a changed source or another machine's CPU never picks up a stale build. The sources are found in
-the source checkout (<repo>/kernels) or, in an installed wheel, in rwkv_bench/_kernels (setup.py
-copies them there).
+The extensions are compiled on first use with torch.utils.cpp_extension (ninja) once per machine, torch
+and compiler version, into the user cache directory, and later processes import the built library directly;
+kernel_build.py says how (the cache key, and a build lock that a killed process never leaves stuck). The
+sources are found in the source checkout (<repo>/kernels) or, in an installed wheel, in rwkv_bench/_kernels
+(setup.py copies them there).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import warnings
@@ -38,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .kernel_build import cxx, load_extension
 from .wkv_reference import empty_state, wkv_reference  # noqa: F401  (empty_state is public API)
 
 __all__ = ["wkv", "implementation_name", "empty_state", "kernel_source_dir"]
@@ -75,15 +72,15 @@ def _mode() -> str:
 
 def _compiler_accepts(flags: list[str]) -> bool:
     """Whether the C++ compiler torch will use compiles and links a trivial OpenMP program with `flags`."""
-    cxx = os.environ.get("CXX", "c++")
-    if shutil.which(cxx) is None:
+    compiler = cxx()
+    if shutil.which(compiler) is None:
         return False
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "probe.cpp"
         src.write_text("int main() { int s = 0;\n#pragma omp parallel for reduction(+:s)\n"
                        "for (int i = 0; i < 4; ++i) s += i;\nreturn s == 6 ? 0 : 1; }\n")
         try:
-            proc = subprocess.run([cxx, *flags, str(src), "-o", str(Path(tmp) / "probe")],
+            proc = subprocess.run([compiler, *flags, str(src), "-o", str(Path(tmp) / "probe")],
                                   capture_output=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             return False
@@ -103,43 +100,17 @@ def _cpu_flags() -> tuple[list[str], list[str]]:
     return cflags, ldflags
 
 
-def _cpu_fingerprint() -> str:
-    """What -march=native depends on, so that a build is never loaded on a CPU it was not made for."""
-    text = platform.machine() + platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features", "model name")):
-                text += line
-                if line.startswith(("flags", "Features")):
-                    break
-    except OSError:
-        pass
-    return text
+def _flags(kind: str) -> dict:
+    if kind == "cpu":
+        cflags, ldflags = _cpu_flags()
+        return dict(extra_cflags=cflags, extra_ldflags=ldflags)
+    return dict(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"])
 
 
 def _build(kind: str):
-    from torch.utils.cpp_extension import load
-
-    src_dir = kernel_source_dir()
-    sources = [str(src_dir / name) for name in _SOURCES[kind]]
-    digest = hashlib.sha256()
-    for name in (*_HEADERS, *_SOURCES[kind]):
-        digest.update((src_dir / name).read_bytes())
-    digest.update(f"{torch.__version__}|{sys.version_info[:2]}".encode())
-    if kind == "cpu":
-        cflags, ldflags = _cpu_flags()
-        digest.update(repr((cflags, ldflags)).encode())
-        if "-march=native" in cflags:
-            digest.update(_cpu_fingerprint().encode())
-        extra = dict(extra_cflags=cflags, extra_ldflags=ldflags)
-    else:
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch has no usable CUDA")
-        extra = dict(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"])
-        digest.update(repr(extra).encode())
-    name = f"rwkv_bench_wkv_{kind}_{digest.hexdigest()[:12]}"
-    log.info("loading (building if needed) the WKV %s extension %s from %s", kind, name, src_dir)
-    return load(name=name, sources=sources, extra_include_paths=[str(src_dir)], verbose=False, **extra)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("torch has no usable CUDA")
+    return load_extension(kind, kernel_source_dir(), _SOURCES[kind], _HEADERS, lambda: _flags(kind))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -52,8 +52,9 @@ def wkv_reference(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
     w, u, k, v, state = (x.to(compute) for x in (w, u, k, v, state))
     aa, bb, pp = state[:, 0], state[:, 1], state[:, 2]
     ys = []
-    for t in range(T):
-        y, aa, bb, pp = wkv_step(w, u, k[:, t], v[:, t], aa, bb, pp)
+    # unbind, not k[:, t]: the backward of T slices would write T full-size gradients (O(T^2) time)
+    for kt, vt in zip(k.unbind(1), v.unbind(1)):
+        y, aa, bb, pp = wkv_step(w, u, kt, vt, aa, bb, pp)
         ys.append(y)
     y = torch.stack(ys, dim=1) if ys else k.new_zeros(B, 0, C)
     return y.to(k.dtype), torch.stack([aa, bb, pp], dim=1)
