@@ -28,12 +28,15 @@ def read_text_file(path: Path) -> str:
 def score_file(model: str, input_path: Path, *, tokenizer: str | None = None, device: str = "cpu",
                dtype: str = "float32") -> dict:
     """The plain function behind `rwkv-bench score`."""
-    from .backends import check_reachable, load
-    from .scoring import score_text
+    from .options import canonical_dtype
     from .specs import parse
 
-    text = read_text_file(input_path)
+    text = read_text_file(input_path)  # every input is checked before torch and transformers are imported
     spec = parse(model)
+    canonical_dtype(dtype)
+    from .backends import check_reachable, load
+    from .scoring import score_text
+
     check_reachable([spec])
     backend = load(spec, device=parse_device(device), dtype=parse_dtype(dtype), tokenizer=tokenizer)
     result = score_text(backend, text).as_dict()
@@ -72,11 +75,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list."),
     ):
         """Time the WKV implementations (reference, CPU/CUDA kernels, transformers) and check they agree."""
-        from .ops.kernel_bench import run_kernel_benchmark
-
         Ts = parse_int_list(lengths, "--lengths")
         positive(channels, "--channels")
         positive(batch, "--batch")
+        from .ops.kernel_bench import run_kernel_benchmark
+
         rows = run_kernel_benchmark(lengths=Ts, channels=channels, batch=batch, device=parse_device(device))
         if as_json:
             print(json.dumps(rows))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from pathlib import Path
 from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
@@ -39,8 +40,16 @@ def hub_offline() -> bool:
         return True
 
 
-def hub_call(load: Callable[[bool], T], what: str, hint: str = "") -> T:
-    """`load(local_files_only)` with the hub's reachability decided once; failures become one line."""
+def hub_call(load: Callable[[bool], T], what: str, hint: str = "", location: str | None = None) -> T:
+    """`load(local_files_only)` with the hub's reachability decided once; failures become one line.
+    `location`: what is loaded; when it is a local path the hub plays no part, and neither does its message."""
+    if location is not None and Path(location).expanduser().exists():
+        try:
+            return load(True)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a corrupt or unsupported local model
+            raise UserError(f"cannot load {what}: {first_line(exc)}") from None
     offline = hub_offline()
     try:
         return load(offline)

@@ -130,7 +130,7 @@ def cli_parameters(cls) -> list[inspect.Parameter]:
 def register_config_command(app, name: str, cls, run: Callable, doc: str, extra: list[inspect.Parameter]) -> None:
     """A Typer command whose options are `cls`'s fields plus `extra` (run control: --out, --resume, ...).
     `run(given, **extra_values)` gets the fields the user set (None: not given)."""
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
 
     def command(**values):
         given = {k: v for k, v in values.items() if k in fields}

@@ -219,7 +219,10 @@ def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
 def read_rows(path: str | Path, columns: list[str] | None = None, **read_csv) -> pd.DataFrame:
     """Read an append-only CSV, dropping a last line cut short by a kill (`columns`: of an empty result)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not a readable CSV: not UTF-8 text (byte {exc.start})") from None
     text = text[: text.rfind("\n") + 1]  # every complete row ends with a newline
     if not text.strip():
         return pd.DataFrame(columns=columns)

@@ -33,10 +33,21 @@ class Tokenizer:
 
 def neox_tokenizer(spec: str | None = None) -> Tokenizer:
     """The tokenizer of a model that has none: `spec`, else $RWKV_BENCH_TOKENIZER, else the shipped NeoX one."""
-    return load_tokenizer(spec or os.environ.get("RWKV_BENCH_TOKENIZER") or str(NEOX_TOKENIZER_FILE))
+    if spec:
+        return load_tokenizer(spec)
+    if os.environ.get("RWKV_BENCH_TOKENIZER"):
+        return load_tokenizer(os.environ["RWKV_BENCH_TOKENIZER"], "$RWKV_BENCH_TOKENIZER")
+    return load_tokenizer(str(NEOX_TOKENIZER_FILE))
 
 
-def load_tokenizer(spec: str) -> Tokenizer:
+def looks_like_path(spec: str) -> bool:
+    """A file or folder name, not a hub id ('org/name' or 'name'): a path prefix, more than one '/', a
+    backslash, or a tokenizer file's suffix."""
+    return (spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+            or spec.endswith((".json", ".model", ".txt", ".vocab")))
+
+
+def load_tokenizer(spec: str, flag: str = "--tokenizer") -> Tokenizer:
     """A tokenizer.json file, a directory with tokenizer files, or a hub id."""
     from .hub import first_line, hub_call
 
@@ -47,16 +58,16 @@ def load_tokenizer(spec: str) -> Tokenizer:
         try:
             return Tokenizer(RawTokenizer.from_file(str(path)), str(path))
         except Exception as exc:  # noqa: BLE001 - not a tokenizers JSON file
-            raise UserError(f"--tokenizer {spec}: not a tokenizer.json file ({first_line(exc)})") from None
-    if path.is_dir() or spec.startswith((".", "/", "~")) or spec.endswith(".json"):
+            raise UserError(f"{flag} {spec}: not a tokenizer.json file ({first_line(exc)})") from None
+    if path.is_dir() or looks_like_path(spec):
         if not path.exists():
-            raise UserError(f"--tokenizer {spec}: no such file or directory")
+            raise UserError(f"{flag} {spec}: no such tokenizer file or directory")
         from transformers import AutoTokenizer
 
         try:
             return Tokenizer(AutoTokenizer.from_pretrained(str(path)), str(path))
         except Exception as exc:  # noqa: BLE001
-            raise UserError(f"--tokenizer {spec}: no tokenizer files in this directory ({first_line(exc)})") from None
+            raise UserError(f"{flag} {spec}: no tokenizer files in this directory ({first_line(exc)})") from None
     from transformers import AutoTokenizer
 
     return Tokenizer(hub_call(lambda local: AutoTokenizer.from_pretrained(spec, local_files_only=local),

@@ -76,7 +76,7 @@ def hf_tokenizer(location: str, label: str, **kwargs):
     from ..tokenizer import Tokenizer
 
     return Tokenizer(hub_call(lambda local: AutoTokenizer.from_pretrained(location, local_files_only=local, **kwargs),
-                              f"the tokenizer of {label!r}"), location)
+                              f"the tokenizer of {label!r}", location=location), location)
 
 
 def load_transformers(spec: ModelSpec, tok, *, device, dtype, kv_cache, seed, max_positions) -> Backend:
@@ -97,7 +97,7 @@ def load_transformers(spec: ModelSpec, tok, *, device, dtype, kv_cache, seed, ma
     kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     model = hub_call(lambda local: AutoModelForCausalLM.from_pretrained(location, dtype=dtype,
                                                                         local_files_only=local, **kwargs),
-                     f"model {spec.text!r} with transformers")
+                     f"model {spec.text!r} with transformers", location=location)
     if tok is None:
         tok = hf_tokenizer(location, spec.text, **kwargs)
     return TransformersBackend(model, tok, spec.text, random_weights=spec.random_weights, device=device,

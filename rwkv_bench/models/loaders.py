@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -88,15 +89,29 @@ def read_tensors(path: Path) -> dict:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             return load_file(str(path))
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # mmap needs the zip format of torch >= 1.6; a legacy (pickle-only) file loads without it
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # noqa: BLE001 - any failure to parse is a corrupt/unsupported file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first[:200]}") from None
+        raise UserError(f"cannot read checkpoint {path}: {load_failure(exc)}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError(f"cannot read checkpoint {path}: not a dict of tensors")
     return sd
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why torch.load refused a file, in a few words. torch's own text advises weights_only=False, which would
+    let the file run code: never repeated here."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    if "Weights only load failed" not in text:
+        return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a Python object ({found.group(1)}), not only tensors, and such objects are never "
+                "unpickled: save a plain state_dict of tensors")
+    detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    return f"not a PyTorch checkpoint of tensors, or a corrupt one ({detail.group(1).strip() if detail else text[:80]})"
 
 
 def load_checkpoint(path: str | Path, dtype=torch.float32) -> RWKV4:

@@ -5,7 +5,6 @@ import importlib
 from pathlib import Path
 
 from ..errors import UserError
-from ..recording import read_meta
 
 INDEX = "index.md"
 TABLE_EXTS = (".md",)
@@ -28,6 +27,13 @@ def find_run_dirs(root: Path = Path("results")) -> list[Path]:
         if read_meta_safe(meta.parent).get("kind"):
             runs.append(meta.parent)
     return runs
+
+
+def read_meta(run_dir: Path) -> dict:
+    # imported here: rwkv_bench.recording imports pandas, and every command's start-up imports this module
+    from ..recording import read_meta as read
+
+    return read(run_dir)
 
 
 def read_meta_safe(run_dir: Path) -> dict:
