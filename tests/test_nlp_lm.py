@@ -7,6 +7,7 @@ evaluation orders of the same float32 arithmetic differ by ~1e-7 relative per to
 off-by-one position changes a log-likelihood by whole nats).
 """
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,17 +20,13 @@ REL, ABS = 1e-5, 1e-4
 
 
 @pytest.fixture(scope="module")
-def backend(request):
-    from conftest import NEOX_TOKENIZER
-
-    if not NEOX_TOKENIZER.is_file():
-        pytest.skip(f"needs the GPT-NeoX tokenizer at {NEOX_TOKENIZER} (../shared is only on dev/CI machines)")
+def backend(neox_tokenizer_path):
     from rwkv_bench.backends.rwkv import RWKVBackend
     from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
     from rwkv_bench.tokenizer import neox_tokenizer
 
     model = init_random_(RWKV4(RWKVConfig(vocab_size=50277, n_layer=2, n_embd=64)), seed=3)
-    return RWKVBackend(model, neox_tokenizer(str(NEOX_TOKENIZER)), "tiny-test", random_weights=True)
+    return RWKVBackend(model, neox_tokenizer(str(neox_tokenizer_path)), "tiny-test", random_weights=True)
 
 
 def make_lm(backend, **kwargs):
@@ -81,6 +78,50 @@ def test_state_reuse_equals_scratch_and_processes_fewer_tokens(backend):
     assert got[0][0] < 0 and got[8] == got[10]
 
 
+def test_small_chunks_and_ragged_passes_equal_scratch(backend):
+    """Chunk size 3: contexts and continuations longer than a chunk run chunk by chunk in ragged batches."""
+    scratch = make_lm(backend, state_reuse=False)
+    expected = scratch.loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
+    lm = make_lm(backend, batch_size=16)
+    lm.chunk_size = 3
+    got = lm.loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
+    assert [g for _, g in got] == [g for _, g in expected]
+    assert [x for x, _ in got] == pytest.approx([x for x, _ in expected], rel=REL, abs=ABS)
+    counts = lm.meter["loglikelihood"]
+    assert counts.forward_passes > 0 and counts.tokens_padding > 0
+
+
+def test_ragged_advance_gives_each_rows_own_state(backend):
+    """Rows of different lengths, right-padded, one pass: each row's state is the one it reaches alone."""
+    from rwkv_bench.nlp.lm import _ragged_advance, _right_padded
+
+    model = backend.model
+    seqs = [backend.encode(t) for t in ("One two three four five six", "Short", "A middle length text here")]
+    assert len({len(s) for s in seqs}) == 3
+    start = model.advance(torch.tensor([backend.encode("Some shared prefix")]))
+    tokens, lengths, _ = _right_padded(seqs, "cpu")
+    state = start.expand(-1, -1, len(seqs), -1).clone()
+    _ragged_advance(model, tokens, lengths, state)
+    for b, seq in enumerate(seqs):
+        alone = model.advance(torch.tensor([seq]), start)
+        torch.testing.assert_close(state[:, :, b:b + 1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_one_token_choices_share_a_row(backend):
+    """Continuations of one context with the same inputs (one-token choices) are one row, many targets."""
+    ctx = "Question: Which planet is closest to the Sun?\nAnswer:"
+    choices = [" Mercury", " Venus", " Mars", " Earth"]
+    assert all(len(backend.encode(c)) == 1 for c in choices)
+    lm = make_lm(backend, batch_size=8)
+    got = lm.loglikelihood(ll_instances([(ctx, c) for c in choices]), disable_tqdm=True)
+    counts = lm.meter["loglikelihood"]
+    assert counts.tokens_processed == len(backend.encode(ctx))   # context minus last token, then 1 row of 1
+    expected = make_lm(backend, state_reuse=False).loglikelihood(ll_instances([(ctx, c) for c in choices]),
+                                                                 disable_tqdm=True)
+    assert [x for x, _ in got] == pytest.approx([x for x, _ in expected], rel=REL, abs=ABS)
+    assert len({x for x, _ in got}) == 4
+
+
 def test_shared_prefixes_are_run_once(backend):
     """Contexts P+a, P+b, P+a+c and an unrelated Q: the model runs exactly the tokens of their trie."""
     lm = make_lm(backend, batch_size=4)
@@ -94,7 +135,8 @@ def test_shared_prefixes_are_run_once(backend):
     trie = len(enc(P)) + len(enc(a)) + len(enc(b)) + len(enc(c)) + len(enc(Q))
     # a context's last token feeds its continuation batch, so it runs once more where the context is itself
     # a branch point of the trie (P+a, which P+a+c extends); everything else runs exactly once
-    assert lm.meter["loglikelihood"].tokens_processed == trie + 1
+    counts = lm.meter["loglikelihood"]
+    assert counts.tokens_processed - counts.tokens_padding == trie + 1
     scratch = make_lm(backend, state_reuse=False)
     expected = scratch.loglikelihood(ll_instances(pairs), disable_tqdm=True)
     got = make_lm(backend, batch_size=4).loglikelihood(ll_instances(pairs), disable_tqdm=True)
@@ -188,6 +230,54 @@ def test_model_args_and_registration(backend):
     assert make_lm(backend, batch_size="auto").batch_size >= 1
     lm = make_lm(backend, state_reuse="false")
     assert lm.state_reuse is False and lm.eot_token_id == 0
+
+
+def test_device_defaults_to_cuda_when_available_else_cpu(monkeypatch):
+    from rwkv_bench.nlp.lm import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device(None) == "cpu" and pick_device("cuda:0") == "cpu" and pick_device("cpu") == "cpu"
+    assert pick_device("cuda:1") == "cuda:1"   # an explicit other GPU is not silently replaced
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(None) == "cuda" and pick_device("cuda:0") == "cuda:0" and pick_device("cpu") == "cpu"
+
+
+def test_readme_one_liner_runs_without_cuda(tmp_path):
+    """The README's lm-eval CLI one-liner (lm-eval's default device is cuda:0) on a CPU-only run."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "rwkv_bench.nlp.lm_eval_cli", "--model", "rwkv-bench", "--model_args",
+           "pretrained=rwkv4-tiny", "--tasks", "rwkv_bench_mc", "--include_path", "tasks", "--limit", "4",
+           "--output_path", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rwkv_bench_mc" in done.stdout and "acc" in done.stdout
+    results = list((tmp_path / "out").rglob("results_*.json"))
+    assert results and "rwkv_bench_mc" in json.loads(results[0].read_text())["results"]
+
+
+def test_squad_shim_still_needed():
+    """squad_compat exists only because lm-eval's ReCoRD imports a module transformers 5 removed. This
+    fails when either upstream changes (transformers ships it again, or lm-eval stops importing it):
+    then delete squad_compat.py and its install() calls."""
+    import importlib.util
+
+    import lm_eval.tasks.super_glue.record as record_pkg
+
+    util_source = (Path(record_pkg.__path__[0]) / "util.py").read_text()
+    assert "transformers.data.metrics.squad_metrics" in util_source, "lm-eval no longer needs the shim"
+    try:
+        real = importlib.util.find_spec("transformers.data.metrics.squad_metrics")
+    except ModuleNotFoundError:
+        real = None
+    from rwkv_bench.nlp import squad_compat
+
+    assert real is None or real.origin == squad_compat.__file__, "transformers ships squad_metrics again"
 
 
 def test_squad_compat_makes_record_loadable():

@@ -11,24 +11,20 @@ or token would be off by whole nats. Accuracies must be identical.
 import pytest
 
 REL, ABS = 1e-5, 1e-4
-TASKS = ["rwkv_bench_mc", "rwkv_bench_lambada", "rwkv_bench_rolling"]
+TASKS = ["rwkv_bench_mc", "rwkv_bench_hellaswag", "rwkv_bench_lambada", "rwkv_bench_rolling"]
 LIMIT = 15
 
 
 @pytest.fixture(scope="module")
-def saved_rwkv(tmp_path_factory):
-    from conftest import NEOX_TOKENIZER
-
+def saved_rwkv(tmp_path_factory, neox_tokenizer_path):
     from helpers import random_hf_rwkv
 
-    if not NEOX_TOKENIZER.is_file():
-        pytest.skip(f"needs the GPT-NeoX tokenizer at {NEOX_TOKENIZER} (../shared is only on dev/CI machines)")
     from rwkv_bench.nlp.evaluate import save_hf_tokenizer
     from rwkv_bench.tokenizer import neox_tokenizer
 
     path = tmp_path_factory.mktemp("hf_rwkv")
     random_hf_rwkv(path, hidden=64, layers=2, seed=1)
-    save_hf_tokenizer(neox_tokenizer(str(NEOX_TOKENIZER)), path)
+    save_hf_tokenizer(neox_tokenizer(str(neox_tokenizer_path)), path)
     return path
 
 
@@ -125,3 +121,25 @@ def test_generate_until_matches_hf(runs):
     expected = hf.generate_until(reqs, disable_tqdm=True)
     assert got == expected
     assert all(got)
+
+
+def test_meter_sees_hflm_work(runs):
+    """attach_meter counts HFLM through public seams only (a torch forward pre-hook on `lm.model`, the
+    request methods lm-eval's evaluator calls by name). Fails if an lm-eval release stops going through
+    them: no passes, positions or requests counted, or counts that do not add up."""
+    from lm_eval.models.huggingface import HFLM
+
+    _, hf = runs["models"]
+    for task in TASKS:
+        rows = runs["hf"][1][task]
+        assert rows, task
+        for kind, row in rows.items():
+            assert row["requests"] > 0 and row["forward_passes"] > 0 and row["model_time_s"] > 0, (task, kind)
+            assert row["tokens_processed"] >= row["forward_passes"], (task, kind)
+    mc = runs["hf"][1]["rwkv_bench_mc"]["loglikelihood"]
+    assert mc["forward_passes"] <= mc["requests"]            # batch 1, one-token continuations grouped
+    # the class is untouched: only this instance's request methods are wrapped, no private method replaced
+    assert {"loglikelihood", "loglikelihood_rolling", "generate_until"} <= set(vars(hf))
+    assert not {"_model_call", "_loglikelihood_tokens", "_model_generate"} & set(vars(hf))
+    assert all(getattr(HFLM, name).__module__.startswith("lm_eval") for name in
+               ("loglikelihood", "_model_call", "_loglikelihood_tokens", "_model_generate"))

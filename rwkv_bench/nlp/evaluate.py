@@ -41,7 +41,7 @@ KIND = "nlp"
 TABLE_COLUMNS = ["task", "metric", "filter", "model", "value", "stderr", "higher_is_better", "n_samples",
                  "num_fewshot", "random_weights", "runner", "implementation", "run_task"]
 TOKEN_COLUMNS = ["model", "task", "request_type", "requests", "tokens_processed", "tokens_padding",
-                 "tokens_reencode", "reencode_over_processed", "model_time_s", "wall_s", "runner",
+                 "tokens_reencode", "forward_passes", "reencode_over_processed", "model_time_s", "wall_s", "runner",
                  "random_weights"]
 RESULT_FILES = ("table.csv", "tokens.csv", "results_*.json", "samples_*.jsonl")
 OURS = "rwkv-bench"          # our lm-eval model (lm.py)

@@ -3,26 +3,32 @@
 lm-eval asks three things of a model:
 - `loglikelihood(context, continuation)`: multiple-choice tasks send one request per choice, all with
   the same context. An RNN's state after a context summarises it completely, so we run every distinct
-  context once and score each of its continuations from a copy of that state (continuations of several
-  contexts are batched by concatenating their states along the batch dimension). Contexts that share a
-  prefix (few-shot examples, a shared passage) share the work for it: contexts are cut into the segments
-  of their prefix tree, and segments run in batches (see `_score_shared`).
+  context once and score each of its continuations from a copy of that state. Contexts that share a prefix
+  (few-shot examples, a shared passage) share the work for it: contexts are cut into the segments of their
+  prefix tree. What makes this cheaper in time, not only in tokens (see `_score_shared`):
+    * few, large forward passes: segments of different lengths run together, right-padded, and each row
+      still gets exactly its own state (`_ragged_advance`), instead of one pass per distinct length;
+    * contexts never pay for the head (768 x 50k at 169M, a third of the model's work per position);
+      continuations pay for it, and for the log-softmax, only at real positions, never at padding;
+    * continuations of one context with the same inputs (one-token choices) share one row;
+    * batches are built from flat token lists and index_select of stored states, not per-request tensors.
 - `loglikelihood_rolling(text)`: every token scored, the first conditioned on the end-of-text token; this
   is exactly `rwkv_bench.scoring.score_text` (RWKV has no context window to slide).
 - `generate_until(context, gen_kwargs)`: greedy decoding in recurrent mode until a stop sequence, the
   end-of-text token or `max_gen_toks`.
 
-`TokenMeter` counts the token positions the model actually ran (`tokens_processed`, padding included)
-next to what running every request on its own from scratch would run (`tokens_reencode`), and the time
-spent. `attach_meter` puts the same counters on lm-eval's own `hf` model, for the comparison.
+`TokenMeter` counts the token positions the model actually ran (`tokens_processed`, padding included, of
+which `tokens_padding`), the forward passes, what running every request on its own from scratch would run
+(`tokens_reencode`) and the time inside the request methods (a Stopwatch). `attach_meter` puts the same
+counters on lm-eval's own `hf` model through public seams (a torch forward hook, the LM request methods).
 
 Use it from lm-eval's own CLI with `python -m rwkv_bench.nlp.lm_eval_cli --model rwkv-bench
---model_args pretrained=SPEC ...` (SPEC as everywhere in rwkv-bench: preset, path or hub id).
+--model_args pretrained=SPEC ...` (SPEC as everywhere in rwkv-bench: preset, path or hub id). It runs on
+CUDA when available, else on the CPU, unless `--device` says otherwise.
 """
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -33,13 +39,15 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..trackers import Stopwatch
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "rwkv-bench"
 DEFAULT_BATCH_SIZE = 8
-MAX_BATCH_POSITIONS = 8192   # (batch x length) cap for one continuation forward: logits are B x T x 50k floats
-SEGMENT_BATCH = 64           # context segments of equal length run together (no logits: activations only)
+MAX_BATCH_POSITIONS = 16384  # (rows x padded length) cap for one forward pass (activations B x T x 4C)
+HEAD_ROWS = 2048             # positions whose logits (x 50k floats) are computed at once
+PAD_BUDGET = 96              # padding positions one pass may carry (see _pack)
 CONTEXT_BLOCK = 512          # contexts handled at once: their states are held until their continuations ran
 
 
@@ -49,8 +57,9 @@ CONTEXT_BLOCK = 512          # contexts handled at once: their states are held u
 class Counts:
     requests: int = 0
     tokens_processed: int = 0     # positions the model ran, padding included
-    tokens_padding: int = 0       # of which padding (batched continuations of unequal length)
+    tokens_padding: int = 0       # of which padding (rows of unequal length batched together)
     tokens_reencode: int = 0      # positions a run-every-request-from-scratch approach would run
+    forward_passes: int = 0       # calls of the network over a batch (each chunk of a long input counts)
     model_time_s: float = 0.0     # time inside the request method (tokenising included)
 
 
@@ -58,6 +67,7 @@ class Counts:
 class TokenMeter:
     """Per request type ("loglikelihood", "loglikelihood_rolling", "generate_until") counters."""
     counts: dict = field(default_factory=lambda: defaultdict(Counts))
+    device: object = None
 
     def reset(self) -> None:
         self.counts = defaultdict(Counts)
@@ -68,56 +78,97 @@ class TokenMeter:
     def rows(self) -> list[dict]:
         return [{"request_type": kind, **vars(c)} for kind, c in self.counts.items() if c.requests]
 
+    def timed(self, kind: str, fn, requests, *args, **kwargs):
+        """Run a request method, adding its requests and its time (a Stopwatch) to `kind`."""
+        watch = Stopwatch(self.device)
+        try:
+            with watch:
+                return fn(requests, *args, **kwargs)
+        finally:
+            self[kind].requests += len(requests)
+            self[kind].model_time_s += watch.total_s
 
-def _timed(meter: TokenMeter, kind: str, fn, requests, *args, **kwargs):
-    start = time.perf_counter()
-    try:
-        return fn(requests, *args, **kwargs)
-    finally:
-        meter[kind].requests += len(requests)
-        meter[kind].model_time_s += time.perf_counter() - start
+
+REQUEST_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 
 def attach_meter(lm) -> TokenMeter:
-    """Count tokens and time on lm-eval's own `hf` model (HFLM) without changing what it computes.
+    """Count tokens, forward passes and time on lm-eval's own `hf` model (HFLM) without changing what it
+    computes, through public seams only:
 
-    `_model_call` sees every forward pass (batch x padded length = positions run, padding included);
-    `_loglikelihood_tokens` sees the tokenised requests (each request alone would run len(context) +
-    len(continuation) - 1 positions); `_model_generate` sees prompt and generated tokens (KV cache).
+    - a forward pre-hook on the torch module `lm.model` (torch's public `register_forward_pre_hook`) sees
+      every forward pass HFLM makes, scoring and generation alike: positions run = input_ids.numel()
+      (padding included), passes = calls;
+    - the three request methods of lm-eval's `LM` API, which lm-eval's evaluator calls by name on the model
+      object (`getattr(lm, request_type)(requests)`), are wrapped on this one instance (the class is left
+      alone) to time them and to know which request type a forward pass belongs to; what re-encoding every
+      loglikelihood request would run is counted from the requests with the model's own tokenisation.
+    tests/test_nlp_vs_hf.py::test_meter_sees_hflm_work fails if an lm-eval release stops calling the model
+    through these seams (no passes or no requests counted).
     """
-    meter = TokenMeter()
-    model_call, ll_tokens, generate = lm._model_call, lm._loglikelihood_tokens, lm._model_generate
-    methods = {kind: getattr(lm, kind) for kind in ("loglikelihood", "loglikelihood_rolling", "generate_until")}
-    state = {"kind": "loglikelihood"}
+    meter = TokenMeter(device=getattr(lm, "device", None))
+    current = {"kind": "loglikelihood"}
 
-    def counted_call(inps, *args, **kwargs):
-        meter[state["kind"]].tokens_processed += int(inps.numel())
-        return model_call(inps, *args, **kwargs)
+    def count_pass(module, args, kwargs):
+        ids = args[0] if args else kwargs.get("input_ids")
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+            positions = int(ids.shape[0] * ids.shape[1]) if ids is not None else 0
+        else:
+            positions = int(ids.numel())
+        counts = meter[current["kind"]]
+        counts.forward_passes += 1
+        counts.tokens_processed += positions
+        if current["kind"] == "generate_until":
+            counts.tokens_reencode += positions
+        return None
 
-    def counted_ll_tokens(requests, *args, **kwargs):
-        meter[state["kind"]].tokens_reencode += sum(len(c) + len(x) - 1 for _, c, x in requests)
-        return ll_tokens(requests, *args, **kwargs)
-
-    def counted_generate(context, *args, **kwargs):
-        out = generate(context, *args, **kwargs)
-        n = int(context.numel()) + (out.shape[1] - context.shape[1]) * context.shape[0]
-        meter["generate_until"].tokens_processed += n
-        meter["generate_until"].tokens_reencode += n
-        return out
+    lm.model.register_forward_pre_hook(count_pass, with_kwargs=True)
 
     def wrap(kind):
-        def method(requests, *args, **kwargs):
-            state["kind"] = kind
-            return _timed(meter, kind, methods[kind], requests, *args, **kwargs)
-        return method
+        method = getattr(lm, kind)
 
-    lm._model_call, lm._loglikelihood_tokens, lm._model_generate = counted_call, counted_ll_tokens, counted_generate
-    for kind in methods:
+        def counted(requests, *args, **kwargs):
+            current["kind"] = kind
+            if kind == "loglikelihood":
+                meter[kind].tokens_reencode += _reencode_positions(lm, requests)
+            return meter.timed(kind, method, requests, *args, **kwargs)
+        return counted
+
+    for kind in REQUEST_TYPES:
         setattr(lm, kind, wrap(kind))
     return meter
 
 
+def _reencode_positions(lm, requests) -> int:
+    """Positions that running each loglikelihood request alone would run: len(context) + len(continuation)
+    - 1, tokenised the way lm-eval's TemplateLM.loglikelihood does (an empty context is the prefix token)."""
+    total = 0
+    for context, continuation in (r.args for r in requests):
+        if context == "":
+            total += len(lm.tok_encode(continuation))
+        else:
+            ctx, cont = lm._encode_pair(context, continuation)
+            total += len(ctx) + len(cont) - 1
+    return total
+
+
 # ---- the model ----
+
+def pick_device(device: str | None) -> str:
+    """The device to run on: CUDA when available, else the CPU, unless told. lm-eval's CLI asks for
+    "cuda:0" when --device is not given, so on a machine without CUDA a plain "cuda"/"cuda:0" falls back to
+    the CPU (with a warning) instead of failing, as lm-eval's own hf model does; another cuda:N fails."""
+    import torch
+
+    if device is None or str(device).strip() == "":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device).strip()
+    if device in ("cuda", "cuda:0") and not torch.cuda.is_available():
+        log.warning("device %r requested but CUDA is not available: running on the CPU", device)
+        return "cpu"
+    return device
+
 
 def parse_batch_size(value) -> int:
     if value is None or str(value).startswith("auto"):
@@ -184,13 +235,80 @@ def _prefix_segments(contexts: list[tuple]) -> tuple[list[tuple[int, tuple]], di
     return segments, context_node
 
 
-@dataclass
-class _Pending:
-    """A continuation waiting to be scored from its context's state."""
-    key: tuple           # (context, continuation) tokens
-    state: torch.Tensor  # (n_layer, 5, 1, C) after the context minus its last token
-    inputs: list[int]    # the context's last token + continuation[:-1]: the inputs that predict...
-    targets: list[int]   # ...every continuation token
+def _ragged_advance(model, tokens: torch.Tensor, lengths: torch.Tensor, state: torch.Tensor) -> None:
+    """Run right-padded rows (B, T) of different lengths through `model` in ONE batched pass, leaving in
+    `state` (n_layer, 5, B, C), updated in place, each row's state after its own `lengths[b]` tokens.
+
+    RWKV-4's state is per layer the last position's input to time mixing and to channel mixing (token
+    shift) plus the WKV numerator/denominator/max. The first two are read at each row's last real position.
+    Padding only ever reaches the WKV through later positions, so the WKV (elementwise over channels,
+    sequential over time, negligible next to the matrix products) runs per group of rows of equal length
+    on exactly their tokens: every matrix product is batched, and every state is the one the row alone
+    would reach. This is `Block.forward` written out with the model's own modules and methods."""
+    from ..models.rwkv4 import AA, ATT_SHIFT, FFN_SHIFT, PP, token_shift
+    from ..ops.wkv import wkv
+
+    B, T = tokens.shape
+    rows = torch.arange(B, device=tokens.device)
+    last = lengths - 1
+    groups = [(int(n), (lengths == n).nonzero()[:, 0]) for n in torch.unique(lengths).tolist()]
+    x = model.emb(tokens)
+    for i, block in enumerate(model.blocks):
+        s = state[i]
+        if hasattr(block, "ln0"):
+            x = block.ln0(x)
+        att_in = block.ln1(x)
+        att = block.att
+        r, k, v = att.projections(att_in, token_shift(att_in, s[ATT_SHIFT]))
+        w, u = -torch.exp(att.time_decay.float()), att.time_first.float()
+        wkv_state = s[AA:PP + 1].transpose(0, 1)                   # (B, 3, C)
+        if len(groups) == 1:
+            y, new_wkv = wkv(w, u, k, v, wkv_state)
+        else:
+            y, new_wkv = torch.zeros_like(k), torch.empty_like(wkv_state)
+            for n, idx in groups:
+                y_g, state_g = wkv(w, u, k[idx, :n], v[idx, :n], wkv_state[idx])
+                y[idx, :n] = y_g
+                new_wkv[idx] = state_g
+        s[ATT_SHIFT] = att_in[rows, last].float()
+        s[AA:PP + 1] = new_wkv.transpose(0, 1)
+        x = x + att.output(r * y)
+        ffn_in = block.ln2(x)
+        x = x + block.ffn.mix_and_project(ffn_in, token_shift(ffn_in, s[FFN_SHIFT]))
+        s[FFN_SHIFT] = ffn_in[rows, last].float()
+
+
+def _pack(lengths: list[int], max_rows: int, max_positions: int) -> list[list[int]]:
+    """Indices into `lengths`, longest first, cut into batches for right-padded passes: at most `max_rows`
+    rows and `max_positions` padded positions per batch, and at most PAD_BUDGET padding positions, about
+    what one more pass costs on a CPU (where a pass is compute-bound: padding is paid in full)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    padding = 0
+    for i in order:
+        if batches:
+            batch = batches[-1]
+            longest = lengths[batch[0]]
+            extra = longest - lengths[i]
+            if len(batch) < max_rows and (len(batch) + 1) * longest <= max_positions and \
+                    padding + extra <= PAD_BUDGET:
+                batch.append(i)
+                padding += extra
+                continue
+        batches.append([i])
+        padding = 0
+    return batches
+
+
+def _right_padded(seqs: list, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token lists -> (tokens (B, T) right-padded with 0, lengths (B,), mask (B, T) of real positions),
+    built with one tensor for all tokens (no per-row tensors)."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    T = int(lengths.max())
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    tokens = torch.zeros(len(seqs), T, dtype=torch.long)
+    tokens[mask] = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
+    return tokens.to(device), lengths.to(device), mask.to(device)
 
 
 @register_model(MODEL_NAME)
@@ -199,11 +317,12 @@ class RWKVBenchLM(TemplateLM):
 
     model_args: pretrained=SPEC (required unless `backend` is given), tokenizer=, dtype=float32,
     chunk_size=1024, state_reuse=true (false: every request from scratch, for checking), max_gen_toks=256;
-    batch_size (continuations per forward) and device come from lm-eval's own flags.
+    batch_size (rows per forward pass: context segments or continuations) and device (default: cuda when
+    available, else cpu) come from lm-eval's own flags.
     """
 
     def __init__(self, pretrained: str | None = None, *, backend=None, tokenizer: str | None = None,
-                 device: str | None = "cpu", dtype: str = "float32", batch_size=DEFAULT_BATCH_SIZE,
+                 device: str | None = None, dtype: str = "float32", batch_size=DEFAULT_BATCH_SIZE,
                  max_batch_size=None, chunk_size: int = 1024, state_reuse=True, max_gen_toks: int = 256,
                  seed: int = 0, **unused):
         super().__init__()
@@ -212,10 +331,10 @@ class RWKVBenchLM(TemplateLM):
         if backend is None:
             if not pretrained:
                 raise UserError("rwkv-bench needs pretrained=SPEC (a preset such as rwkv4-169m, a path or a hub id)")
-            from ..commands import parse_device, parse_dtype
+            from ..options import parse_device, parse_dtype
             from ..specs import resolve
 
-            backend = resolve(str(pretrained), device=parse_device(device or "cpu"), dtype=parse_dtype(dtype),
+            backend = resolve(str(pretrained), device=parse_device(pick_device(device)), dtype=parse_dtype(dtype),
                               tokenizer=tokenizer, chunk_size=int(chunk_size), seed=int(seed))
         from ..backends.rwkv import RWKVBackend
 
@@ -230,7 +349,8 @@ class RWKVBenchLM(TemplateLM):
         self.batch_size = parse_batch_size(batch_size)
         self.state_reuse = parse_bool(state_reuse)
         self._max_gen_toks = int(max_gen_toks)
-        self.meter = TokenMeter()
+        self.meter = TokenMeter(device=self._device)
+        self._store: list[torch.Tensor] = []   # context states of the block being scored (_run_segments)
 
     # -- what lm-eval reads --
 
@@ -269,7 +389,7 @@ class RWKVBenchLM(TemplateLM):
     # -- loglikelihood --
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return _timed(self.meter, "loglikelihood", super().loglikelihood, requests, disable_tqdm=disable_tqdm)
+        return self.meter.timed("loglikelihood", super().loglikelihood, requests, disable_tqdm=disable_tqdm)
 
     @torch.no_grad()
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
@@ -307,84 +427,145 @@ class RWKVBenchLM(TemplateLM):
         """Each distinct context once, contexts that share a prefix sharing its work, then every continuation
         from a copy of its context's state.
 
-        On a CPU a small model's forward pass costs about the same for 1 or 50 tokens (reading the weights
-        dominates), so the number of passes matters as much as the number of tokens. Contexts are therefore
-        cut into the segments of their prefix tree (`_prefix_segments`) and the segments run in waves: every
-        segment whose parent state is ready joins the wave, and segments of equal length run as one batch
-        (states concatenated along the batch dimension: exact, no padding). A context runs up to its last
-        token only; that token goes into the continuation batch, where it predicts the first continuation
-        token together with all the others, so contexts never pay for the head.
+        Contexts are cut into the segments of their prefix tree (`_prefix_segments`); the segments run in
+        waves (every segment whose parent state is ready), packed into few right-padded passes of rows of
+        different lengths whose states come out exact (`_ragged_advance`), with no head at all. A context
+        runs up to its last token only; that token goes into the continuation pass, where it predicts the
+        first continuation token together with all the others. Continuations of one context whose inputs
+        are the same (all one-token choices, say) share one row and differ only in the targets read from it.
+        Continuation passes compute the head and the log-softmax only at real positions, never at padding.
         """
         contexts = sorted(by_context)
         for first in range(0, len(contexts), CONTEXT_BLOCK):   # bounds the states held at once
             block = contexts[first:first + CONTEXT_BLOCK]
             segments, context_node = _prefix_segments(block)
-            states = self._run_segments(segments)
-            empty = self.model.init_state(1)
-            pending = [_Pending((ctx, cont), states[context_node[ctx]] if context_node[ctx] >= 0 else empty,
-                                [ctx[-1], *cont[:-1]], list(cont))
-                       for ctx in block for cont in by_context[ctx]]
-            self._flush(pending, results)
+            where = self._run_segments(segments)
+            rows: dict[tuple, int] = {}          # (context, inputs) -> row
+            refs, inputs, members = [], [], []   # per row; members: [(key, targets)]
+            for ctx in block:
+                node = context_node[ctx]
+                for cont in by_context[ctx]:
+                    row_inputs = (ctx[-1], *cont[:-1])
+                    row = rows.setdefault((ctx, row_inputs), len(refs))
+                    if row == len(refs):
+                        refs.append(where[node] if node >= 0 else None)
+                        inputs.append(row_inputs)
+                        members.append([])
+                    members[row].append(((ctx, cont), cont))
+            self._score_continuations(refs, inputs, members, results)
+            self._store = []
             pbar.update(len(block))
 
-    def _run_segments(self, segments: list[tuple[int, tuple]]) -> list[torch.Tensor]:
-        """segments[i] = (parent index or -1 for the empty state, tokens); returns the state after each."""
+    def _gather_states(self, refs: list) -> torch.Tensor:
+        """refs[b] = (pass index, row) of a stored state, or None for the empty state -> (n_layer, 5, B, C),
+        a fresh tensor (one index_select per stored pass, not one slice per row)."""
+        groups: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+        for b, ref in enumerate(refs):
+            positions, rows = groups[-1 if ref is None else ref[0]]
+            positions.append(b)
+            rows.append(0 if ref is None else ref[1])
+        pieces, order = [], []
+        for source, (positions, rows) in groups.items():
+            if source < 0:
+                pieces.append(self.model.init_state(len(rows)))
+            else:
+                pieces.append(self._store[source].index_select(2, torch.tensor(rows, device=self.device)))
+            order.extend(positions)
+        state = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+        if order != sorted(order):
+            state = state.index_select(2, torch.tensor(order, device=self.device).argsort())
+        return state
+
+    def _run_segments(self, segments: list[tuple[int, tuple]]) -> list[tuple[int, int]]:
+        """segments[i] = (parent index or -1 for the empty state, tokens); returns where each segment's end
+        state is kept: (index into self._store, row)."""
         counts = self.meter["loglikelihood"]
-        states: list[torch.Tensor | None] = [None] * len(segments)
+        self._store: list[torch.Tensor] = []
+        where: list[tuple[int, int] | None] = [None] * len(segments)
         todo = list(range(len(segments)))
         while todo:
-            ready = [i for i in todo if segments[i][0] < 0 or states[segments[i][0]] is not None]
-            by_length: dict[int, list[int]] = defaultdict(list)
-            for i in ready:
-                by_length[len(segments[i][1])].append(i)
-            for length, group in by_length.items():
-                for b in range(0, len(group), SEGMENT_BATCH):
-                    rows = group[b:b + SEGMENT_BATCH]
-                    parents = [states[segments[i][0]] if segments[i][0] >= 0 else self.model.init_state(1)
-                               for i in rows]
-                    tokens = torch.tensor([segments[i][1] for i in rows], dtype=torch.long, device=self.device)
-                    state = self.model.advance(tokens, torch.cat(parents, dim=2), chunk_size=self.chunk_size)
-                    counts.tokens_processed += len(rows) * length
-                    for r, i in enumerate(rows):
-                        states[i] = state[:, :, r:r + 1]
+            ready = [i for i in todo if segments[i][0] < 0 or where[segments[i][0]] is not None]
+            for batch in _pack([len(segments[i][1]) for i in ready], self.batch_size, MAX_BATCH_POSITIONS):
+                ids = [ready[j] for j in batch]
+                seqs = [segments[i][1] for i in ids]
+                state = self._gather_states([where[segments[i][0]] if segments[i][0] >= 0 else None
+                                             for i in ids])
+                tokens, lengths, mask = _right_padded(seqs, self.device)
+                for start in range(0, tokens.shape[1], self.chunk_size):
+                    self._advance_chunk(tokens, lengths, state, start)
+                    counts.forward_passes += 1
+                counts.tokens_processed += tokens.numel()
+                counts.tokens_padding += tokens.numel() - int(lengths.sum())
+                self._store.append(state)
+                for row, i in enumerate(ids):
+                    where[i] = (len(self._store) - 1, row)
             done = set(ready)
             todo = [i for i in todo if i not in done]
-        return states
+        return where
 
-    def _flush(self, pending: list[_Pending], results: dict) -> None:
-        """Score the continuations' remaining tokens, batched: states concatenated along the batch dim,
-        inputs right-padded (RWKV is causal: padding after a sequence cannot change its outputs)."""
+    def _advance_chunk(self, tokens: torch.Tensor, lengths: torch.Tensor, state: torch.Tensor, start: int):
+        """Positions [start, start + chunk_size) of the rows still running there, state carried in place."""
+        end = min(start + self.chunk_size, tokens.shape[1])
+        if start == 0 and end == tokens.shape[1]:
+            _ragged_advance(self.model, tokens, lengths, state)
+            return
+        active = (lengths > start).nonzero()[:, 0]
+        sub = state.index_select(2, active)
+        _ragged_advance(self.model, tokens[active, start:end], (lengths[active] - start).clamp(max=end - start), sub)
+        state[:, :, active] = sub
+
+    def _score_continuations(self, refs, inputs, members, results: dict) -> None:
+        """Score every continuation from its context's state: rows packed by length (states gathered along
+        the batch dimension, inputs right-padded: RWKV is causal, so padding after a row cannot change its
+        outputs); the head and log-softmax run only at real positions, where every input predicts a
+        continuation token."""
         counts = self.meter["loglikelihood"]
-        pending = sorted(pending, key=lambda p: len(p.inputs))
-        batch: list[_Pending] = []
-        for item in pending + [None]:
-            if item is not None and len(batch) < self.batch_size and \
-                    (len(batch) + 1) * len(item.inputs) <= max(MAX_BATCH_POSITIONS, len(item.inputs)):
-                batch.append(item)
-                continue
-            if batch:
-                T = max(len(p.inputs) for p in batch)
-                tokens = torch.zeros(len(batch), T, dtype=torch.long)
-                for b, p in enumerate(batch):
-                    tokens[b, :len(p.inputs)] = torch.tensor(p.inputs)
-                state = torch.cat([p.state for p in batch], dim=2)
-                logits, _ = self._run(tokens, state)
-                counts.tokens_processed += len(batch) * T
-                counts.tokens_padding += sum(T - len(p.inputs) for p in batch)
-                logp = F.log_softmax(logits.float(), dim=-1)
-                for b, p in enumerate(batch):
-                    n = len(p.targets)
-                    target = torch.tensor(p.targets, device=logp.device)
-                    token_lp = logp[b, :n].gather(-1, target[:, None])[:, 0]
-                    greedy = bool((logp[b, :n].argmax(-1) == target).all())
-                    results[p.key] = (float(token_lp.double().sum()), greedy)
-            batch = [item] if item is not None else []
+        for batch in _pack([len(x) for x in inputs], self.batch_size, MAX_BATCH_POSITIONS):
+            tokens, lengths, mask = _right_padded([inputs[i] for i in batch], self.device)
+            state = self._gather_states([refs[i] for i in batch])
+            # hidden states at the real positions, row-major (row b's positions start at offset[b])
+            hidden = torch.empty(int(lengths.sum()), self.model.config.n_embd, device=self.device,
+                                 dtype=self.model.emb.weight.dtype)
+            flat = mask.flatten().cumsum(0).view_as(mask) - 1
+            for start in range(0, tokens.shape[1], self.chunk_size):
+                end = min(start + self.chunk_size, tokens.shape[1])
+                x = self.model.hidden(tokens[:, start:end], state, recurrent=False)
+                counts.forward_passes += 1
+                chunk_mask = mask[:, start:end]
+                hidden[flat[:, start:end][chunk_mask]] = x[chunk_mask]
+            counts.tokens_processed += tokens.numel()
+            counts.tokens_padding += tokens.numel() - hidden.shape[0]
+            # one element per (continuation, target token): the position that predicts it
+            offsets = [0]
+            for i in batch:
+                offsets.append(offsets[-1] + len(inputs[i]))
+            keys, el_pos, el_tgt, el_who = [], [], [], []
+            for b, i in enumerate(batch):
+                for key, targets in members[i]:
+                    el_pos.extend(range(offsets[b], offsets[b] + len(targets)))
+                    el_tgt.extend(targets)
+                    el_who.extend([len(keys)] * len(targets))
+                    keys.append(key)
+            el_pos, el_tgt, el_who = (torch.tensor(v, dtype=torch.long, device=self.device)
+                                      for v in (el_pos, el_tgt, el_who))
+            logp_sum = torch.zeros(len(keys), dtype=torch.float64, device=self.device)
+            misses = torch.zeros(len(keys), dtype=torch.long, device=self.device)
+            for h in range(0, hidden.shape[0], HEAD_ROWS):
+                logits = self.model.logits(hidden[h:h + HEAD_ROWS]).float()
+                sel = ((el_pos >= h) & (el_pos < h + HEAD_ROWS)).nonzero()[:, 0]
+                pos, tgt, who = el_pos[sel] - h, el_tgt[sel], el_who[sel]
+                lp = logits[pos, tgt] - torch.logsumexp(logits, dim=-1)[pos]
+                logp_sum.index_add_(0, who, lp.double())
+                misses.index_add_(0, who, (logits.argmax(-1)[pos] != tgt).long())
+            for key, lp, miss in zip(keys, logp_sum.tolist(), misses.tolist()):
+                results[key] = (lp, miss == 0)
 
     def _score_from_scratch(self, ctx: tuple, cont: tuple) -> tuple[float, bool]:
         """The reference: one request, context + continuation[:-1] run from the empty state."""
         inputs = ctx + cont[:-1]
         logits, _ = self._run(self._tensor(inputs), None)
         self.meter["loglikelihood"].tokens_processed += len(inputs)
+        self.meter["loglikelihood"].forward_passes += -(-len(inputs) // self.chunk_size)
         logp = F.log_softmax(logits[0, len(ctx) - 1:].float(), dim=-1)
         target = torch.tensor(cont, device=logp.device)
         token_lp = logp.gather(-1, target[:, None])[:, 0]
@@ -393,7 +574,7 @@ class RWKVBenchLM(TemplateLM):
     # -- loglikelihood_rolling --
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        return _timed(self.meter, "loglikelihood_rolling", self._rolling, requests, disable_tqdm=disable_tqdm)
+        return self.meter.timed("loglikelihood_rolling", self._rolling, requests, disable_tqdm=disable_tqdm)
 
     def _rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """The whole text in one pass (chunked, state carried): the same numbers as `rwkv-bench score`."""
@@ -404,6 +585,7 @@ class RWKVBenchLM(TemplateLM):
             total = float(self.backend.token_logprobs(ids).sum()) if ids else 0.0
             counts.tokens_processed += len(ids)
             counts.tokens_reencode += len(ids)
+            counts.forward_passes += -(-len(ids) // self.chunk_size)
             out.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
         return out
@@ -411,7 +593,7 @@ class RWKVBenchLM(TemplateLM):
     # -- generate_until --
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        return _timed(self.meter, "generate_until", self._generate, requests, disable_tqdm=disable_tqdm)
+        return self.meter.timed("generate_until", self._generate, requests, disable_tqdm=disable_tqdm)
 
     @torch.no_grad()
     def _generate(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -452,6 +634,7 @@ class RWKVBenchLM(TemplateLM):
             logits, state = self._run(self._tensor(ids), None, last_only=True)
             counts.tokens_processed += len(ids)
             counts.tokens_reencode += len(ids)
+            counts.forward_passes += -(-len(ids) // self.chunk_size)
             states.append(state)
             last.append(logits[0, -1])
         state, logits = torch.cat(states, dim=2), torch.stack(last)
@@ -480,5 +663,6 @@ class RWKVBenchLM(TemplateLM):
             logits = logits[:, -1]
             counts.tokens_processed += len(active)
             counts.tokens_reencode += len(active)
+            counts.forward_passes += 1
         for r, (i, _, until, _) in enumerate(rows):
             yield i, postprocess_generated_text(texts[r], until, None)

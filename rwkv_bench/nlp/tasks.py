@@ -40,6 +40,7 @@ PAPER_METRICS = {
     "winogrande": ["acc"],
     # our local tasks, reported the same way as their standard counterparts
     "rwkv_bench_mc": ["acc", "acc_norm"],
+    "rwkv_bench_hellaswag": ["acc", "acc_norm"],
     "rwkv_bench_lambada": ["perplexity", "acc"],
     "rwkv_bench_rolling": ["bits_per_byte", "word_perplexity"],
 }
