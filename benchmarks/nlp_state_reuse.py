@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -27,43 +26,9 @@ from pathlib import Path
 
 import torch
 
+from rwkv_bench.recording import cpu_name
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def save_hf_peer(model, tokenizer, directory: Path) -> Path:
-    """Our RWKV4 as a transformers RwkvForCausalLM directory (same weights), with the GPT-NeoX tokenizer."""
-    from transformers import PreTrainedTokenizerFast, RwkvConfig, RwkvForCausalLM
-
-    from rwkv_bench.models.loaders import blinkdl_to_hf_state_dict
-
-    c = model.config
-    config = RwkvConfig(vocab_size=c.vocab_size, hidden_size=c.n_embd, num_hidden_layers=c.n_layer,
-                        attention_hidden_size=c.n_embd, intermediate_size=c.ffn_dim,
-                        layer_norm_epsilon=c.layer_norm_eps, rescale_every=0, tie_word_embeddings=False,
-                        bos_token_id=0, eos_token_id=0)
-    with torch.device("meta"):
-        peer = RwkvForCausalLM(config)
-    peer.load_state_dict(blinkdl_to_hf_state_dict(model.state_dict()), strict=True, assign=True)
-    peer.save_pretrained(directory)
-    impl = tokenizer.impl
-    if hasattr(impl, "save_pretrained"):
-        impl.save_pretrained(directory)
-    else:
-        eot = impl.id_to_token(0) or "<|endoftext|>"
-        pad = "<|padding|>" if impl.token_to_id("<|padding|>") is not None else eot
-        PreTrainedTokenizerFast(tokenizer_object=impl, bos_token=eot, eos_token=eot, unk_token=eot,
-                                pad_token=pad).save_pretrained(directory)
-    return directory
 
 
 class Runner:
@@ -99,11 +64,14 @@ def bench_preset(preset: str, tasks: list[str], args, tmp: Path) -> list[dict]:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    from rwkv_bench.models.peer import save_peer
+    from rwkv_bench.nlp.evaluate import save_hf_tokenizer
     from rwkv_bench.nlp.lm import RWKVBenchLM, attach_meter
     from rwkv_bench.specs import resolve
 
     backend = resolve(preset, device="cpu", dtype=torch.float32, seed=0)
-    directory = save_hf_peer(backend.model, backend.tokenizer, tmp / preset)
+    directory = save_peer(preset, tmp / preset, seed=0)  # transformers' RwkvForCausalLM, the same weights
+    save_hf_tokenizer(backend.tokenizer, directory)
 
     def make_ours(bs):
         lm = RWKVBenchLM(backend=backend, batch_size=bs)
@@ -161,7 +129,7 @@ def main() -> None:
         for preset in args.presets.split(","):
             print(f"{preset}:", flush=True)
             rows += bench_preset(preset.strip(), args.tasks.split(","), args, Path(tmp))
-    print(f"\nCPU: {cpu_model()} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, float32; "
+    print(f"\nCPU: {cpu_name()} ({torch.get_num_threads()} torch threads), torch {torch.__version__}, float32; "
           f"medians of {args.rounds} alternating rounds at each runner's best batch size")
     print("| preset | task | runner | batch | requests | tokens | passes | model s | wall s | acc | acc_norm |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
