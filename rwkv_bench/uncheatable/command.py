@@ -8,11 +8,13 @@ from .config import UncheatableConfig
 
 
 def uncheatable(given: dict, *, out, resume: bool, progress: bool) -> None:
+    from ..distributed import from_env
     from .evaluate import run
 
     run_dir = run({**given, "progress": progress}, out=out, resume=resume)
-    print((run_dir / "summary.md").read_text())
-    print(f"results: {run_dir}")
+    if from_env().is_main:  # under torchrun every rank runs this; rank 0 speaks for the run
+        print((run_dir / "summary.md").read_text())
+        print(f"results: {run_dir}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..options import option
-from .arxiv_source import MIN_DELAY_S
 from .texts import DEFAULT_CHARS, DEFAULT_MIN_CHARS
 
 # The paper's smallest pair: RWKV-4 169M (run by our RWKV-4) against Pythia-160M (transformers).
 DEFAULT_MODELS = "RWKV/rwkv-4-169m-pile,EleutherAI/pythia-160m"
 DEFAULT_PAPERS = 1000
+MIN_DELAY_S = 3.0  # arXiv's API terms: no more than one request every three seconds
 
 
 @dataclass
@@ -25,7 +25,7 @@ class UncheatableConfig:
     since: str | None = option(None, "First submission date, YYYY-MM-DD (default: 14 days before today).")
     until: str | None = option(None, "Last submission date, YYYY-MM-DD (default: yesterday).")
     categories: str | None = option(None, "Comma-separated arXiv categories, e.g. cs.CL,cs.LG (default: all).")
-    chars: int = option(DEFAULT_CHARS, "Characters kept per text (the first ones).", fixed=True)
+    chars: int = option(DEFAULT_CHARS, "Characters kept per text (the first ones; 0 keeps whole texts).", fixed=True)
     min_chars: int = option(DEFAULT_MIN_CHARS, "Shorter texts are skipped (arXiv) or rejected (file).", fixed=True)
     cache_dir: Path | None = option(None, "arXiv cache directory (default: the user cache dir).")
     offline: bool = option(False, "Use only cached arXiv papers; no network.", flags=("--offline/--online",))

@@ -2,19 +2,47 @@
 
 A run directory holds meta.json (kind "uncheatable"), papers.csv (what was scored: ids, sha256 of the
 scored text, source), per_paper.csv (one row per model and paper, appended and fsynced as soon as the
-paper is scored) and the tables and figures `report.render` makes from those. `--resume` continues a run:
-the same texts (checked by sha256) and no (model, paper) pair scored twice.
+paper is scored), token_logprobs.npz (every scored token's log-probability) and the tables and figures
+`report.render` makes from those. `--resume` continues a run: the same texts (checked by sha256) and no
+(model, paper) pair scored twice.
+
+Under torchrun (`torchrun --nproc-per-node N --no-python rwkv-bench uncheatable ...`, see
+`rwkv_bench.distributed`) the (model, paper) pairs are split across ranks. Rank 0 alone checks the options,
+reads the texts (it alone talks to arXiv), writes meta.json and papers.csv, and hands the texts to the
+other ranks over the process group, so no other rank touches arXiv or its cache. For each model the papers
+still to score are dealt out by length (longest first, each to the rank with the fewest characters so
+far); each rank loads the model on its own device (its LOCAL_RANK's GPU, or its share of the CPU cores) and
+scores its share with no further communication, appending its rows to its own part file
+per_paper.rank<k>.csv, fsynced row by row as per_paper.csv is in a single process. At the end rank 0
+gathers each rank's timings, merges per_paper.csv and the parts into per_paper.csv in the single-process
+order (models in --models order, papers in text order), packs the per-token file and renders the report:
+the files one process writes. A resume (with any number of ranks, or none) reads per_paper.csv and every
+part to know what is done, so a run survives the death of any rank. Across machines, --out must be on a
+filesystem every node sees (each rank writes its part file and per-token files there).
+
+Per-token log-probabilities: each scored text's float32 array is written (atomically, before its row) to
+token_logprobs/<model index>-<paper index>.npy; when the run completes they are packed into one
+token_logprobs.npz in per_paper.csv's row order (layout: `report.read_token_logprobs`) and the directory
+is removed.
 """
 from __future__ import annotations
 
-import datetime as dt
+import csv
 import gc
+import io
 import math
+import os
+import platform
+import signal
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .. import distributed
 from ..errors import UserError
 from ..options import as_dict, canonical_dtype, merge_options, parse_device, parse_dtype, positive
 from ..recording import (append_row, finish_meta, open_run, read_meta, read_rows, resume_meta, start_meta,
@@ -31,6 +59,13 @@ PER_PAPER_COLUMNS = ["model", "paper_id", "text_source", "tokens", "bytes", "cha
 PAPER_COLUMNS = ["paper_id", "text_source", "chars", "bytes", "sha256", "version", "published", "categories",
                  "title"]
 RANDOM_WARNING = "{spec} has random weights: its scores say nothing about language-modelling quality"
+PART_GLOB = "per_paper.rank*.csv"    # one per rank under torchrun, merged into per_paper.csv at the end
+TOKENS_DIR = "token_logprobs"        # per-text .npy files while the run goes on
+TOKENS_FILE = "token_logprobs.npz"   # all of them, packed when the run completes
+WHOLE_TEXT = sys.maxsize             # --chars 0: no cut
+# A test hook for --resume after a rank dies: rank RWKV_BENCH_TEST_DIE_RANK (default 1) SIGKILLs itself
+# right after writing its K-th row. Never set outside tests.
+DIE_AFTER_ENV, DIE_RANK_ENV = "RWKV_BENCH_TEST_DIE_AFTER", "RWKV_BENCH_TEST_DIE_RANK"
 
 
 def console(enabled: bool = True):
@@ -57,12 +92,19 @@ def progress_bar(enabled: bool):
 
 # ---- texts ----
 
+def cut(chars: int) -> int:
+    """The characters kept per text: --chars, or every one for --chars 0."""
+    return chars if chars else WHOLE_TEXT
+
+
 def check_options(o: UncheatableConfig) -> list:
     """Every option checked before any text is fetched or model loaded; returns the parsed model specs."""
     from ..backends import check_reachable
 
     positive(o.papers, "--papers")
-    check_lengths(o.chars, o.min_chars)
+    if o.chars < 0:
+        raise UserError(f"--chars must be positive, or 0 to keep whole texts, got {o.chars}")
+    check_lengths(cut(o.chars), o.min_chars)
     positive(o.stride, "--stride")
     parse_device(o.device)
     canonical_dtype(o.dtype)
@@ -84,7 +126,7 @@ def check_options(o: UncheatableConfig) -> list:
 
 def gather_file(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     # a user's own file is the evaluation set: a text below the minimum is an error, not a silent skip
-    papers, dropped = select(read_papers_file(o.papers_file), chars=o.chars, min_chars=o.min_chars,
+    papers, dropped = select(read_papers_file(o.papers_file), chars=cut(o.chars), min_chars=o.min_chars,
                              short="error", limit=o.papers)
     for dup, first in dropped["duplicates"]:
         warn(f"text {dup} repeats text {first} exactly: dropped")
@@ -100,7 +142,7 @@ def gather_arxiv(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     categories = src.parse_categories(o.categories)
     opts = src.FetchOptions(cache=cache, since=since, until=until, categories=categories, delay=o.delay,
                             page_size=o.page_size, retries=o.retries, max_chars=max(src.CACHE_MAX_CHARS, o.chars))
-    selector = Selector(chars=o.chars, min_chars=o.min_chars)
+    selector = Selector(chars=cut(o.chars), min_chars=o.min_chars)
     kept: list[Paper] = []
     stats = {"listed": 0, "from_cache": 0, "fetched": 0, "abstract_only": 0}
     where = f"{since}..{until}" + (f" in {','.join(categories)}" if categories else "")
@@ -144,7 +186,7 @@ def gather_arxiv(o: UncheatableConfig) -> tuple[list[Paper], dict]:
 def gather_resumed(meta: dict, run_dir: Path) -> list[Paper]:
     """The texts a run was started on, checked against papers.csv's sha256."""
     listed = pd.read_csv(run_dir / "papers.csv", dtype={"paper_id": str}, keep_default_na=False)
-    chars, min_chars = meta["chars"], meta["min_chars"]
+    chars, min_chars = cut(meta["chars"]), meta["min_chars"]
     if meta.get("source") == "file":
         pool = {p.paper_id: p for p in read_papers_file(meta["papers_file"])}
     else:
@@ -163,13 +205,26 @@ def gather_resumed(meta: dict, run_dir: Path) -> list[Paper]:
 
 # ---- scoring ----
 
-def score(backend, text: str, stride: int | None):
-    from ..scoring import score_text
+def score_tokens(backend, text: str, stride: int | None):
+    """The text's TextScore (as `scoring.score_text` computes it) and every token's log-probability (float32)."""
+    from ..scoring import TextScore
 
+    if not text:
+        raise UserError("the text is empty: nothing to score")
+    ids = backend.encode(text)
+    if not ids:
+        raise UserError("the text encodes to zero tokens: nothing to score")
     try:
-        return score_text(backend, text, stride=stride)
+        logprobs = backend.token_logprobs(ids, stride=stride)
     except ValueError as exc:  # a stride the model's window cannot take
         raise UserError(f"{backend.spec}: {exc}") from None
+    result = TextScore(model=backend.spec, implementation=backend.implementation, tokens=len(ids),
+                       bytes=len(text.encode("utf-8")), chars=len(text), logprob_nats=float(logprobs.sum()))
+    return result, logprobs.detach().cpu().numpy().astype(np.float32)
+
+
+def score(backend, text: str, stride: int | None):
+    return score_tokens(backend, text, stride)[0]
 
 
 def protocol_of(backend, stride: int | None) -> str:
@@ -186,54 +241,246 @@ def read_per_paper(path: Path) -> pd.DataFrame:
                      na_values={"logprob_nats": [""]})
 
 
-def score_models(papers: list[Paper], o: UncheatableConfig, specs: list, run_dir: Path) -> None:
+def row_files(run_dir: Path) -> list[Path]:
+    """per_paper.csv and the part files of ranks, whichever exist."""
+    return [p for p in [run_dir / "per_paper.csv", *sorted(run_dir.glob(PART_GLOB))] if p.is_file()]
+
+
+def done_pairs(run_dir: Path) -> set[tuple[str, str]]:
+    """(model, paper_id) pairs with a row in per_paper.csv or in any rank's part file."""
+    done = set()
+    for path in row_files(run_dir):
+        rows = read_per_paper(path)
+        done |= set(zip(rows["model"], rows["paper_id"]))
+    return done
+
+
+def deal(todo: list[Paper], ranks: int) -> list[list[Paper]]:
+    """Each rank's share of `todo`: longest text first, each to the rank with the fewest characters so far
+    (ties: the lowest rank); every share in text order. The same on every rank (no randomness)."""
+    order = {p.paper_id: i for i, p in enumerate(todo)}
+    loads, shares = [0] * ranks, [[] for _ in range(ranks)]
+    for paper in sorted(todo, key=lambda p: -len(p.text)):       # stable: equal lengths in text order
+        k = loads.index(min(loads))
+        shares[k].append(paper)
+        loads[k] += len(paper.text)
+    return [sorted(share, key=lambda p: order[p.paper_id]) for share in shares]
+
+
+@dataclass
+class Plan:
+    """What rank 0 prepared and every rank works from."""
+    run_dir: Path
+    options: UncheatableConfig
+    specs: list
+    papers: list[Paper]
+    done: set
+
+
+def model_entry(spec, backend, o: UncheatableConfig, load_seconds: float) -> dict:
+    import torch
+
+    from ..specs import identity
+
+    return {**backend.describe(), "identity": identity(spec), "protocol": protocol_of(backend, o.stride),
+            "bos_token_id": backend.bos_token_id, "load_seconds": round(load_seconds, 2),
+            "torch_threads": torch.get_num_threads()}
+
+
+def save_token_logprobs(path: Path, logprobs: np.ndarray) -> None:
+    """One text's log-probabilities, written whole or not at all (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, logprobs)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def die_after() -> tuple[int, int] | None:
+    """(rank, rows) of the test hook that kills a rank, or None."""
+    rows = os.environ.get(DIE_AFTER_ENV)
+    return (int(os.environ.get(DIE_RANK_ENV, "1")), int(rows)) if rows else None
+
+
+def score_models(plan: Plan, dist: distributed.Dist, device: str) -> dict:
+    """Score this rank's share of every model's remaining papers; what it did, for meta.json."""
     import torch
 
     from ..backends import load
-    from ..specs import identity
     from ..trackers import latency
 
-    per_paper = run_dir / "per_paper.csv"
-    done = read_per_paper(per_paper)
-    done_pairs = set(zip(done["model"], done["paper_id"]))
-    device, dtype = parse_device(o.device), parse_dtype(o.dtype)
-    for spec in specs:
-        todo = [p for p in papers if (spec.text, p.paper_id) not in done_pairs]
+    o, run_dir = plan.options, plan.run_dir
+    rows_path = run_dir / (f"per_paper.rank{dist.rank}.csv" if dist.enabled else "per_paper.csv")
+    paper_index = {p.paper_id: i for i, p in enumerate(plan.papers)}
+    dtype = parse_dtype(o.dtype)
+    die = die_after()
+    written = 0
+    mine = {"rank": dist.rank, "local_rank": dist.local_rank, "host": platform.node(), "device": device,
+            "torch_threads": torch.get_num_threads(), "models": {}}
+    for model_index, spec in enumerate(plan.specs):
+        todo = [p for p in plan.papers if (spec.text, p.paper_id) not in plan.done]
         if not todo:
-            console(o.progress).print(f"{spec.text}: all {len(papers)} papers already scored (resumed)")
+            if dist.is_main:
+                console(o.progress).print(f"{spec.text}: all {len(plan.papers)} papers already scored (resumed)")
+            continue
+        share = deal(todo, dist.world_size)[dist.rank]
+        if not share:
             continue
         with latency() as loading:
             backend = load(spec, device=device, dtype=dtype, tokenizer=o.tokenizer)
-        if backend.random_weights:
-            warn(RANDOM_WARNING.format(spec=spec.text))
-        meta = read_meta(run_dir)
-        meta.setdefault("models", {})[spec.text] = {
-            **backend.describe(), "identity": identity(spec), "protocol": protocol_of(backend, o.stride),
-            "bos_token_id": backend.bos_token_id, "load_seconds": round(loading.seconds, 2),
-            "torch_threads": torch.get_num_threads()}
-        write_json(run_dir / "meta.json", meta)
-        with progress_bar(o.progress) as bar:
-            task = bar.add_task(f"scoring {spec.text}", total=len(papers), completed=len(papers) - len(todo))
-            for paper in todo:
+        entry = model_entry(spec, backend, o, loading.seconds)
+        if dist.is_main:
+            if backend.random_weights:
+                warn(RANDOM_WARNING.format(spec=spec.text))
+            meta = read_meta(run_dir)
+            meta.setdefault("models", {})[spec.text] = entry
+            write_json(run_dir / "meta.json", meta)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        with progress_bar(o.progress and dist.is_main) as bar:
+            if dist.enabled:
+                task = bar.add_task(f"scoring {spec.text} (rank 0's {len(share)} of {len(todo)})", total=len(share))
+            else:
+                task = bar.add_task(f"scoring {spec.text}", total=len(plan.papers),
+                                    completed=len(plan.papers) - len(todo))
+            for paper in share:
                 with latency(backend.device) as timing:
-                    result = score(backend, paper.text, o.stride)
+                    result, logprobs = score_tokens(backend, paper.text, o.stride)
+                save_token_logprobs(run_dir / TOKENS_DIR / f"{model_index}-{paper_index[paper.paper_id]}.npy",
+                                    logprobs)
                 row = result.as_dict()
                 row.update(model=spec.text, paper_id=paper.paper_id, text_source=paper.text_source,
                            bits=result.bits, seconds=round(timing.seconds, 4),
                            tokens_per_s=result.tokens / timing.seconds if timing.seconds > 0 else math.nan,
                            random_weights=backend.random_weights)
-                append_row(per_paper, row, PER_PAPER_COLUMNS)
+                append_row(rows_path, row, PER_PAPER_COLUMNS)
                 bar.advance(task)
+                written += 1
+                if die is not None and die == (dist.rank, written):
+                    print(f"rank {dist.rank}: killed by {DIE_AFTER_ENV}={written} (a test of --resume)",
+                          file=sys.stderr, flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)
+        # CPU seconds beside wall seconds: a rank that got less than its cores (a busy machine) shows here
+        mine["models"][spec.text] = {"entry": entry, "papers": len(share),
+                                     "scoring_seconds": round(time.perf_counter() - started, 3),
+                                     "scoring_cpu_seconds": round(time.process_time() - cpu_started, 3)}
         del backend
         gc.collect()
+    return mine
+
+
+# ---- completing a run (rank 0) ----
+
+def read_raw_rows(path: Path) -> list[dict]:
+    """A row file's complete rows as the strings written (a last line cut short by a kill is dropped)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    text = text[: text.rfind("\n") + 1]
+    return list(csv.DictReader(io.StringIO(text))) if text.strip() else []
+
+
+def merge_rows(run_dir: Path, specs: list, papers: list[Paper]) -> None:
+    """per_paper.csv and every rank's part into per_paper.csv, one row per (model, paper) in the single-process
+    order, values as written; then the parts are removed. Nothing to do without parts."""
+    parts = sorted(run_dir.glob(PART_GLOB))
+    if not parts:
+        return
+    rank = {(s.text, p.paper_id): (i, j) for i, s in enumerate(specs) for j, p in enumerate(papers)}
+    rows: dict[tuple, dict] = {}
+    for path in [run_dir / "per_paper.csv", *parts]:
+        for row in read_raw_rows(path):
+            rows.setdefault((row["model"], row["paper_id"]), row)
+    ordered = sorted(rows.items(), key=lambda kv: rank.get(kv[0], (len(specs), len(papers))))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PER_PAPER_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(row for _, row in ordered)
+    tmp = run_dir / "per_paper.csv.tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, run_dir / "per_paper.csv")
+    for path in parts:
+        path.unlink()
+
+
+def pack_token_logprobs(run_dir: Path, specs: list, papers: list[Paper]) -> Path | None:
+    """token_logprobs/ (and an earlier token_logprobs.npz) into one token_logprobs.npz in per_paper.csv's row
+    order; the directory is removed. Rows without log-probabilities (a run from before they were kept) are
+    left out. None when there is nothing to pack."""
+    from .report import read_token_logprobs
+
+    arrays: dict[tuple[str, str], np.ndarray] = {}
+    packed = run_dir / TOKENS_FILE
+    if packed.is_file():
+        for model, items in read_token_logprobs(run_dir).items():
+            arrays.update({(model, pid): values for pid, values in items})
+    folder = run_dir / TOKENS_DIR
+    files = sorted(folder.glob("*-*.npy")) if folder.is_dir() else []
+    for path in files:
+        i, j = (int(x) for x in path.stem.split("-"))
+        arrays[(specs[i].text, papers[j].paper_id)] = np.load(path)
+    if not arrays:
+        return None
+    rows = read_per_paper(run_dir / "per_paper.csv")
+    models = [s.text for s in specs]
+    keys = [(m, pid) for m, pid in zip(rows["model"], rows["paper_id"]) if (m, pid) in arrays and m in models]
+    lengths = np.array([len(arrays[k]) for k in keys], dtype=np.int64)
+    tmp = run_dir / (TOKENS_FILE + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(
+            f, models=np.array(models, dtype=str), model=np.array([models.index(m) for m, _ in keys], dtype=np.int32),
+            paper_id=np.array([pid for _, pid in keys], dtype=str),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            logprobs=np.concatenate([arrays[k] for k in keys]).astype(np.float32) if keys else np.zeros(0, np.float32))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, packed)
+    for path in folder.glob("*") if folder.is_dir() else []:
+        path.unlink()
+    if folder.is_dir():
+        folder.rmdir()
+    return packed
+
+
+def complete(plan: Plan, ranks: list[dict], dist: distributed.Dist) -> None:
+    """Rank 0, once every rank is done: merged rows, packed log-probabilities, timings in meta.json, report."""
+    run_dir = plan.run_dir
+    merge_rows(run_dir, plan.specs, plan.papers)
+    pack_token_logprobs(run_dir, plan.specs, plan.papers)
+    meta = read_meta(run_dir)
+    models = meta.setdefault("models", {})
+    for spec in plan.specs:
+        did = [(r, r["models"][spec.text]) for r in ranks if spec.text in r["models"]]
+        if not did:
+            continue
+        entry = models.setdefault(spec.text, did[0][1]["entry"])  # rank 0 wrote it, unless it had no share
+        # this launch's scoring phase (model loading excluded): the slowest rank's wall seconds, every rank's CPU
+        entry["scoring_seconds"] = max(m["scoring_seconds"] for _, m in did)
+        entry["scoring_cpu_seconds"] = round(sum(m["scoring_cpu_seconds"] for _, m in did), 3)
+        entry["papers_scored"] = sum(m["papers"] for _, m in did)
+        if dist.enabled:
+            entry["ranks"] = [{"rank": r["rank"], "host": r["host"], "device": r["device"],
+                               "torch_threads": r["torch_threads"], "load_seconds": m["entry"]["load_seconds"],
+                               "papers": m["papers"], "scoring_seconds": m["scoring_seconds"],
+                               "scoring_cpu_seconds": m["scoring_cpu_seconds"]} for r, m in did]
+    if dist.enabled:
+        meta["distributed"] = {"world_size": dist.world_size, "backend": distributed.process_group_backend(),
+                               "ranks": [{k: r[k] for k in ("rank", "local_rank", "host", "device", "torch_threads")}
+                                         for r in ranks]}
+    write_json(run_dir / "meta.json", meta)
+    finish_meta(run_dir)
+    from .report import render
+
+    render(run_dir)
 
 
 # ---- the whole run ----
 
-def run(given: dict, *, out: Path | None = None, resume: bool = False) -> Path:
-    """Gather texts, score them under every model (resuming if asked), write the report; the run dir.
-    `given`: UncheatableConfig fields set by the user (None or absent: the default, or the resumed run's)."""
-    run_dir, old_meta = open_run(KIND, out=out, resume=resume, results=("per_paper.csv", "papers.csv"))
+def prepare(given: dict, out: Path | None, resume: bool) -> Plan:
+    """Rank 0 (or the only process): options checked, texts gathered, meta.json and papers.csv written."""
+    run_dir, old_meta = open_run(KIND, out=out, resume=resume, results=("per_paper.csv", "papers.csv", PART_GLOB))
     o = merge_options(UncheatableConfig, given, (old_meta or {}).get("options"))
     specs = check_options(o)
     if old_meta is not None:
@@ -250,19 +497,32 @@ def run(given: dict, *, out: Path | None = None, resume: bool = False) -> Path:
                    protocol=PROTOCOL)
         pd.DataFrame([p.row() for p in papers]).reindex(columns=PAPER_COLUMNS).to_csv(run_dir / "papers.csv",
                                                                                        index=False)
-    score_models(papers, o, specs, run_dir)
-    finish_meta(run_dir)
-    from .report import render
-
-    render(run_dir)
-    return run_dir
+    return Plan(run_dir, o, specs, papers, done_pairs(run_dir))
 
 
-PROTOCOL = ("Each text is NFC-normalised and cut to its first `chars` characters. It is tokenized by each "
+def run(given: dict, *, out: Path | None = None, resume: bool = False) -> Path:
+    """Gather texts, score them under every model (resuming if asked), write the report; the run dir.
+    `given`: UncheatableConfig fields set by the user (None or absent: the default, or the resumed run's).
+    Under torchrun every rank calls this; the (model, paper) pairs are split between them (module doc)."""
+    dist = distributed.init()
+    plan = distributed.rank_zero_first(lambda: prepare(given, out, resume), dist)
+    mine = score_models(plan, dist, distributed.device_for(plan.options.device, dist))
+    ranks = distributed.gather_objects(mine, dist)
+    if dist.is_main:
+        complete(plan, ranks, dist)
+    distributed.barrier(dist)  # the report is written before any rank returns
+    distributed.shutdown()
+    return plan.run_dir
+
+
+PROTOCOL = ("Each text is NFC-normalised and cut to its first `chars` characters (0: the whole text). It is "
+            "tokenized by each "
             "model's own tokenizer without special tokens, and every token is scored, the first conditioned on "
             "the model's BOS / end-of-text token (token 0 for RWKV-4 Pile models), which is not scored. "
             "Transformers score texts longer than their context with a sliding window (see each model's "
             "protocol); RWKV carries its state over the whole text. logprob_nats is the sum of natural-log "
             "probabilities; bits_per_byte = -logprob_nats / ln 2 / UTF-8 bytes; bits_per_char divides by "
             "characters; compression_rate_pct = bits_per_byte / 8 x 100. Intervals: percentile bootstrap over "
-            "papers (95%); pairs of models compared paper by paper on the papers both scored.")
+            "papers (95%); pairs of models compared paper by paper on the papers both scored. Loss by "
+            "position: each token's bits (-log2 p), averaged within log-spaced bins of token position in each "
+            "text, then over the texts that reach the bin (95% percentile bootstrap over texts).")

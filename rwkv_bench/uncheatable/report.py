@@ -3,14 +3,17 @@
 Writes (names are stable): summary.csv, pairwise.csv, summary.md, bits_per_byte.png/.svg (per-model mean
 bits per byte with 95% bootstrap intervals) and, with two models or more, paired_scatter.png/.svg (the
 first pair of pairwise.csv: per-paper bits per byte against each other, with the papers each wins and the
-ties counted as pairwise.csv counts them, within stats.TIE_TOLERANCE).
+ties counted as pairwise.csv counts them, within stats.TIE_TOLERANCE), and, from token_logprobs.npz,
+loss_by_position.csv and loss_by_position.png/.svg (mean bits per token against token position, log-spaced
+bins, 95% bootstrap intervals over texts, one line per model, each transformer's context marked).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-
 
 from ..recording import busy_warning, read_meta, read_rows
 from ..report.figures import finish_axes, pyplot, save_figure
@@ -18,6 +21,39 @@ from ..report.tables import fmt, markdown_table
 from . import stats
 
 RANDOM_MARK = " (random weights)"
+TOKENS_FILE, TOKENS_DIR = "token_logprobs.npz", "token_logprobs"
+
+
+def read_token_logprobs(run_dir: str | Path) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Every scored text's per-token natural-log probabilities (float32, the first token's first), by model:
+    {model: [(paper_id, array), ...]} in per_paper.csv's order.
+
+    token_logprobs.npz (a completed run) holds five arrays: `models` (the model specs), and per scored text,
+    in per_paper.csv's row order, `model` (an index into `models`), `paper_id`, and `offsets` (one more):
+    that text's values are `logprobs[offsets[i]:offsets[i + 1]]`. A run still going (or interrupted) has
+    them as token_logprobs/<model index>-<paper index>.npy (indices into meta.json's model_specs and ids).
+    Empty when the run kept none."""
+    run_dir = Path(run_dir)
+    out: dict[str, list] = {}
+    packed = run_dir / TOKENS_FILE
+    if packed.is_file():
+        with np.load(packed, allow_pickle=False) as z:
+            models, which, ids, offsets, values = (z[k] for k in ("models", "model", "paper_id", "offsets",
+                                                                    "logprobs"))
+        for i, (m, pid) in enumerate(zip(which, ids)):
+            out.setdefault(str(models[m]), []).append((str(pid), values[offsets[i]:offsets[i + 1]]))
+        return out
+    folder = run_dir / TOKENS_DIR
+    meta = read_meta(run_dir)
+    specs, ids = meta.get("model_specs") or [], meta.get("ids") or []
+    found = []
+    for path in folder.glob("*-*.npy") if folder.is_dir() else []:
+        i, j = (int(x) for x in path.stem.split("-"))
+        if i < len(specs) and j < len(ids):
+            found.append((i, j, path))
+    for i, j, path in sorted(found):
+        out.setdefault(specs[i], []).append((ids[j], np.load(path)))
+    return out
 
 
 def read_per_paper(run_dir: Path) -> pd.DataFrame:
@@ -73,21 +109,78 @@ def render(run_dir: str | Path) -> list[Path]:
     for name, table in (("summary.csv", summary), ("pairwise.csv", pairs)):
         table.to_csv(run_dir / name, index=False)
         written.append(run_dir / name)
+    positions, decades = loss_by_position(run_dir, models, n_boot=n_boot, level=level, seed=seed)
     md = run_dir / "summary.md"
-    md.write_text(markdown(summary, pairs, meta, randoms, level))
+    md.write_text(markdown(summary, pairs, meta, randoms, level, decades))
     written.append(md)
     written += figure_bits_per_byte(summary, meta, randoms, run_dir, level)
     if not pairs.empty:
         written += figure_scatter(rows, next(pairs.itertuples()), meta, randoms, run_dir)
+    if not positions.empty:
+        positions.to_csv(run_dir / "loss_by_position.csv", index=False)
+        written.append(run_dir / "loss_by_position.csv")
+        written += figure_loss_by_position(positions, meta, randoms, run_dir, level)
     return written
 
 
-def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: set[str], level: float) -> str:
+def loss_by_position(run_dir: Path, models: list[str], *, n_boot: int, level: float,
+                     seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean bits per token by token position, per model: in log-spaced bins (loss_by_position.csv, the figure)
+    and in decades (the summary's table). Empty frames when the run kept no per-token log-probabilities."""
+    logprobs = read_token_logprobs(run_dir)
+    texts = {m: [-v.astype(float) / math.log(2) for _, v in logprobs[m]] for m in models if logprobs.get(m)}
+    texts.update({m: [-v.astype(float) / math.log(2) for _, v in items] for m, items in logprobs.items()
+                  if m not in texts})
+    if not texts:
+        return pd.DataFrame(columns=stats.POSITION_COLUMNS), pd.DataFrame(columns=stats.POSITION_COLUMNS)
+    longest = max(len(t) for ts in texts.values() for t in ts)
+    tables = []
+    for edges in (stats.position_edges(longest), stats.decade_edges(longest)):
+        parts = [stats.loss_by_position(ts, edges, n_boot=n_boot, level=level, seed=seed).assign(model=m)
+                 for m, ts in texts.items()]
+        tables.append(pd.concat(parts, ignore_index=True).reindex(columns=stats.POSITION_COLUMNS))
+    return tables[0], tables[1]
+
+
+def context_limits(meta: dict) -> dict[str, int]:
+    """Each transformer's context (tokens, BOS included) from meta.json: past it, a sliding window scores."""
+    return {spec: int(info["max_context"]) for spec, info in (meta.get("models") or {}).items()
+            if info.get("max_context") and info.get("family") != "rwkv"}
+
+
+def markdown_positions(decades: pd.DataFrame, meta: dict, randoms: set[str], level: float) -> str:
+    pct = f"{level:.0%}"
+    spans = list(dict.fromkeys(zip(decades["position_from"], decades["position_to"])))
+    table = []
+    for model in dict.fromkeys(decades["model"]):
+        t = decades[decades["model"] == model].set_index(["position_from", "position_to"])
+        row = {"model": label(model, randoms)}
+        for lo, hi in spans:
+            r = t.loc[(lo, hi)] if (lo, hi) in t.index else None
+            row[f"tokens {lo}-{hi}"] = "" if r is None else \
+                f"{fmt(r['mean_bits_per_token'], '.3f')} [{fmt(r['ci_low'], '.3f')}, {fmt(r['ci_high'], '.3f')}]"
+        table.append(row)
+    limits = context_limits(meta)
+    lines = ["", "## Loss by token position", "",
+             f"Mean bits per token over the texts reaching each span of token positions (1 = the first token, "
+             f"conditioned on BOS alone), {pct} bootstrap interval over texts; fewer texts reach the later "
+             "spans. Log-spaced bins: loss_by_position.csv and loss_by_position.png; per-token log-probabilities: "
+             "token_logprobs.npz.", "", markdown_table(table, right=tuple(k for k in table[0] if k != "model"))]
+    if limits:
+        lines += ["", "Transformer contexts (a sliding window scores the tokens past them; RWKV carries its state): "
+                  + ", ".join(f"`{m}` {n} tokens" for m, n in limits.items()) + "."]
+    return "\n".join(lines)
+
+
+def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: set[str], level: float,
+             decades: pd.DataFrame | None = None) -> str:
     pct = f"{level:.0%}"
     lines = [f"# Uncheatable eval: {where(meta)}", ""]
     if (busy := busy_warning(meta)) is not None:
         lines += [f"**{busy}**", ""]
-    lines.append(f"{meta.get('papers', '?')} texts, first {meta.get('chars', '?')} characters each "
+    texts = f"{meta.get('papers', '?')} whole texts" if meta.get("chars") == 0 else \
+        f"{meta.get('papers', '?')} texts, first {meta.get('chars', '?')} characters each"
+    lines.append(f"{texts} "
                  f"(at least {meta.get('min_chars', '?')}). Lower bits per byte is better. Intervals: "
                  f"{pct} percentile bootstrap over papers ({(meta.get('bootstrap') or {}).get('resamples', '?')} "
                  "resamples).")
@@ -112,6 +205,8 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: se
             "a wins": fmt(p.a_win_share, ".0%"), "b wins": fmt(p.b_win_share, ".0%"), "ties": fmt(p.tie_share, ".0%")}
             for p in pairs.itertuples()], right=PAIR_NUMBERS),
             "", f"A paper is a tie when the two differ by at most {stats.TIE_TOLERANCE:g} bits per byte."]
+    if decades is not None and not decades.empty:
+        lines.append(markdown_positions(decades, meta, randoms, level))
     lines += ["", "## Protocol", "", str(meta.get("protocol", ""))]
     for spec, info in (meta.get("models") or {}).items():
         lines.append(f"- `{spec}`: {info.get('implementation', '?')}; {info.get('protocol', '?')}")
@@ -165,3 +260,39 @@ def figure_scatter(rows: pd.DataFrame, pair, meta: dict, randoms: set[str], run_
     finish_axes(ax, xlabel=f"{label(a, randoms)}: bits per UTF-8 byte", ylabel=f"{label(b, randoms)}: bits per "
                 "UTF-8 byte", title=scatter_title(pair, meta), grid=None, legend="lower right", fontsize=9)
     return save_figure(fig, run_dir / "paired_scatter")
+
+
+def figure_loss_by_position(table: pd.DataFrame, meta: dict, randoms: set[str], run_dir: Path,
+                            level: float) -> list[Path]:
+    """Mean bits per token against token position (log x), one line per model with its interval band, a
+    dotted vertical line at each transformer's context; below, the texts reaching each bin."""
+    plt = pyplot()
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
+    models = list(dict.fromkeys(table["model"]))
+    limits = context_limits(meta)
+    last = int(table["position_to"].max())
+    beyond = []
+    for i, model in enumerate(models):
+        t = table[table["model"] == model]
+        color, rand = f"C{i}", model in randoms
+        ax.plot(t["position_mid"], t["mean_bits_per_token"], color=color, marker="s" if rand else "o", ms=3,
+                ls="--" if rand else "-", label=label(model, randoms))
+        ax.fill_between(t["position_mid"], t["ci_low"], t["ci_high"], color=color, alpha=0.2, lw=0)
+        below.step(t["position_mid"], t["texts"], where="mid", color=color, lw=1)
+        if model in limits:
+            if limits[model] <= 2 * last:
+                for a in (ax, below):
+                    a.axvline(limits[model], color=color, ls=":", lw=1.5,
+                              label=f"{model}: context {limits[model]} tokens" if a is ax else None)
+            else:
+                beyond.append(f"{model}: context {limits[model]} tokens, past the longest text")
+    ax.set_xscale("log")
+    n = int(table["texts"].max())
+    note = ("\n" + "; ".join(beyond)) if beyond else ""
+    finish_axes(ax, xlabel="", ylabel="mean bits per token (lower is better)",
+                title=f"Loss by token position, {n} texts (shaded: {level:.0%} bootstrap interval over texts)\n"
+                      f"{where(meta)}{note}", legend=True, fontsize=9)
+    finish_axes(below, xlabel="token position in the text (1 = first token after BOS; log-spaced bins)",
+                ylabel="texts", grid="both", legend=False)
+    below.set_ylim(0, n * 1.1)
+    return save_figure(fig, run_dir / "loss_by_position")

@@ -4,6 +4,10 @@ Papers are the unit of resampling: a model's mean bits per byte varies mostly wi
 drawn, so each interval answers "how different could this figure be on another draw of papers like
 these?". Pairs of models are compared paper by paper (a paired bootstrap over the papers both scored),
 which removes the large paper-to-paper variation that both models share.
+
+Loss by token position (`loss_by_position`): each text's per-token bits averaged within log-spaced bins of
+position, then averaged over the texts that reach the bin, with a percentile bootstrap over those texts
+(texts are the unit again: tokens of one text are not independent draws).
 """
 from __future__ import annotations
 
@@ -157,3 +161,46 @@ def papers_both_scored(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
 PAIRWISE_COLUMNS = ["model_a", "model_b", "papers", "mean_diff_bits_per_byte", "ci_low", "ci_high",
                     "a_win_share", "b_win_share", "tie_share"]
 
+
+
+# ---- loss by token position ----
+
+POSITION_BINS_PER_DECADE = 8
+POSITION_COLUMNS = ["model", "position_from", "position_to", "position_mid", "texts", "tokens",
+                    "mean_bits_per_token", "ci_low", "ci_high"]
+
+
+def position_edges(max_position: int, per_decade: int = POSITION_BINS_PER_DECADE) -> np.ndarray:
+    """Integer bin edges over token positions 1..max_position, about `per_decade` per factor of ten (the first
+    bins hold one position each, where the loss falls fastest); bin i is [edges[i], edges[i + 1])."""
+    if max_position < 1:
+        return np.array([1], dtype=int)
+    n = max(2, int(math.ceil(math.log10(max_position + 1) * per_decade)) + 1)
+    return np.unique(np.round(np.geomspace(1, max_position + 1, n)).astype(int))
+
+
+def decade_edges(max_position: int) -> np.ndarray:
+    """1, 10, 100, ... up to past `max_position`: the coarse bins of the summary table."""
+    edges = [1]
+    while edges[-1] <= max_position:
+        edges.append(edges[-1] * 10)
+    return np.array(edges)
+
+
+def loss_by_position(texts: list, edges, *, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
+                     seed: int = 0) -> pd.DataFrame:
+    """`texts`: each text's bits per token (position 1, the token after BOS, first). One row per bin
+    [position_from, position_to] holding at least one text: the texts reaching it, their tokens in it, and the
+    mean over those texts of each text's mean bits in the bin, with its bootstrap interval over texts."""
+    texts = [np.asarray(t, dtype=float) for t in texts]
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        parts = [t[lo - 1:hi - 1] for t in texts if len(t) >= lo]
+        if not parts:
+            continue
+        ci = mean_ci([p.mean() for p in parts], n_boot=n_boot, level=level, seed=seed)
+        out.append({"position_from": int(lo), "position_to": int(hi - 1),
+                    "position_mid": math.sqrt(lo * (hi - 1)), "texts": len(parts),
+                    "tokens": int(sum(len(p) for p in parts)), "mean_bits_per_token": ci.estimate,
+                    "ci_low": ci.low, "ci_high": ci.high})
+    return pd.DataFrame(out, columns=POSITION_COLUMNS[1:])
