@@ -45,6 +45,16 @@ def usage_message(exc: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; errors a user can cause become one line on stderr and exit code 2."""
+    try:
+        return run_app(argv)
+    finally:
+        if "torch.distributed" in sys.modules:  # under torchrun: leave the process group cleanly, error or not
+            from .distributed import shutdown
+
+            shutdown()
+
+
+def run_app(argv: list[str] | None) -> int:
     debug = bool(os.environ.get("RWKV_BENCH_DEBUG"))
     try:
         result = app(args=argv, standalone_mode=False, prog_name="rwkv-bench")

@@ -10,9 +10,12 @@ from .config import NlpConfig
 def nlp(given: dict, *, out, resume: bool) -> None:
     from .evaluate import run_nlp
 
+    from ..distributed import from_env
+
     run_dir = run_nlp(given, out=out, resume=resume)
-    print((run_dir / "table.md").read_text(encoding="utf-8"))
-    print(f"results in {run_dir}")
+    if from_env().is_main:  # under torchrun rank 0 alone wrote the tables and reports them
+        print((run_dir / "table.md").read_text(encoding="utf-8"))
+        print(f"results in {run_dir}")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,17 +16,31 @@ counted per task. The run directory gets:
   tokens.csv             tokens processed vs re-encode-everything, time, per model x task x request type
   table.md, nlp_scores.{png,svg}, nlp_tokens.{png,svg}   built by report.render from the CSVs
   meta.json              kind "nlp" + environment + options
+
+Under torchrun (`torchrun --nproc-per-node N --no-python rwkv-bench nlp ...`, see rwkv_bench.distributed)
+every rank runs this. Rank 0 alone checks the options and inputs, opens (or resumes) the run directory and
+finds the (model, task) pairs already committed, and hands all that to the others. Our RWKV runs on every
+rank: lm-eval gives each rank every N-th document of a task (lm.py), gathers the per-document metrics on
+rank 0 and computes the results there; the ranks' token counters are gathered and summed, and rank 0 alone
+writes every file. lm-eval's `hf` model shards itself only when accelerate sees more than one GPU (it
+reads the same RANK/WORLD_SIZE variables torchrun sets); otherwise (CPU, one GPU) it would run every
+request on every rank, so it runs on rank 0 alone, with all of that node's cores, while the others wait.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import signal
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import distributed
 from ..errors import UserError
 from ..options import as_dict, canonical_dtype, merge_options, parse_device, positive
 from ..recording import append_rows, finish_meta, open_run, read_rows, resume_meta, rewrite_rows, start_meta
@@ -46,6 +60,9 @@ TOKEN_COLUMNS = ["model", "task", "request_type", "requests", "tokens_processed"
 RESULT_FILES = ("table.csv", "tokens.csv", "results_*.json", "samples_*.jsonl")
 OURS = "rwkv-bench"          # our lm-eval model (lm.py)
 HF = "lm-eval hf"            # lm-eval's own HFLM
+# A test hook for --resume after a rank dies (the same variables as the uncheatable scenario's): rank
+# RWKV_BENCH_TEST_DIE_RANK (default 1) SIGKILLs itself right after its K-th (model, task). Never set outside tests.
+DIE_AFTER_ENV, DIE_RANK_ENV = "RWKV_BENCH_TEST_DIE_AFTER", "RWKV_BENCH_TEST_DIE_RANK"
 
 
 @dataclass
@@ -55,6 +72,7 @@ class ModelPlan:
     runner: str                          # OURS or HF
     hf_args: dict = field(default_factory=dict)
     implementation: str = ""
+    ranks: int = 1                       # processes that share its requests (torchrun)
 
     @property
     def random_weights(self) -> bool:
@@ -128,8 +146,19 @@ def save_hf_tokenizer(tokenizer, path: Path) -> None:
                             pad_token=pad).save_pretrained(path)
 
 
-def build_lm(plan: ModelPlan, c: NlpConfig, tmp: Path):
-    """-> (lm-eval LM, TokenMeter, implementation string)."""
+def hf_shards(c: NlpConfig, dist: distributed.Dist) -> bool:
+    """Whether lm-eval's hf model splits the requests between the ranks by itself: only when accelerate's
+    Accelerator sees several processes AND more than one GPU (lm_eval/models/huggingface.py, `gpus > 1`).
+    On CPU it keeps rank 0 of 1 on every rank, i.e. every rank would run every request."""
+    if not dist.enabled or not c.device.startswith("cuda"):
+        return False
+    import torch
+
+    return torch.cuda.device_count() > 1
+
+
+def build_lm(plan: ModelPlan, c: NlpConfig, tmp: Path, device: str | None = None):
+    """-> (lm-eval LM, TokenMeter, implementation string). `device`: this rank's (default c.device)."""
     from ..backends import load
     from ..hub import first_line
     from ..options import parse_dtype
@@ -137,7 +166,7 @@ def build_lm(plan: ModelPlan, c: NlpConfig, tmp: Path):
 
     spec = plan.spec
     if plan.runner == OURS:
-        backend = load(spec, device=c.device, dtype=parse_dtype(c.dtype), tokenizer=c.tokenizer)
+        backend = load(spec, device=device or c.device, dtype=parse_dtype(c.dtype), tokenizer=c.tokenizer)
         lm = RWKVBenchLM(backend=backend, batch_size=c.batch_size)
         return lm, lm.meter, backend.implementation + " + state reuse"
     args = dict(plan.hf_args)
@@ -249,14 +278,29 @@ def committed_tasks(run_dir: Path) -> set[tuple[str, str]]:
     return done
 
 
-def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = True) -> Path:
-    """The plain function behind `rwkv-bench nlp`; returns the run directory.
-    `given`: NlpConfig fields set by the user (None or absent: the default, or the resumed run's)."""
+@dataclass
+class Setup:
+    """What rank 0 decides before any model loads, handed to every rank."""
+    run_dir: Path
+    config: NlpConfig
+    names: list[str]
+    paths: list[Path]
+    offline: bool
+    plans: list[ModelPlan]
+    done: set
+
+
+def prepare(given: dict, out, resume: bool, dist: distributed.Dist):
+    """Rank 0 (or the only process): options, inputs, run directory, meta.json, committed pairs.
+    -> (Setup, lm-eval task manager)."""
     from ..backends import check_reachable
 
     run_dir, old_meta = open_run(KIND, out=out, resume=resume, results=RESULT_FILES)
     c = merge_options(NlpConfig, given, (old_meta or {}).get("options"))
     check_options(c)
+    if dist.enabled and isinstance(c.limit, int) and c.limit < dist.world_size:
+        # a rank without documents would skip lm-eval's collectives and leave the others waiting
+        raise UserError(f"--limit {c.limit} is below the {dist.world_size} ranks: every rank needs a document")
     names = T.expand_task_names(c.tasks)
     specs = parse_models(c.models)
     check_reachable(specs, hint="pass local models instead, e.g. --models rwkv4-tiny,smollm2-135m")
@@ -267,46 +311,123 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
     offline = T.prepare_network(manager, names, paths)
     T.check_tasks(manager, names, offline=offline)  # every dataset present, or one line, before any model loads
 
+    for plan in plans:
+        plan.ranks = dist.world_size if plan.runner == OURS or hf_shards(c, dist) else 1
     fields = dict(tasks=names, offline=offline, include_paths=[str(p) for p in paths], paper_metrics=T.PAPER_METRICS,
                   models=[model_meta(p) for p in plans], protocol=PROTOCOL)
+    if dist.enabled:
+        fields["distributed"] = {"world_size": dist.world_size, "backend": distributed.process_group_backend(),
+                                 "hf_model": "sharded by accelerate" if hf_shards(c, dist) else "rank 0 alone"}
     if old_meta is not None:
         resume_meta(run_dir, old_meta, as_dict(c), **fields)
     else:
         start_meta(run_dir, KIND, as_dict(c), **fields)
-    done = committed_tasks(run_dir)
+    return Setup(run_dir, c, names, paths, offline, plans, committed_tasks(run_dir)), manager
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        job = bar.add_task("nlp", total=len(plans) * len(names))
-        for plan in plans:
-            todo = [n for n in names if (plan.label, n) not in done]
-            bar.advance(job, len(names) - len(todo))
-            if not todo:
-                continue
-            with tempfile.TemporaryDirectory(prefix="rwkv-bench-nlp-") as tmp:
-                bar.update(job, description=f"loading {plan.label}")
-                lm, meter, plan.implementation = build_lm(plan, c, Path(tmp))
-                merged = read_results(run_dir, plan)
-                for name in todo:
-                    bar.update(job, description=f"{plan.label} · {name}")
-                    merged = evaluate_one(lm, meter, plan, name, manager, c, run_dir=run_dir, merged=merged)
-                    bar.advance(job)
-                del lm
-    finish_meta(run_dir, models=[model_meta(p) for p in plans])
-    from .report import render
+def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = True) -> Path:
+    """The plain function behind `rwkv-bench nlp`; returns the run directory.
+    `given`: NlpConfig fields set by the user (None or absent: the default, or the resumed run's).
+    Under torchrun every rank calls this (module doc)."""
+    dist = distributed.init()
+    try:
+        held = {}
 
-    render(run_dir)
+        def first() -> Setup:
+            setup, held["manager"] = prepare(given, out, resume, dist)
+            return setup
+
+        setup = distributed.rank_zero_first(first, dist)
+        run_dir, c, names, plans = setup.run_dir, setup.config, setup.names, setup.plans
+        if "manager" not in held and setup.offline:  # the other ranks: offline if rank 0 found no network
+            T.go_offline()
+        manager = held.get("manager") or T.task_manager(names, setup.paths)
+        device = distributed.device_for(c.device, dist)
+
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn()]
+        with Progress(*columns, disable=not (progress and dist.is_main), transient=False) as bar:
+            job = bar.add_task("nlp", total=len(plans) * len(names))
+            evaluated, die = 0, die_after()
+            for plan in plans:
+                todo = [n for n in names if (plan.label, n) not in setup.done]
+                bar.advance(job, len(names) - len(todo))
+                if not todo or (plan.ranks == 1 and not dist.is_main):
+                    continue  # lm-eval's hf model that does not shard: rank 0 runs it alone
+                with (tempfile.TemporaryDirectory(prefix="rwkv-bench-nlp-") as tmp,
+                      alone_gets_the_cores(plan, dist)):
+                    bar.update(job, description=f"loading {plan.label}")
+                    lm, meter, plan.implementation = build_on_ranks(plan, c, Path(tmp), device, dist)
+                    merged = read_results(run_dir, plan) if dist.is_main else None
+                    for name in todo:
+                        bar.update(job, description=f"{plan.label} · {name}")
+                        merged = evaluate_one(lm, meter, plan, name, manager, c, run_dir=run_dir, merged=merged,
+                                              dist=dist)
+                        bar.advance(job)
+                        evaluated += 1
+                        if die is not None and die == (dist.rank, evaluated):
+                            print(f"rank {dist.rank}: killed by {DIE_AFTER_ENV}={evaluated} (a test of --resume)",
+                                  file=sys.stderr, flush=True)
+                            os.kill(os.getpid(), signal.SIGKILL)
+                    del lm
+        if dist.is_main:
+            finish_meta(run_dir, models=[model_meta(p) for p in plans])
+            from .report import render
+
+            render(run_dir)
+        distributed.barrier(dist)  # the report is written before any rank returns
+    finally:  # also on errors: a process group left alive aborts the process at exit
+        distributed.shutdown()
     return run_dir
+
+
+def die_after() -> tuple[int, int] | None:
+    """(rank, tasks) of the test hook that kills a rank, or None."""
+    count = os.environ.get(DIE_AFTER_ENV)
+    return (int(os.environ.get(DIE_RANK_ENV, "1")), int(count)) if count else None
+
+
+@contextmanager
+def alone_gets_the_cores(plan: ModelPlan, dist: distributed.Dist):
+    """A model rank 0 runs alone (the others wait) gets all of this node's cores, not a rank's share."""
+    if not dist.enabled or plan.ranks > 1:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(distributed.usable_cores())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_on_ranks(plan: ModelPlan, c: NlpConfig, tmp: Path, device: str, dist: distributed.Dist):
+    """build_lm on every rank that runs `plan`: rank 0 first (a hub download happens once; if it fails, the
+    others stop with it), then the others."""
+    if plan.ranks == 1:
+        return build_lm(plan, c, tmp, device=c.device if plan.runner == HF else device)
+    built = []
+    distributed.rank_zero_first(lambda: built.append(build_lm(plan, c, tmp, device=device)), dist)
+    lm, meter, implementation = built[0] if built else build_lm(plan, c, tmp, device=device)
+    if plan.runner == HF and (lm.world_size, lm.rank) != (dist.world_size, dist.rank):
+        raise UserError(f"lm-eval's hf model took rank {lm.rank} of {lm.world_size} for torchrun's rank {dist.rank} "
+                        f"of {dist.world_size} (it shards by local rank, one node only): run {plan.spec.text} "
+                        "without torchrun, or on one node")
+    return lm, meter, implementation
 
 
 def model_meta(plan: ModelPlan) -> dict:
     from ..specs import identity
 
-    return {"spec": plan.spec.text, "label": plan.label, "runner": plan.runner, "random_weights": plan.random_weights,
+    meta = {"spec": plan.spec.text, "label": plan.label, "runner": plan.runner, "random_weights": plan.random_weights,
             "implementation": plan.implementation, "identity": identity(plan.spec)}
+    if plan.ranks > 1:
+        meta["ranks"] = plan.ranks
+    return meta
 
 
 def read_results(run_dir: Path, plan: ModelPlan) -> dict | None:
@@ -314,18 +435,39 @@ def read_results(run_dir: Path, plan: ModelPlan) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def sum_counts(parts: list[tuple[list[dict], float]]) -> tuple[list[dict], float]:
+    """The ranks' (meter rows, wall seconds) as one: counts and model time summed per request type (in the
+    order first seen), wall = the slowest rank's."""
+    total: dict[str, dict] = {}
+    for rows, _ in parts:
+        for row in rows:
+            into = total.setdefault(row["request_type"], {"request_type": row["request_type"]})
+            for key, value in row.items():
+                if key != "request_type":
+                    into[key] = into.get(key, 0) + value
+    return list(total.values()), max(wall for _, wall in parts)
+
+
 def evaluate_one(lm, meter, plan: ModelPlan, name: str, manager, c: NlpConfig, *, run_dir: Path,
-                 merged: dict | None):
-    """One task for one model: table.csv rows, the model's results JSON, then tokens.csv rows (the commit)."""
+                 merged: dict | None, dist: distributed.Dist | None = None):
+    """One task for one model: table.csv rows, the model's results JSON, then tokens.csv rows (the commit).
+    With several ranks on the model, every rank runs its shard; rank 0 gets lm-eval's results and the sum
+    of the ranks' token counters and writes; the others return None."""
     import lm_eval
 
     from ..trackers import latency
 
+    dist = dist or distributed.Dist()
     meter.reset()
     with latency(c.device) as wall:
         results = lm_eval.simple_evaluate(model=lm, tasks=[name], num_fewshot=c.num_fewshot, limit=c.limit,
                                           batch_size=c.batch_size, device=c.device, task_manager=manager,
                                           bootstrap_iters=c.bootstrap_iters, log_samples=c.log_samples)
+    mine = (meter.rows(), wall.seconds)
+    parts = distributed.gather_objects(mine, dist) if plan.ranks > 1 else [mine]
+    if not dist.is_main:
+        return None
+    counted, wall_s = sum_counts(parts)
     if results is None:
         raise UserError(f"lm-eval returned no results for {name!r}")
     results["config"]["model"] = plan.label
@@ -336,9 +478,9 @@ def evaluate_one(lm, meter, plan: ModelPlan, name: str, manager, c: NlpConfig, *
                        num_fewshot=c.num_fewshot)
     append_rows(run_dir / "table.csv", [{**r, "run_task": name} for r in rows], TABLE_COLUMNS)
     token_rows = []
-    for counts in meter.rows() or [{"request_type": "none", "requests": 0, "tokens_processed": 0}]:
+    for counts in counted or [{"request_type": "none", "requests": 0, "tokens_processed": 0}]:
         processed = counts.get("tokens_processed") or 0
-        token_rows.append({"model": plan.label, "task": name, **counts, "wall_s": wall.seconds, "runner": plan.runner,
+        token_rows.append({"model": plan.label, "task": name, **counts, "wall_s": wall_s, "runner": plan.runner,
                            "random_weights": plan.random_weights,
                            "reencode_over_processed": counts["tokens_reencode"] / processed if processed else None})
     merged = merge_results(merged, results)
@@ -354,4 +496,5 @@ def evaluate_one(lm, meter, plan: ModelPlan, name: str, manager, c: NlpConfig, *
 PROTOCOL = ("zero-shot unless --num-fewshot; RWKV-4 through rwkv-bench's lm-eval model (each distinct context run "
             "once, its state reused for every continuation, shared prefixes shared); other models through "
             "lm-eval's own hf model. tokens_processed = positions the model ran (padding included); "
-            "tokens_reencode = positions if every request ran alone from scratch.")
+            "tokens_reencode = positions if every request ran alone from scratch. Under torchrun the counts and "
+            "model_time_s are summed over the ranks that shared the requests, wall_s is the slowest rank's.")

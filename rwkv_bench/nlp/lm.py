@@ -25,6 +25,17 @@ counters on lm-eval's own `hf` model through public seams (a torch forward hook,
 Use it from lm-eval's own CLI with `python -m rwkv_bench.nlp.lm_eval_cli --model rwkv-bench
 --model_args pretrained=SPEC ...` (SPEC as everywhere in rwkv-bench: preset, path or hub id). It runs on
 CUDA when available, else on the CPU, unless `--device` says otherwise.
+
+Data parallel: launched by torchrun or `accelerate launch --multi_gpu` (both set RANK / WORLD_SIZE /
+LOCAL_RANK), the model joins the process group (`rwkv_bench.distributed`; what lm-eval gathers goes over
+gloo on the CPU), reports that rank and world size to lm-eval and implements lm-eval's `all_gather` /
+`gather_object` / `barrier` with torch.distributed, as lm-eval's `hf` model does with accelerate. lm-eval
+then gives each rank every world_size-th document (all requests of a document, so all continuations of a
+context, stay on one rank and state reuse works within the shard) and gathers the per-document metrics on
+rank 0. Each rank computes on its LOCAL_RANK's GPU, or on CPU with its share of the cores. lm-eval pads the
+ranks with fewer requests to equal counts by repeating the last request (DDP/FSDP need equal batches); this
+model has no collective inside a forward pass, so it answers those copies without running them
+(`_strip_padding`), and its counters count real requests only.
 """
 from __future__ import annotations
 
@@ -38,6 +49,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from .. import distributed
 from ..errors import UserError
 from ..trackers import Stopwatch
 
@@ -328,13 +340,17 @@ class RWKVBenchLM(TemplateLM):
         super().__init__()
         if unused:
             log.warning("rwkv-bench model ignores model_args %s", sorted(unused))
+        # torchrun / accelerate launch: join the process group (once), take this rank's cores or GPU
+        self.dist = distributed.init() if distributed.from_env().enabled else distributed.Dist()
+        self._rank, self._world_size = self.dist.rank, self.dist.world_size
         if backend is None:
             if not pretrained:
                 raise UserError("rwkv-bench needs pretrained=SPEC (a preset such as rwkv4-169m, a path or a hub id)")
             from ..options import parse_device, parse_dtype
             from ..specs import resolve
 
-            backend = resolve(str(pretrained), device=parse_device(pick_device(device)), dtype=parse_dtype(dtype),
+            device = distributed.device_for(pick_device(device), self.dist)
+            backend = resolve(str(pretrained), device=parse_device(device), dtype=parse_dtype(dtype),
                               tokenizer=tokenizer, chunk_size=int(chunk_size), seed=int(seed))
         from ..backends.rwkv import RWKVBackend
 
@@ -380,6 +396,46 @@ class RWKVBenchLM(TemplateLM):
         return {"rwkv_bench": {**self.backend.describe(), "state_reuse": self.state_reuse,
                                "batch_size": self.batch_size, "chunk_size": self.chunk_size}}
 
+    # -- lm-eval's data-parallel contract (used by its evaluator when world_size > 1) --
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's tensor, concatenated along dim 0 in rank order (a 0-d tensor counts as one element).
+        lm-eval gathers only request counts this way: they travel over gloo on the CPU, so ranks that share a
+        GPU (more ranks than GPUs, which NCCL refuses) work too."""
+        if not self.dist.enabled:
+            return tensor
+        import torch.distributed as tdist
+
+        local = tensor.detach().cpu()
+        local = local.reshape(1) if local.dim() == 0 else local.contiguous()
+        out = [torch.empty_like(local) for _ in range(self.dist.world_size)]
+        tdist.all_gather(out, local)
+        return torch.cat(out).to(tensor.device)
+
+    def gather_object(self, obj, dst: int = 0):
+        return distributed.gather_objects(obj, self.dist, dst=dst)
+
+    def barrier(self) -> None:
+        distributed.barrier(self.dist)
+
+    def _strip_padding(self, requests) -> tuple[list, int]:
+        """`requests` without the copies lm-eval appends to even out the ranks (the last request repeated
+        beyond its own `repeats`), and how many there were. Without a process group there are none."""
+        requests = list(requests)
+        if not self.dist.enabled or not requests:
+            return requests, 0
+        last = requests[-1]
+        run = 0
+        while run < len(requests) and requests[-1 - run] is last:
+            run += 1
+        extra = max(0, run - max(1, int(getattr(last, "repeats", 1) or 1)))
+        return requests[:len(requests) - extra], extra
+
+    def _unpadded(self, kind: str, method, requests, disable_tqdm: bool):
+        real, extra = self._strip_padding(requests)
+        out = self.meter.timed(kind, method, real, disable_tqdm=disable_tqdm)
+        return list(out) + [out[-1]] * extra if extra else out
+
     def _run(self, tokens: torch.Tensor, state, *, last_only: bool = False):
         return self.model(tokens.to(self.device), state, chunk_size=self.chunk_size, last_only=last_only)
 
@@ -389,7 +445,7 @@ class RWKVBenchLM(TemplateLM):
     # -- loglikelihood --
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return self.meter.timed("loglikelihood", super().loglikelihood, requests, disable_tqdm=disable_tqdm)
+        return self._unpadded("loglikelihood", super().loglikelihood, requests, disable_tqdm)
 
     @torch.no_grad()
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
@@ -574,7 +630,7 @@ class RWKVBenchLM(TemplateLM):
     # -- loglikelihood_rolling --
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        return self.meter.timed("loglikelihood_rolling", self._rolling, requests, disable_tqdm=disable_tqdm)
+        return self._unpadded("loglikelihood_rolling", self._rolling, requests, disable_tqdm)
 
     def _rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """The whole text in one pass (chunked, state carried): the same numbers as `rwkv-bench score`."""
@@ -593,7 +649,7 @@ class RWKVBenchLM(TemplateLM):
     # -- generate_until --
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        return self.meter.timed("generate_until", self._generate, requests, disable_tqdm=disable_tqdm)
+        return self._unpadded("generate_until", self._generate, requests, disable_tqdm)
 
     @torch.no_grad()
     def _generate(self, requests, disable_tqdm: bool = False) -> list[str]:
