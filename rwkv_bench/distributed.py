@@ -14,6 +14,10 @@ do not oversubscribe a machine.
 """
 from __future__ import annotations
 
+import sys
+
+import signal
+
 import datetime as dt
 import os
 from contextlib import contextmanager
@@ -196,3 +200,19 @@ def shutdown() -> None:
 
     if tdist.is_available() and tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+# ---- a test hook: kill one rank mid-run, to test that --resume completes what a dead rank left ----
+DIE_AFTER_ENV, DIE_RANK_ENV = "RWKV_BENCH_TEST_DIE_AFTER", "RWKV_BENCH_TEST_DIE_RANK"
+
+
+def die_after() -> tuple[int, int] | None:
+    """(rank, units of work) after which the test hook kills that rank, or None (the normal case)."""
+    count = os.environ.get(DIE_AFTER_ENV)
+    return (int(os.environ.get(DIE_RANK_ENV, "1")), int(count)) if count else None
+
+
+def die_if_asked(die: tuple[int, int] | None, dist: "Dist", done: int) -> None:
+    if die is not None and die == (dist.rank, done):
+        print(f"rank {dist.rank}: killed by {DIE_AFTER_ENV}={done} (a test of --resume)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -158,6 +158,15 @@ def run_dir_flags(kind: str) -> list[inspect.Parameter]:
                 "its stored options apply unless given again.")))]
 
 
+@dataclasses.dataclass
+class ModelOptions:
+    """How every scenario's models run; its config dataclass inherits these fields."""
+    device: str = option("cpu", "cpu or cuda[:N].", fixed=True)
+    dtype: str = option("float32", "float32, bfloat16 or float16.", fixed=True)
+    tokenizer: str | None = option(None, "Tokenizer for models without one of their own (default: GPT-NeoX-20B, "
+                                         "shipped).", fixed=True)
+
+
 def merge_options(cls, given: dict, stored: dict | None = None):
     """The config's defaults, then a resumed run's stored options, then the flags given now (None: not given).
     A fixed option given with another value than the stored one is refused."""

@@ -200,20 +200,35 @@ def append_row(path: str | Path, row: dict, columns: list[str]) -> None:
     append_rows(path, [row], columns)
 
 
+def csv_text(rows, columns: list[str], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c) for c in columns})
+    return buf.getvalue()
+
+
 def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
     """Append CSV rows (header first if the file is new) in a single write, flushed and fsynced."""
     path = Path(path)
     repair_tail(path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    if not path.exists() or path.stat().st_size == 0:
-        writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c) for c in columns})
+    text = csv_text(rows, columns, header=not path.exists() or path.stat().st_size == 0)
     with open(path, "a", encoding="utf-8", newline="") as f:
-        f.write(buf.getvalue())
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """A file written whole or not at all: a temp file, fsynced, renamed over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_rows(path: str | Path, columns: list[str] | None = None, **read_csv) -> pd.DataFrame:

@@ -48,12 +48,20 @@ class TextScore:
 def score_text(backend: Backend, text: str, stride: int | None = None) -> TextScore:
     """`stride`: the sliding-window step for texts longer than a transformer's context (None: the backend's
     default, half the context); RWKV carries its state and ignores it."""
+    return score_tokens(backend, text, stride)[0]
+
+
+def score_tokens(backend: Backend, text: str, stride: int | None = None):
+    """The text's TextScore and every token's natural-log probability (a float64 tensor)."""
     if not text:
         raise UserError("the text is empty: nothing to score")
     ids = backend.encode(text)
     if not ids:
         raise UserError("the text encodes to zero tokens: nothing to score")
-    logprobs = backend.token_logprobs(ids, stride=stride)
-    return TextScore(model=backend.spec, implementation=backend.implementation, tokens=len(ids),
-                     bytes=len(text.encode("utf-8")), chars=len(text),
-                     logprob_nats=float(logprobs.sum()))
+    try:
+        logprobs = backend.token_logprobs(ids, stride=stride)
+    except ValueError as exc:  # a stride the model's window cannot take
+        raise UserError(f"{backend.spec}: {exc}") from None
+    score = TextScore(model=backend.spec, implementation=backend.implementation, tokens=len(ids),
+                      bytes=len(text.encode("utf-8")), chars=len(text), logprob_nats=float(logprobs.sum()))
+    return score, logprobs

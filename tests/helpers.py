@@ -27,3 +27,30 @@ def random_hf_rwkv(path: Path, vocab: int = 50277, hidden: int = 64, layers: int
                         else 0.1 * torch.randn(p.shape, generator=g))
     model.save_pretrained(path)
     return model
+
+
+class ScoringOnlyBackend:
+    """A toy model for the uncheatable tests: subclasses give encode and token_logprobs; it cannot decode."""
+
+    def start(self, ids):
+        raise NotImplementedError
+
+    def step(self, token, cache):
+        raise NotImplementedError
+
+    def weights_bytes(self):
+        return 0
+
+
+def install_toy_models(monkeypatch, make_backend, random_weights=lambda name: False):
+    """Make the uncheatable run take any spec string and load `make_backend(spec_text)` for it."""
+    from rwkv_bench.specs import ModelSpec
+    from rwkv_bench.uncheatable import evaluate
+
+    def fake_parse_models(text):
+        names = text.split(",") if isinstance(text, str) else text
+        return [ModelSpec(n, "preset", "ours", n, random_weights=random_weights(n), has_tokenizer=True)
+                for n in names]
+
+    monkeypatch.setattr(evaluate, "parse_models", fake_parse_models)
+    monkeypatch.setattr("rwkv_bench.backends.load", lambda spec, **kwargs: make_backend(spec))

@@ -19,8 +19,9 @@ import torch
 from rwkv_bench.backends.base import Backend
 from rwkv_bench.errors import UserError
 from rwkv_bench.recording import read_meta
-from rwkv_bench.specs import ModelSpec
 from rwkv_bench.uncheatable import evaluate, report, stats
+
+from helpers import ScoringOnlyBackend, install_toy_models
 
 VOCAB, CONTEXT = 16, 64          # token 0 is BOS; letters a..o are tokens 1..15
 
@@ -64,7 +65,7 @@ def window_backend(spec):
     return TransformersBackend(Predictor(), Letters(), spec, random_weights=False, bos_token_id=0)
 
 
-class StateBackend(Backend):
+class StateBackend(ScoringOnlyBackend, Backend):
     """No context limit (as RWKV): the token at position p has seen p tokens."""
     family, implementation, max_context = "rwkv", "toy-state", None
 
@@ -79,27 +80,11 @@ class StateBackend(Backend):
     def token_logprobs(self, ids, stride=None):
         return confidence_logprobs(torch.arange(1, len(ids) + 1))
 
-    def start(self, ids):
-        raise NotImplementedError
-
-    def step(self, token, cache):
-        raise NotImplementedError
-
-    def weights_bytes(self):
-        return 0
-
 
 @pytest.fixture
 def toy_models(monkeypatch):
-    def fake_parse_models(text):
-        names = text.split(",") if isinstance(text, str) else text
-        return [ModelSpec(n, "preset", "ours", n, random_weights=False, has_tokenizer=True) for n in names]
-
-    def fake_load(spec, **kwargs):
-        return window_backend(spec.text) if spec.text == "toy-window" else StateBackend(spec.text)
-
-    monkeypatch.setattr(evaluate, "parse_models", fake_parse_models)
-    monkeypatch.setattr("rwkv_bench.backends.load", fake_load)
+    install_toy_models(monkeypatch, lambda spec: window_backend(spec.text) if spec.text == "toy-window"
+                       else StateBackend(spec.text))
 
 
 def letters(n: int, start: int = 0) -> str:

@@ -16,15 +16,14 @@ from rwkv_bench.cli import main
 from rwkv_bench.errors import UserError
 from rwkv_bench.recording import read_meta
 from rwkv_bench.uncheatable import evaluate, report
-from rwkv_bench.specs import ModelSpec
 from rwkv_bench.uncheatable.evaluate import read_per_paper
 
-from helpers import random_hf_rwkv
+from helpers import ScoringOnlyBackend, install_toy_models, random_hf_rwkv
 
 DEV = Path(__file__).resolve().parent / "fixtures" / "uncheatable" / "dev3.json"  # 3 recent arXiv papers
 
 
-class ToyBackend(Backend):
+class ToyBackend(ScoringOnlyBackend, Backend):
     """Characters 'a', 'b', 'é' are tokens 0, 1, 2; BOS is 3. p(next | previous) from a fixed table, chosen so
     that 'abé' costs exactly 1 + 2 + 3 = 6 bits: p(a|BOS) = 1/2, p(b|a) = 1/4, p(é|b) = 1/8."""
     family, implementation, max_context = "toy", "toy-bigram", None
@@ -47,31 +46,17 @@ class ToyBackend(Backend):
     def protocol(self, stride=None):
         return "toy: one pass"
 
-    def start(self, ids):
-        raise NotImplementedError
-
-    def step(self, token, cache):
-        raise NotImplementedError
-
-    def weights_bytes(self):
-        return 0
-
 
 @pytest.fixture
 def toy_models(monkeypatch):
     """Any spec string -> a ToyBackend; names containing 'random' have random weights. Returns the backends made."""
     made = []
 
-    def fake_parse_models(text):
-        names = text.split(",") if isinstance(text, str) else text
-        return [ModelSpec(n, "preset", "ours", n, random_weights="random" in n, has_tokenizer=True) for n in names]
-
-    def fake_load(spec, **kwargs):
+    def make(spec):
         made.append(ToyBackend(spec.text, random_weights=spec.random_weights))
         return made[-1]
 
-    monkeypatch.setattr(evaluate, "parse_models", fake_parse_models)
-    monkeypatch.setattr("rwkv_bench.backends.load", fake_load)
+    install_toy_models(monkeypatch, make, random_weights=lambda name: "random" in name)
     return made
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import option
+from ..options import ModelOptions, option
 
 
 @dataclass
-class NlpConfig:
+class NlpConfig(ModelOptions):
     # the paper's smallest pair, as in the uncheatable eval; offline: --models rwkv4-tiny,smollm2-135m
     models: str | list[str] = option("RWKV/rwkv-4-169m-pile,EleutherAI/pythia-160m", (
         "Comma-separated model specs: RWKV-4 ones run in rwkv-bench's lm-eval model with state reuse, others in "
@@ -19,10 +19,6 @@ class NlpConfig:
     num_fewshot: int = option(0, "Few-shot examples per prompt (paper: 0).", fixed=True)
     batch_size: int = option(8, "hf: requests per forward; rwkv-bench: continuations per forward.")
     include_path: list[str] = option([], "Extra folder(s) of lm-eval task YAMLs (tasks/ is always included).")
-    device: str = option("cpu", "cpu or cuda[:N].", fixed=True)
-    dtype: str = option("float32", "float32, bfloat16 or float16.", fixed=True)
-    tokenizer: str | None = option(None, "Tokenizer for models without one of their own (default: GPT-NeoX-20B, "
-                                         "shipped).", fixed=True)
     bootstrap_iters: int = option(100000, "lm-eval's bootstrap draws for perplexity-type standard errors.")
     log_samples: bool = option(False, "Also write lm-eval's per-request records.",
                                flags=("--log-samples/--no-log-samples",))

@@ -30,12 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import signal
-import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +58,6 @@ OURS = "rwkv-bench"          # our lm-eval model (lm.py)
 HF = "lm-eval hf"            # lm-eval's own HFLM
 # A test hook for --resume after a rank dies (the same variables as the uncheatable scenario's): rank
 # RWKV_BENCH_TEST_DIE_RANK (default 1) SIGKILLs itself right after its K-th (model, task). Never set outside tests.
-DIE_AFTER_ENV, DIE_RANK_ENV = "RWKV_BENCH_TEST_DIE_AFTER", "RWKV_BENCH_TEST_DIE_RANK"
 
 
 @dataclass
@@ -350,7 +345,7 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
                    TimeElapsedColumn()]
         with Progress(*columns, disable=not (progress and dist.is_main), transient=False) as bar:
             job = bar.add_task("nlp", total=len(plans) * len(names))
-            evaluated, die = 0, die_after()
+            evaluated, die = 0, distributed.die_after()
             for plan in plans:
                 todo = [n for n in names if (plan.label, n) not in setup.done]
                 bar.advance(job, len(names) - len(todo))
@@ -367,10 +362,7 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
                                               dist=dist)
                         bar.advance(job)
                         evaluated += 1
-                        if die is not None and die == (dist.rank, evaluated):
-                            print(f"rank {dist.rank}: killed by {DIE_AFTER_ENV}={evaluated} (a test of --resume)",
-                                  file=sys.stderr, flush=True)
-                            os.kill(os.getpid(), signal.SIGKILL)
+                        distributed.die_if_asked(die, dist, evaluated)
                     del lm
         if dist.is_main:
             finish_meta(run_dir, models=[model_meta(p) for p in plans])
@@ -381,12 +373,6 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
     finally:  # also on errors: a process group left alive aborts the process at exit
         distributed.shutdown()
     return run_dir
-
-
-def die_after() -> tuple[int, int] | None:
-    """(rank, tasks) of the test hook that kills a rank, or None."""
-    count = os.environ.get(DIE_AFTER_ENV)
-    return (int(os.environ.get(DIE_RANK_ENV, "1")), int(count)) if count else None
 
 
 @contextmanager

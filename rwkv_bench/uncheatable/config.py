@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..options import option
+from ..options import ModelOptions, option
 from .texts import DEFAULT_CHARS, DEFAULT_MIN_CHARS
 
 # The paper's smallest pair: RWKV-4 169M (run by our RWKV-4) against Pythia-160M (transformers).
@@ -16,7 +16,7 @@ MIN_DELAY_S = 3.0  # arXiv's API terms: no more than one request every three sec
 
 
 @dataclass
-class UncheatableConfig:
+class UncheatableConfig(ModelOptions):
     models: str | list[str] = option(DEFAULT_MODELS, "Comma-separated model specs (presets, paths, hub ids).",
                                      fixed=True, flags=("--models", "-m"))
     papers: int | None = option(None, f"Number of papers (default: {DEFAULT_PAPERS} from arXiv; every text of "
@@ -31,10 +31,6 @@ class UncheatableConfig:
     offline: bool = option(False, "Use only cached arXiv papers; no network.", flags=("--offline/--online",))
     stride: int | None = option(None, "Sliding-window stride for transformers (default: half the context).",
                                 fixed=True)
-    device: str = option("cpu", "cpu or cuda[:N].", fixed=True)
-    dtype: str = option("float32", "float32, bfloat16 or float16.", fixed=True)
-    tokenizer: str | None = option(None, "Tokenizer for models without one of their own (default: GPT-NeoX-20B, "
-                                         "shipped).", fixed=True)
     delay: float = option(MIN_DELAY_S, "Seconds between arXiv requests (at least 3).")
     page_size: int = option(100, "Results per arXiv API page.")
     retries: int = option(3, "Retries of a failed arXiv request.")

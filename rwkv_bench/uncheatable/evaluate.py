@@ -33,7 +33,6 @@ import io
 import math
 import os
 import platform
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -45,8 +44,8 @@ import pandas as pd
 from .. import distributed
 from ..errors import UserError
 from ..options import as_dict, canonical_dtype, merge_options, parse_device, parse_dtype, positive
-from ..recording import (append_row, finish_meta, open_run, read_meta, read_rows, resume_meta, start_meta,
-                         write_json)
+from ..recording import (append_row, csv_text, finish_meta, open_run, read_meta, read_rows, resume_meta,
+                         start_meta, write_atomically, write_json)
 from ..specs import parse_models
 from . import arxiv_source as src
 from .config import DEFAULT_PAPERS, UncheatableConfig
@@ -65,7 +64,6 @@ TOKENS_FILE = "token_logprobs.npz"   # all of them, packed when the run complete
 WHOLE_TEXT = sys.maxsize             # --chars 0: no cut
 # A test hook for --resume after a rank dies: rank RWKV_BENCH_TEST_DIE_RANK (default 1) SIGKILLs itself
 # right after writing its K-th row. Never set outside tests.
-DIE_AFTER_ENV, DIE_RANK_ENV = "RWKV_BENCH_TEST_DIE_AFTER", "RWKV_BENCH_TEST_DIE_RANK"
 
 
 def console(enabled: bool = True):
@@ -206,20 +204,10 @@ def gather_resumed(meta: dict, run_dir: Path) -> list[Paper]:
 # ---- scoring ----
 
 def score_tokens(backend, text: str, stride: int | None):
-    """The text's TextScore (as `scoring.score_text` computes it) and every token's log-probability (float32)."""
-    from ..scoring import TextScore
+    """The text's TextScore and every token's log-probability (float32, for the loss-by-position report)."""
+    from ..scoring import score_tokens as score_with_logprobs
 
-    if not text:
-        raise UserError("the text is empty: nothing to score")
-    ids = backend.encode(text)
-    if not ids:
-        raise UserError("the text encodes to zero tokens: nothing to score")
-    try:
-        logprobs = backend.token_logprobs(ids, stride=stride)
-    except ValueError as exc:  # a stride the model's window cannot take
-        raise UserError(f"{backend.spec}: {exc}") from None
-    result = TextScore(model=backend.spec, implementation=backend.implementation, tokens=len(ids),
-                       bytes=len(text.encode("utf-8")), chars=len(text), logprob_nats=float(logprobs.sum()))
+    result, logprobs = score_with_logprobs(backend, text, stride)
     return result, logprobs.detach().cpu().numpy().astype(np.float32)
 
 
@@ -290,18 +278,9 @@ def model_entry(spec, backend, o: UncheatableConfig, load_seconds: float) -> dic
 def save_token_logprobs(path: Path, logprobs: np.ndarray) -> None:
     """One text's log-probabilities, written whole or not at all (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, logprobs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def die_after() -> tuple[int, int] | None:
-    """(rank, rows) of the test hook that kills a rank, or None."""
-    rows = os.environ.get(DIE_AFTER_ENV)
-    return (int(os.environ.get(DIE_RANK_ENV, "1")), int(rows)) if rows else None
+    buf = io.BytesIO()
+    np.save(buf, logprobs)
+    write_atomically(path, buf.getvalue())
 
 
 def score_models(plan: Plan, dist: distributed.Dist, device: str) -> dict:
@@ -315,7 +294,7 @@ def score_models(plan: Plan, dist: distributed.Dist, device: str) -> dict:
     rows_path = run_dir / (f"per_paper.rank{dist.rank}.csv" if dist.enabled else "per_paper.csv")
     paper_index = {p.paper_id: i for i, p in enumerate(plan.papers)}
     dtype = parse_dtype(o.dtype)
-    die = die_after()
+    die = distributed.die_after()
     written = 0
     mine = {"rank": dist.rank, "local_rank": dist.local_rank, "host": platform.node(), "device": device,
             "torch_threads": torch.get_num_threads(), "models": {}}
@@ -357,10 +336,7 @@ def score_models(plan: Plan, dist: distributed.Dist, device: str) -> dict:
                 append_row(rows_path, row, PER_PAPER_COLUMNS)
                 bar.advance(task)
                 written += 1
-                if die is not None and die == (dist.rank, written):
-                    print(f"rank {dist.rank}: killed by {DIE_AFTER_ENV}={written} (a test of --resume)",
-                          file=sys.stderr, flush=True)
-                    os.kill(os.getpid(), signal.SIGKILL)
+                distributed.die_if_asked(die, dist, written)
         # CPU seconds beside wall seconds: a rank that got less than its cores (a busy machine) shows here
         mine["models"][spec.text] = {"entry": entry, "papers": len(share),
                                      "scoring_seconds": round(time.perf_counter() - started, 3),
@@ -391,16 +367,8 @@ def merge_rows(run_dir: Path, specs: list, papers: list[Paper]) -> None:
         for row in read_raw_rows(path):
             rows.setdefault((row["model"], row["paper_id"]), row)
     ordered = sorted(rows.items(), key=lambda kv: rank.get(kv[0], (len(specs), len(papers))))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=PER_PAPER_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(row for _, row in ordered)
-    tmp = run_dir / "per_paper.csv.tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / "per_paper.csv")
+    write_atomically(run_dir / "per_paper.csv",
+                     csv_text((row for _, row in ordered), PER_PAPER_COLUMNS, header=True).encode("utf-8"))
     for path in parts:
         path.unlink()
 
