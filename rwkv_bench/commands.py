@@ -6,23 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import UserError
-from .options import parse_device, parse_dtype, parse_int_list, positive
-
-
-def read_text_file(path: Path) -> str:
-    """A UTF-8 text file that must not be empty."""
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, not a text file")
-    if not path.is_file():
-        raise UserError(f"no such file: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise UserError(f"{path} is empty: nothing to score")
-    return text
+from .options import parse_device, parse_dtype, parse_int_list, positive, read_utf8_file
 
 
 def score_file(model: str, input_path: Path, *, tokenizer: str | None = None, device: str = "cpu",
@@ -31,7 +15,7 @@ def score_file(model: str, input_path: Path, *, tokenizer: str | None = None, de
     from .options import canonical_dtype
     from .specs import parse
 
-    text = read_text_file(input_path)  # every input is checked before torch and transformers are imported
+    text = read_utf8_file(input_path)  # every input is checked before torch and transformers are imported
     spec = parse(model)
     canonical_dtype(dtype)
     from .backends import check_reachable, load

@@ -41,6 +41,24 @@ def parse_device(name: str) -> str:
     return name
 
 
+def read_utf8_file(path, what: str = "text file") -> str:
+    """A user's input file as text: it must exist, be a file, be UTF-8 (a BOM is dropped) and not be blank."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a {what}")
+    if not path.is_file():
+        raise UserError(f"no such {'file' if what == 'text file' else what}: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise UserError(f"{path} is empty: nothing to score")
+    return text
+
+
 def split_list(text: str | list[str], flag: str) -> list[str]:
     """'a, b,a' -> ['a', 'b']: comma-separated, stripped, duplicates dropped, at least one."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -75,6 +93,14 @@ def parse_size(text: str | int | None, flag: str = "--memory-limit") -> int | No
     if value <= 0:
         raise UserError(f"{flag} must be positive, got {text!r}")
     return value
+
+
+def parse_number(value, flag: str, kind: type = float):
+    """An int or float from a flag's text (a one-line error naming the flag otherwise)."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
 
 def positive(value, flag: str, *, zero_ok: bool = False):

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import torch
 
+from rwkv_bench.models.rwkv4 import init_random_
+
 
 def random_hf_rwkv(path: Path, vocab: int = 50277, hidden: int = 64, layers: int = 2, seed: int = 0):
     """Save a random transformers RwkvForCausalLM with dense, non-trivial weights; return the model."""
@@ -13,18 +15,7 @@ def random_hf_rwkv(path: Path, vocab: int = 50277, hidden: int = 64, layers: int
                         intermediate_size=4 * hidden, attention_hidden_size=hidden, rescale_every=0,
                         context_length=1024, tie_word_embeddings=False)
     model = RwkvForCausalLM(config).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("time_decay"):
-                p.copy_(torch.rand(p.shape, generator=g) * 4 - 3)
-            elif "time_mix" in name:
-                p.copy_(torch.rand(p.shape, generator=g))
-            elif p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-            else:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g) if "weight" in name and "ln" in name
-                        else 0.1 * torch.randn(p.shape, generator=g))
+    init_random_(model, seed, scale=1.0)  # the same name patterns as our RWKV-4's (time_decay, time_mix, ln)
     model.save_pretrained(path)
     return model
 

@@ -254,8 +254,9 @@ def init_paper_(model: RWKV4, generator: torch.Generator | None = None) -> RWKV4
 
 
 @torch.no_grad()
-def init_random_(model: RWKV4, seed: int = 0, scale: float = 0.5) -> RWKV4:
-    """Dense random weights (no zero blocks), for tests that must exercise every path with non-trivial values."""
+def init_random_(model: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
+    """Dense random weights (no zero blocks), for tests that must exercise every path with non-trivial values;
+    any module with RWKV-4 parameter names (ours, or transformers' RwkvForCausalLM)."""
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("time_decay"):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..options import as_dict, canonical_dtype, merge_options, parse_device, positive
+from ..options import as_dict, canonical_dtype, merge_options, parse_device, parse_number, positive
 from ..recording import append_rows, finish_meta, open_run, read_rows, resume_meta, rewrite_rows, start_meta
 from ..specs import OURS as OURS_RUNNER
 from ..specs import ModelSpec, parse_models
@@ -77,15 +77,10 @@ class ModelPlan:
 # ---- argument checks ----
 
 def check_limit(limit):
+    """--limit: a count of examples per task, or a fraction (below 1) of each task."""
     if limit is None:
         return None
-    try:
-        value = float(limit)
-    except (TypeError, ValueError):
-        raise UserError(f"--limit must be a number, got {limit!r}") from None
-    if value <= 0:
-        raise UserError(f"--limit must be positive (a count of examples per task, or a fraction below 1), "
-                        f"got {value:g}")
+    value = positive(parse_number(limit, "--limit"), "--limit")
     return int(value) if value >= 1 else value
 
 

@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..errors import UserError
+from ..options import parse_number, positive
 from ..trackers import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ class Counts:
     tokens_reencode: int = 0      # positions a run-every-request-from-scratch approach would run
     forward_passes: int = 0       # calls of the network over a batch (each chunk of a long input counts)
     model_time_s: float = 0.0     # time inside the request method (tokenising included)
+
+    def count_unshared(self, tokens: int, chunk_size: int) -> None:
+        """A text run whole and alone (rolling scores, generation prompts): nothing to share or pad."""
+        self.tokens_processed += tokens
+        self.tokens_reencode += tokens
+        self.forward_passes += -(-tokens // chunk_size)
 
 
 @dataclass
@@ -185,13 +192,7 @@ def pick_device(device: str | None) -> str:
 def parse_batch_size(value) -> int:
     if value is None or str(value).startswith("auto"):
         return DEFAULT_BATCH_SIZE
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"batch_size must be a positive integer or 'auto', got {value!r}") from None
-    if size < 1:
-        raise UserError(f"batch_size must be a positive integer, got {value!r}")
-    return size
+    return int(positive(parse_number(value, "batch_size", int), "batch_size"))
 
 
 def parse_bool(value) -> bool:
@@ -639,9 +640,7 @@ class RWKVBenchLM(TemplateLM):
         for (string,) in tqdm([r.args for r in requests], disable=disable_tqdm, desc="rwkv-bench rolling"):
             ids = self.tok_encode(string)
             total = float(self.backend.token_logprobs(ids).sum()) if ids else 0.0
-            counts.tokens_processed += len(ids)
-            counts.tokens_reencode += len(ids)
-            counts.forward_passes += -(-len(ids) // self.chunk_size)
+            counts.count_unshared(len(ids), self.chunk_size)
             out.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
         return out
@@ -688,9 +687,7 @@ class RWKVBenchLM(TemplateLM):
         for _, context, _, _ in rows:
             ids = self.tok_encode(context) or [self.eot_token_id]
             logits, state = self._run(self._tensor(ids), None, last_only=True)
-            counts.tokens_processed += len(ids)
-            counts.tokens_reencode += len(ids)
-            counts.forward_passes += -(-len(ids) // self.chunk_size)
+            counts.count_unshared(len(ids), self.chunk_size)
             states.append(state)
             last.append(logits[0, -1])
         state, logits = torch.cat(states, dim=2), torch.stack(last)

@@ -133,6 +133,21 @@ def gather_file(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     return papers, {"source": "file", "papers_file": str(Path(o.papers_file).resolve()), "dropped": dropped}
 
 
+def take(records, selector: Selector, wanted: int, stats: dict, on_kept=lambda n: None) -> list[Paper]:
+    """The first `wanted` usable papers of (record, from_cache) pairs, counting what was seen in `stats`."""
+    kept: list[Paper] = []
+    for record, cached in records:
+        stats["listed"] += 1
+        stats["from_cache" if cached else "fetched"] += 1
+        stats["abstract_only"] += record.text_source == "abstract"
+        if (paper := selector.offer(record.to_paper())) is not None:
+            kept.append(paper)
+            on_kept(len(kept))
+            if len(kept) >= wanted:
+                break
+    return kept
+
+
 def gather_arxiv(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     since, until = src.parse_window(o.since, o.until, o.today)
     wanted = o.papers or DEFAULT_PAPERS
@@ -141,16 +156,11 @@ def gather_arxiv(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     opts = src.FetchOptions(cache=cache, since=since, until=until, categories=categories, delay=o.delay,
                             page_size=o.page_size, retries=o.retries, max_chars=max(src.CACHE_MAX_CHARS, o.chars))
     selector = Selector(chars=cut(o.chars), min_chars=o.min_chars)
-    kept: list[Paper] = []
     stats = {"listed": 0, "from_cache": 0, "fetched": 0, "abstract_only": 0}
     where = f"{since}..{until}" + (f" in {','.join(categories)}" if categories else "")
     if o.offline:
-        for record in src.cached_in_window(cache, since, until, categories):
-            if (paper := selector.offer(record.to_paper())) is not None:
-                kept.append(paper)
-                stats["from_cache"] += 1
-                if len(kept) >= wanted:
-                    break
+        cached = ((record, True) for record in src.cached_in_window(cache, since, until, categories))
+        kept = take(cached, selector, wanted, stats)
         if not kept:
             raise UserError(f"--offline: the cache {cache.dir} holds no usable papers for {where}; "
                             "run once without --offline to fill it")
@@ -160,15 +170,8 @@ def gather_arxiv(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     else:
         with progress_bar(o.progress) as bar:
             task = bar.add_task("fetching arXiv papers", total=wanted)
-            for record, cached in src.iter_records(opts):
-                stats["listed"] += 1
-                stats["from_cache" if cached else "fetched"] += 1
-                stats["abstract_only"] += record.text_source == "abstract"
-                if (paper := selector.offer(record.to_paper())) is not None:
-                    kept.append(paper)
-                    bar.update(task, completed=len(kept))
-                    if len(kept) >= wanted:
-                        break
+            kept = take(src.iter_records(opts), selector, wanted, stats,
+                        on_kept=lambda n: bar.update(task, completed=n))
         if not kept:
             raise UserError(f"arXiv lists no usable papers for {where} (listed {stats['listed']}, "
                             f"{len(selector.too_short)} shorter than {o.min_chars} characters)")

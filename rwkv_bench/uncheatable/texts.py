@@ -103,16 +103,10 @@ def select(papers: list[Paper], *, chars: int, min_chars: int, short: str = "ski
 def read_papers_file(path: str | Path) -> list[Paper]:
     """A JSON list (strings, or objects with a `text` field) or JSONL (one such item a line).
     `paper_id` is the text's index in the file."""
+    from ..options import read_utf8_file
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such papers file: {path}")
-    raw = path.read_bytes()
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    if not content.strip():
-        raise UserError(f"{path} is empty: no texts to score")
+    content = read_utf8_file(path, "papers file")
     try:
         items = json.loads(content)
     except json.JSONDecodeError as whole_error:
