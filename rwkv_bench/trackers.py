@@ -128,3 +128,28 @@ class RssSampler:
             return self.peak
         self.peak = max(self.peak, rss)
         return rss
+
+
+# ---- peak RSS of this process over a window (Linux: /proc/self/clear_refs resets VmHWM) ----
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where the kernel does not allow it.
+    Writing 5 to /proc/self/clear_refs (Linux >= 4.0) touches no page; it only resets the high-water mark."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak RSS since the last `reset_peak_rss()` (VmHWM of /proc/self/status), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -1,8 +1,9 @@
 """One point in a fresh process: `python -m rwkv_bench.scaling.child SPEC.json`.
 
-Reads a PointSpec, measures it, and writes the result JSON (atomically) where the spec says. Failures it
-can catch become a result with status oom / timeout / error; a crash or a kill leaves no result, and the
-launcher classifies the exit instead. The child dies with its parent (PR_SET_PDEATHSIG on Linux), so
+Reads a PointSpec, measures its phases, and writes the result JSON (atomically) where the spec says, after
+each phase and at the end (`{"info": ..., "phases": {phase: row fields}, "complete": true}`). Failures it
+can catch become a phase with status oom / timeout / error; a crash or a kill leaves the phases not yet
+written without a result, and the launcher classifies the exit for them instead. The child dies with its parent (PR_SET_PDEATHSIG on Linux), so
 killing a sweep never leaves a measurement running.
 """
 from __future__ import annotations
@@ -38,20 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     from .points import PointSpec
 
     spec = PointSpec.from_json(Path(argv[0]).read_text())
-    try:
-        result = run_point(spec)
-    except PointFailure as exc:
-        result = {**getattr(exc, "info", {}), "status": exc.status, "error": str(exc)}
-        if exc.__cause__ is not None:
-            import traceback
 
-            traceback.print_exception(exc.__cause__)  # into the point's log file
-    except BaseException as exc:  # noqa: BLE001 - loading failures, anything unexpected: one line
-        result = {"status": "oom" if is_oom(exc) else "error", "error": one_line(exc)}
+    def save(result: dict) -> None:
+        write_json(spec.result_path, result)
+
+    try:
+        result = run_point(spec, save=save)
+    except BaseException as exc:  # noqa: BLE001 - loading failures, anything before the phases: one line
+        status = exc.status if isinstance(exc, PointFailure) else "oom" if is_oom(exc) else "error"
+        failure = {"status": status, "error": str(exc) if isinstance(exc, PointFailure) else one_line(exc)}
+        info = getattr(exc, "info", {})
+        result = {"info": info, "phases": {phase: {**info, **failure} for phase in spec.phases}}
         import traceback
 
         traceback.print_exc()  # into the point's log file
     result["child_wall_s"] = time.perf_counter() - t0
+    result["complete"] = True
     write_json(spec.result_path, result)
     return 0
 

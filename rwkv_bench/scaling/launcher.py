@@ -2,14 +2,15 @@
 
 `sys.executable -m rwkv_bench.scaling.child SPEC.json`, no shell. The parent watches the child:
 - loading (interpreter start, imports, model build) may take up to `load_timeout_s`;
-- once the child says it has loaded, the point has `time_budget_s` (plus a small grace for the child to
-  report its own timeout) before it is killed;
-- while the child's measured region is open (it writes its memory baseline to a file), the launcher samples
-  the child's RSS every few milliseconds (CPU memory is measured from outside the timed process), and under
-  --memory-limit kills it once the RSS above the baseline passes the limit (status oom);
+- once the child says it has loaded, it has `time_budget_s` per phase (prefill and decode of one length share
+  a child) plus a small grace for the child to report its own timeout, before it is killed;
+- while a phase's measured region is open (the child writes its memory baseline to a file), the launcher
+  samples the child's RSS every few milliseconds (CPU memory is also seen from outside the timed process),
+  and under --memory-limit kills it once the RSS above the baseline passes the limit (status oom);
 - a child killed by SIGKILL that the launcher did not kill is taken as the kernel's OOM killer; under a
   --memory-limit, an abort or segfault is an allocation failure too.
-The outcome is always a row: status ok / oom / timeout / error, with a one-line error text. The child's
+The outcome is always one row per phase: status ok / oom / timeout / error, with a one-line error text (the
+phases a killed child had finished keep their results). The child's
 stdout and stderr go to a log file, kept for points that did not succeed.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from ..trackers import RssSampler
 from .child import PARENT_PID_ENV
-from .points import PointSpec
+from .points import PointSpec, region_files
 
 LOAD_TIMEOUT_S = 600.0
 SAMPLE_S = 0.003          # RSS sampling period while the child measures
@@ -56,37 +57,49 @@ def signal_name(num: int) -> str:
 
 
 def launch(spec: PointSpec, log_dir: Path, *, load_timeout_s: float = LOAD_TIMEOUT_S,
-           poll_s: float = 0.05) -> dict:  # noqa: C901 - one loop that watches one child
-    """Run one point in a child process; returns its result dict (with 'status', 'error', 'wall_s')."""
+           poll_s: float = 0.05) -> dict[str, dict]:  # noqa: C901 - one loop that watches one child
+    """Run one point's phases in a child process; returns {phase: result dict (with 'status', 'error',
+    'wall_s')}."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{slug(spec.model)}_{spec.scenario}_{spec.seq_len}"
+    phases = list(spec.phases)
+    name = f"{slug(spec.model)}_{'+'.join(phases)}_{spec.seq_len}"
     log_path = log_dir / f"{name}.log"
+    budget_s = spec.time_budget_s * len(phases)
+    peaks: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="rwkv-bench-point-") as tmp:
         tmp = Path(tmp)
         spec.result_path = str(tmp / "result.json")
         spec.loaded_path = str(tmp / "loaded")
-        spec.region_path = str(tmp / "region.json")
-        region, region_end = Path(spec.region_path), Path(spec.region_path).with_suffix(".end")
-        baseline = None
+        spec.region_path = str(tmp / "region")
+        regions = [region_files(spec.region_path, phase) for phase in phases]
+        current, baseline = 0, None  # the phase whose region is awaited or open, and its baseline
         spec_path = spec.write(tmp / "spec.json")
         env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"})
         cmd = [sys.executable, "-m", "rwkv_bench.scaling.child", str(spec_path)]
         t_spawn = time.monotonic()
         loaded_at = None
         killed_for = None
+        extra_mib = 0.0
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
         sampler = RssSampler(proc.pid)
         try:
             while True:
-                measuring = baseline is not None and not region_end.exists()
+                if current < len(phases):
+                    begin, end = regions[current]
+                    if baseline is None and begin.exists():
+                        baseline = json.loads(begin.read_text())["baseline"]
+                        sampler.peak = 0  # this phase's own peak
+                    if baseline is not None and end.exists():
+                        peaks[phases[current]] = sampler.peak
+                        current, baseline = current + 1, None
+                        continue
+                measuring = baseline is not None
                 try:
                     proc.wait(timeout=SAMPLE_S if measuring else poll_s)
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                if baseline is None and region.exists():
-                    baseline = json.loads(region.read_text())["baseline"]
                 if measuring:
                     rss = sampler.sample()
                     if spec.memory_limit_bytes and rss - baseline > spec.memory_limit_bytes:
@@ -96,7 +109,7 @@ def launch(spec: PointSpec, log_dir: Path, *, load_timeout_s: float = LOAD_TIMEO
                     loaded_at = now
                 if loaded_at is None and now - t_spawn > load_timeout_s:
                     killed_for = "load"
-                elif loaded_at is not None and now - loaded_at > spec.time_budget_s + grace_s(spec.time_budget_s):
+                elif loaded_at is not None and now - loaded_at > budget_s + grace_s(budget_s):
                     killed_for = "budget"
                 if killed_for:
                     extra_mib = (sampler.peak - (baseline or 0)) / 2 ** 20
@@ -108,34 +121,51 @@ def launch(spec: PointSpec, log_dir: Path, *, load_timeout_s: float = LOAD_TIMEO
                 proc.kill()
                 proc.wait()
         wall_s = time.monotonic() - t_spawn
-        result = classify(proc.returncode, killed_for, Path(spec.result_path), log_path, spec, load_timeout_s)
-    if killed_for == "memory":
-        result["error"] += f" (+{extra_mib:.0f} MiB above the loaded model)"
-    if result.get("status") == "ok" and "peak_total_bytes" in result and not spec.device.startswith("cuda"):
-        total = max(result["peak_total_bytes"], sampler.peak)  # sampled from here, or the child's high-water mark
-        result.update(peak_total_bytes=total, peak_mem_bytes=max(0, total - result["baseline_bytes"]))
-    result["wall_s"] = wall_s
-    if result.get("status") == "ok":
+        data = read_result(Path(spec.result_path))
+    failure = None
+    if killed_for or not data.get("complete"):
+        failure = classify(proc.returncode, killed_for, log_path, spec, load_timeout_s, budget_s)
+        if killed_for == "memory":
+            failure["error"] += f" (+{extra_mib:.0f} MiB above the loaded model)"
+    info = data.get("info") or {}
+    results = {}
+    for phase in phases:
+        result = dict((data.get("phases") or {}).get(phase) or {**info, **(failure or {
+            "status": "error", "error": f"the child reported no result for {phase}"})})
+        if result.get("status") == "ok" and "peak_total_bytes" in result and not spec.device.startswith("cuda"):
+            total = max(result["peak_total_bytes"], peaks.get(phase, 0))  # the child's own peak, or sampled here
+            result.update(peak_total_bytes=total, peak_mem_bytes=max(0, total - result["baseline_bytes"]))
+        result["wall_s"] = wall_s
+        results[phase] = result
+    if all(r.get("status") == "ok" for r in results.values()):
         log_path.unlink(missing_ok=True)
     else:
-        result["log"] = str(log_path)
-    return result
+        for r in results.values():
+            if r.get("status") != "ok":
+                r["log"] = str(log_path)
+    return results
 
 
-def classify(returncode: int, killed_for: str | None, result_path: Path, log_path: Path, spec: PointSpec,
-             load_timeout_s: float) -> dict:
+def read_result(path: Path) -> dict:
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    return {}
+
+
+def classify(returncode: int, killed_for: str | None, log_path: Path, spec: PointSpec, load_timeout_s: float,
+             budget_s: float | None = None) -> dict:
+    """Why a child ended without a result for some phase: the launcher's kill, a signal, an exit code."""
     if killed_for == "memory":
         return {"status": "oom", "error": f"killed: its memory above the loaded model passed --memory-limit "
                                           f"{spec.memory_limit_bytes / 2 ** 20:g} MiB"}
     if killed_for == "budget":
-        return {"status": "timeout", "error": f"killed after exceeding the time budget of {spec.time_budget_s:g} s"}
+        budget = spec.time_budget_s if budget_s is None else budget_s
+        return {"status": "timeout", "error": f"killed after exceeding the time budget of {budget:g} s"}
     if killed_for == "load":
         return {"status": "timeout", "error": f"loading took longer than {load_timeout_s:g} s"}
-    if result_path.is_file():
-        try:
-            return json.loads(result_path.read_text())
-        except json.JSONDecodeError:
-            pass
     if returncode is not None and returncode < 0:
         sig = -returncode
         if sig == signal.SIGKILL:

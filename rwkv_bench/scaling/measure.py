@@ -1,30 +1,40 @@
-"""What runs inside the child process for one point: load, warm up, time, mark the measured region.
+"""What runs inside the child process for one point: load, warm up, time, mark the measured regions.
 
+One child measures one or more phases of the same (model, T) in order (`spec.phases`): prefill, decode and
+generate share a child, the decode steps starting from the state the last prefill pass built (so a decode
+sample costs no second prefill, and the direct generation it is checked against runs in the same process).
 Time: `time.perf_counter`, with the device synchronised around every timed region on CUDA.
-Memory (`MeasuredRegion`):
+Memory (`MeasuredRegion`, one per phase):
 - CUDA: `torch.cuda.max_memory_allocated()` after `reset_peak_memory_stats()`, minus the memory allocated
   before the measured runs (weights, warm-up leftovers).
-- CPU: the launcher (the parent process) samples this process's RSS every few milliseconds while the region
-  is open, so no sampling thread competes with the measured loop for the GIL; this process adds its
-  `getrusage` high-water mark when it rose inside the region (a spike between two samples). The baseline is
-  the RSS after loading and warm-up, taken after `gc.collect()` and glibc's `malloc_trim(0)`, so freed
-  warm-up buffers are not counted. The weights' size is reported separately.
-Warm-up: prefill runs `warmup` untimed passes over the first min(T, 1024) tokens; generate runs the
-prompt plus 8 decode steps. The time budget counts from the end of loading (warm-up included).
+- CPU: live memory, as resident pages. The baseline is the RSS once the model is loaded and warmed up, after
+  `gc.collect()` and glibc's `malloc_trim(0)`. Each phase resets the kernel's peak-RSS mark (VmHWM, through
+  /proc/self/clear_refs) when it opens and reads it when it closes, so the peak is exact, not sampled; and
+  after every decode or generate step (outside the timed interval) `malloc_trim(0)` hands the heap that
+  glibc kept after free back to the OS, so a growing sequence of forwards (the no-cache protocol) does not
+  pile up freed buffers that look like memory the model needs. The launcher also samples the RSS from
+  outside every few ms (and enforces --memory-limit on it). Where clear_refs is not allowed, the child's
+  getrusage high-water mark stands in. The weights' size is reported separately.
+Warm-up: prefill runs `warmup` untimed passes over the first min(T, 1024) tokens; decode and generate run a
+short prompt plus 8 decode steps. The time budget of each phase counts from its start (warm-up and loading
+excluded); the launcher allows the child the sum.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import math
 import os
 import re
 import resource
+import statistics
 import time
 from pathlib import Path
 
-from ..trackers import CudaPeakMemory, latency, malloc_trim, maxrss_bytes, rss_bytes, sync
-from .points import PointSpec, kv_label
+from ..trackers import (CudaPeakMemory, latency, maxrss_bytes, peak_rss_bytes, reset_peak_rss,
+                        rss_bytes, sync)
+from .points import PointSpec, kv_label, region_files
 
 WARMUP_PREFILL_TOKENS = 1024
 WARMUP_DECODE_STEPS = 8
@@ -33,7 +43,23 @@ WARMUP_DECODE_STEPS = 8
 ADDRESS_SPACE_SLACK = 2 * 1024 ** 3
 OOM_PATTERNS = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|not enough memory|"
                           r"bad_alloc|memoryerror|failed to allocate", re.IGNORECASE)
-CPU_METHOD = "cpu:rss_sampled_by_parent+ru_maxrss_above_loaded"
+CPU_METHOD = "cpu:peak_rss_vmhwm_per_phase+parent_sampled_above_loaded,malloc_trim_each_step"
+CPU_METHOD_FALLBACK = "cpu:rss_sampled_by_parent+ru_maxrss_above_loaded,malloc_trim_each_step"
+
+
+def _trimmer():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda _pad: 0
+
+
+_TRIM = _trimmer()
+
+
+def trim() -> None:
+    """Freed heap back to the OS (glibc); called outside timed intervals."""
+    _TRIM(0)
 
 
 class PointFailure(Exception):
@@ -45,50 +71,63 @@ class PointFailure(Exception):
 
 
 class MeasuredRegion:
-    """Marks where the measured runs begin and end; see the module docstring for what is measured."""
+    """Marks where one phase's measured runs begin and end; see the module docstring for what is measured."""
 
-    def __init__(self, spec: PointSpec):
+    def __init__(self, spec: PointSpec, phase: str):
         self.cuda = spec.device.startswith("cuda")
         self.cuda_memory = CudaPeakMemory(spec.device) if self.cuda else None
         self.method = CudaPeakMemory.method if self.cuda else CPU_METHOD
-        self.path = Path(spec.region_path) if spec.region_path else None
+        self.files = region_files(spec.region_path, phase) if spec.region_path else None
         self.baseline = 0
         self._maxrss_before = 0
+        self._hwm = False
 
-    def begin(self, memory_limit: int | None) -> None:
+    def begin(self, memory_limit: int | None, baseline: int | None = None) -> None:
+        """Open the region; `baseline` (CPU): the RSS to count from, when it is not the current one (decode
+        counts the state its prefill built, so it counts from the loaded model, before that prefill)."""
         gc.collect()
         if self.cuda:
-            self.baseline = self.cuda_memory.reset()
+            self.baseline = self.cuda_memory.reset() if baseline is None else baseline
+            if baseline is not None:
+                self.cuda_memory.torch.cuda.reset_peak_memory_stats(self.cuda_memory.device)
             if memory_limit:
                 torch = self.cuda_memory.torch
                 total = torch.cuda.get_device_properties(self.cuda_memory.device).total_memory
                 torch.cuda.set_per_process_memory_fraction(min(1.0, (self.baseline + memory_limit) / total),
                                                            self.cuda_memory.device)
             return
-        malloc_trim()
-        self.baseline, self._maxrss_before = rss_bytes(), maxrss_bytes()
+        trim()
+        self.baseline = rss_bytes() if baseline is None else baseline
+        self._hwm = reset_peak_rss()
+        self.method = CPU_METHOD if self._hwm else CPU_METHOD_FALLBACK
+        self._maxrss_before = maxrss_bytes()
         if memory_limit:
             import psutil
 
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
             cap = psutil.Process().memory_info().vms + memory_limit + ADDRESS_SPACE_SLACK
             resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
-        if self.path is not None:  # the launcher starts sampling once this file exists
-            tmp = self.path.with_suffix(".tmp")
+        if self.files is not None:  # the launcher samples while the begin file exists and the end file does not
+            begin = self.files[0]
+            tmp = begin.with_suffix(".tmp")
             tmp.write_text(json.dumps({"baseline": self.baseline}))
-            os.replace(tmp, self.path)
+            os.replace(tmp, begin)
 
     def end(self) -> dict:
         """Memory fields of the row (on CPU the launcher raises peak_total_bytes to its sampled peak)."""
         if self.cuda:
             total = self.cuda_memory.peak_total()
         else:
-            maxrss = maxrss_bytes()
-            total = max(rss_bytes(), maxrss if maxrss > self._maxrss_before else 0)
-            if self.path is not None:
-                self.path.with_suffix(".end").touch()
+            hwm = peak_rss_bytes() if self._hwm else None
+            if hwm is not None:
+                total = max(hwm, rss_bytes())
+            else:
+                maxrss = maxrss_bytes()
+                total = max(rss_bytes(), maxrss if maxrss > self._maxrss_before else 0)
+            if self.files is not None:
+                self.files[1].touch()
         return {"peak_mem_bytes": max(0, total - self.baseline), "peak_total_bytes": total,
-                "baseline_bytes": self.baseline}
+                "baseline_bytes": self.baseline, "mem_method": self.method}
 
     def release(self) -> None:
         if not self.cuda:
@@ -141,8 +180,10 @@ def vocab_size(backend) -> int:
     return int(getattr(config, "vocab_size", None) or 1000)
 
 
-def run_point(spec: PointSpec) -> dict:
-    """Measure one point. Returns the row fields (status ok), or raises PointFailure / any exception."""
+def run_point(spec: PointSpec, save=None) -> dict:
+    """Measure the phases of one point. Returns {"info": ..., "phases": {phase: row fields}}; a phase that
+    fails has status oom / timeout / error (a decode after a failed prefill fails with it). `save(result)`
+    is called after each phase, so a child killed later still reports the phases it finished."""
     import torch
 
     from ..specs import resolve
@@ -151,7 +192,7 @@ def run_point(spec: PointSpec) -> dict:
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     dtype = getattr(torch, spec.dtype)
-    needed = spec.seq_len + (spec.prompt_len if spec.scenario == "generate" else 0)
+    needed = max(context_needed(spec, phase) for phase in spec.phases)
     backend = resolve(spec.model, device=spec.device, dtype=dtype, tokenizer=spec.tokenizer,
                       max_positions=needed + 8, kv_cache=spec.kv_cache, chunk_size=spec.chunk_size,
                       seed=spec.seed)
@@ -161,44 +202,94 @@ def run_point(spec: PointSpec) -> dict:
         "random_weights": bool(backend.random_weights), "weights_bytes": backend.weights_bytes(),
         "kv_cache": kv_label(backend.family, spec.kv_cache), "device": str(backend.device),
         "dtype": str(backend.dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
-        "load_s": load_s,
+        "load_s": load_s, "mem_method": CudaPeakMemory.method if spec.device.startswith("cuda") else CPU_METHOD,
     }
+    result = {"info": info, "phases": {}}
     if backend.max_context and needed > backend.max_context:
-        raise PointFailure("error", f"{needed} tokens exceed the model's context of {backend.max_context}")
-    region = MeasuredRegion(spec)
-    info["mem_method"] = region.method
+        failure = PointFailure("error", f"{needed} tokens exceed the model's context of {backend.max_context}")
+        failure.info = info
+        raise failure
+    vocab = vocab_size(backend)
+    ids = random_ids(spec.seq_len, vocab, spec.seed) if set(spec.phases) & {"prefill", "decode"} else None
+    warm_up(backend, spec, ids, vocab)
     if spec.loaded_path:
         Path(spec.loaded_path).touch()  # the parent starts the budget clock now
-    clock = Clock(spec.time_budget_s)
-    vocab = vocab_size(backend)
-    try:
-        if spec.scenario == "prefill":
-            measured = measure_prefill(backend, spec, region, clock, vocab)
-        elif spec.scenario == "generate":
-            measured = measure_generate(backend, spec, region, clock, vocab)
-        else:
-            raise PointFailure("error", f"unknown scenario {spec.scenario!r}")
-    except BaseException as exc:
-        region.release()  # room to report the failure
-        if isinstance(exc, PointFailure):
-            exc.info = info
-            raise
-        status = "oom" if is_oom(exc) else "error"
-        failure = PointFailure(status, one_line(exc))
-        failure.info = info
-        raise failure from exc
-    finally:
-        region.release()
-    return {**info, **measured, "status": "ok", "error": ""}
+    trim()
+    baseline = rss_bytes() if not spec.device.startswith("cuda") else None
+    carried = {}  # what the prefill phase leaves for decode: its last output and its time
+    failed = None  # a failed prefill: the decode at T needs its state
+    for phase in spec.phases:
+        if failed is not None and phase == "decode":
+            result["phases"][phase] = {**info, "status": failed.status,
+                                       "error": f"{failed.phase} to T={spec.seq_len}: {failed}"}
+            continue
+        region = MeasuredRegion(spec, phase)
+        clock = Clock(spec.time_budget_s)
+        try:
+            if phase == "prefill":
+                measured = measure_prefill(backend, spec, region, clock, ids, carried)
+            elif phase == "decode":
+                measured = measure_decode(backend, spec, region, clock, ids, carried, baseline)
+            elif phase == "generate":
+                measured = measure_generate(backend, spec, region, clock, vocab)
+            else:
+                raise PointFailure("error", f"unknown scenario {phase!r}")
+            result["phases"][phase] = {**info, **measured, "status": "ok", "error": ""}
+        except BaseException as exc:  # noqa: BLE001 - every failure of a phase becomes its row
+            region.release()  # room to report the failure
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            failure = exc if isinstance(exc, PointFailure) else PointFailure("oom" if is_oom(exc) else "error",
+                                                                               one_line(exc))
+            failure.phase = phase
+            if not isinstance(exc, PointFailure):
+                import traceback
+
+                traceback.print_exception(exc)  # into the point's log file
+            result["phases"][phase] = {**info, "status": failure.status, "error": str(failure)}
+            failed = failure if phase == "prefill" else failed
+            carried.clear()
+        finally:
+            region.release()
+        if save is not None:
+            save(result)
+    return result
 
 
-def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, vocab: int) -> dict:
-    """One forward pass over T tokens (backend.start: RWKV chunked parallel, transformers one pass)."""
-    ids = random_ids(spec.seq_len, vocab, spec.seed)
-    for _ in range(max(0, spec.warmup)):
-        out = backend.start(ids[:min(spec.seq_len, WARMUP_PREFILL_TOKENS)])
-        out = None  # noqa: F841 - drop the cache before measuring
+def context_needed(spec: PointSpec, phase: str) -> int:
+    if phase == "generate":
+        return spec.seq_len + spec.prompt_len
+    if phase == "decode":
+        return spec.seq_len + 2 * spec.decode_steps + 1
+    return spec.seq_len
+
+
+def warm_up(backend, spec: PointSpec, ids, vocab: int) -> None:
+    """Untimed: the prefill's first min(T, 1024) tokens; a short prompt and 8 decode steps."""
+    if "prefill" in spec.phases or "decode" in spec.phases:
+        for _ in range(max(0, spec.warmup)):
+            out = backend.start(ids[:min(spec.seq_len, WARMUP_PREFILL_TOKENS)])
+            out = None  # noqa: F841 - drop the cache before measuring
+    if "decode" in spec.phases or "generate" in spec.phases:
+        prompt = random_ids(spec.prompt_len, vocab, spec.seed)
+        logits, cache = backend.start(prompt)
+        token = greedy(logits)
+        for _ in range(WARMUP_DECODE_STEPS):
+            logits, cache = backend.step(token, cache)
+            token = greedy(logits)
+        logits = cache = None  # noqa: F841
     sync(backend.device)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, ids: list[int],
+                    carried: dict) -> dict:
+    """One forward pass over T tokens (backend.start: RWKV chunked parallel, transformers one pass), repeated
+    up to `repeats` times while the timed passes took less than `repeat_time_s`. The last pass's output (RWKV's
+    state, a transformer's KV cache) is what a decode phase in the same child starts from."""
     region.begin(spec.memory_limit_bytes)
     times = []
     out = None
@@ -210,14 +301,101 @@ def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clo
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"(one pass took {times[-1]:.3g} s)")
-        if clock.elapsed() + times[-1] > spec.time_budget_s:
-            break  # another repeat would not fit in the budget
+        if clock.elapsed() + times[-1] > spec.time_budget_s or sum(times) >= spec.repeat_time_s:
+            break  # another repeat would not fit in the budget, or the passes so far are enough
     mem = region.end()
+    if "decode" in spec.phases:
+        carried.update(out=out, prefill_s=times[-1])
     out = None  # noqa: F841
     times.sort()
-    median = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
-    return {"latency_s": median, "latency_min_s": times[0], "latency_max_s": times[-1], "repeats": len(times),
-            "tokens_per_s": spec.seq_len / median if median > 0 else None, **mem}
+    med = median(times)
+    return {"latency_s": med, "latency_min_s": times[0], "latency_max_s": times[-1], "repeats": len(times),
+            "tokens_per_s": spec.seq_len / med if med > 0 else None, **mem}
+
+
+def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, ids: list[int],
+                   carried: dict, baseline: int | None) -> dict:
+    """The cost of one generated token at context T: from the state after T tokens (the prefill phase's, or
+    a prefill run here), `decode_steps` greedy steps, each timed on its own; memory counts from the loaded
+    model, so it holds the state or KV cache at T. Transformers without a KV cache (the paper's protocol):
+    a step is a forward over the T + 1 tokens, and steps stop once they took `repeat_time_s`.
+    Then, outside the memory region, steps from a reference state at `decode_ref_len` alternate with steps
+    continuing the state at T, so machine drift hits both alike (benchmarks/decode_position.py's method)."""
+    T = spec.seq_len
+    if carried.get("out") is None:
+        with latency(backend.device) as timing:
+            carried.update(out=backend.start(ids), prefill_s=None)
+        carried["prefill_s"] = timing.seconds
+    (logits, cache), prefill_s = carried.pop("out"), carried.pop("prefill_s")
+    token = greedy(logits)
+    logits = None
+    no_cache = backend.family == "transformer" and not spec.kv_cache
+    cuda = str(backend.device).startswith("cuda")
+    perf = time.perf_counter
+    region.begin(spec.memory_limit_bytes, baseline=baseline)
+    cpu = not cuda
+    held = 0
+    times = []
+    for _ in range(max(1, spec.decode_steps)):
+        t0 = perf()
+        logits, cache = backend.step(token, cache)
+        token = greedy(logits)  # int() waits for the device
+        if cuda:
+            sync(backend.device)
+        times.append(perf() - t0)
+        logits = None
+        trim()
+        if cpu:
+            held = max(held, rss_bytes())
+        if clock.over():
+            raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
+                                          f"after {len(times)} decode steps at T={T}")
+        if clock.elapsed() + times[-1] > spec.time_budget_s or (no_cache and sum(times) >= spec.repeat_time_s):
+            break
+    mem = region.end()
+    row = {"latency_s": median(times), "latency_mean_s": sum(times) / len(times), "latency_min_s": min(times),
+           "latency_max_s": max(times), "repeats": len(times), "tokens_per_s": len(times) / sum(times),
+           "prompt_len": T, "prompt_s": prefill_s, **mem}
+    if cpu:
+        row["held_mem_bytes"] = max(0, held - mem["baseline_bytes"])
+    elif baseline is not None:
+        row["held_mem_bytes"] = max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
+    ref = spec.decode_ref_len
+    if ref and ref != T:
+        row.update(interleave(backend, spec, clock, cache, token, ids, ref, len(times)))
+    return row
+
+
+def interleave(backend, spec: PointSpec, clock: Clock, cache, token: int, ids: list[int], ref: int,
+               pairs: int) -> dict:
+    """Alternate steps continuing the state at T with steps from a reference state at `ref` tokens."""
+    ref_ids = random_ids(ref, vocab_size(backend), spec.seed + 1)
+    if clock.elapsed() > spec.time_budget_s:
+        return {}
+    logits, ref_cache = backend.start(ref_ids)
+    ref_token = greedy(logits)
+    late, early = [], []
+    cuda = str(backend.device).startswith("cuda")
+    perf = time.perf_counter
+    for _ in range(pairs):
+        t_pair = perf()
+        for which in (late, early):
+            t0 = perf()
+            if which is late:
+                logits, cache = backend.step(token, cache)
+                token = greedy(logits)
+            else:
+                logits, ref_cache = backend.step(ref_token, ref_cache)
+                ref_token = greedy(logits)
+            if cuda:
+                sync(backend.device)
+            which.append(perf() - t0)
+            logits = None
+            trim()
+        if clock.elapsed() + (perf() - t_pair) > spec.time_budget_s:
+            break
+    return {"ref_seq_len": ref, "ref_latency_s": median(early), "interleaved_latency_s": median(late),
+            "ref_steps": len(early)}
 
 
 def greedy(logits) -> int:
@@ -225,16 +403,10 @@ def greedy(logits) -> int:
 
 
 def measure_generate(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, vocab: int) -> dict:
-    """Greedy decoding of T tokens after a short random prompt; every step timed on its own."""
+    """Greedy decoding of T tokens after a short random prompt; every step timed on its own (the direct
+    Figure 7, against which the curve integrated from decode samples is checked)."""
     T = spec.seq_len
     prompt = random_ids(spec.prompt_len, vocab, spec.seed)
-    logits, cache = backend.start(prompt)
-    token = greedy(logits)
-    for _ in range(min(WARMUP_DECODE_STEPS, T)):
-        logits, cache = backend.step(token, cache)
-        token = greedy(logits)
-    logits = cache = None
-    sync(backend.device)
     region.begin(spec.memory_limit_bytes)
     cuda = str(backend.device).startswith("cuda")
     with latency(backend.device) as prompt_timing:
@@ -250,6 +422,7 @@ def measure_generate(backend, spec: PointSpec, region: MeasuredRegion, clock: Cl
         if cuda:
             sync(backend.device)
         latencies[i] = perf() - t0
+        trim()  # outside the timed step: freed heap back to the OS, so RSS is live memory
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"after {i + 1} of {T} tokens")

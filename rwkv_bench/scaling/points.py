@@ -8,24 +8,39 @@ from pathlib import Path
 
 from ..errors import UserError
 
-SCENARIOS = ("prefill", "generate")
+SCENARIOS = ("prefill", "decode", "generate")
+# measured in one child per (model, T), in this order: the prefill builds the state decode starts from, and the
+# tokens generated one by one run in the same process as the decode samples they check
+PAIRED = ("prefill", "decode", "generate")
 FAILED = ("oom", "timeout", "error")  # a (model, scenario) stops at the first of these
 
 # points.csv: one row per (model, scenario, seq_len). Names are a contract: add columns, never rename.
 COLUMNS = [
     "model", "family", "implementation", "scenario", "seq_len", "status",
-    "latency_s",          # prefill: median forward pass; generate: mean per-token time over the last 10% of positions
+    "latency_s",          # prefill: median forward pass; decode: median step at context T (prompt_len = T);
+                          # generate: mean per-token time over the last 10% of positions
     "latency_min_s", "latency_max_s",  # prefill: spread over repeats; generate: min/max per-token time in that window
-    "repeats",            # prefill: timed forward passes (fewer than asked when the time budget would not allow)
+    "repeats",            # prefill: timed forward passes (fewer than asked when the time budget would not allow);
+                          # decode: timed steps
     "cumulative_s",       # generate: total decode time for seq_len tokens (prompt prefill excluded, see prompt_s)
     "tokens_per_s",       # prefill: seq_len / latency_s; generate: seq_len / cumulative_s
-    "prompt_len", "prompt_s",
+    "prompt_len", "prompt_s",  # generate: the prompt; decode: the context T and the time of its prefill
     "peak_mem_bytes",     # peak during the measured runs above the baseline (model loaded and warmed up)
     "peak_total_bytes",   # the absolute peak (CPU: process RSS; CUDA: max_memory_allocated)
     "baseline_bytes", "weights_bytes", "mem_method",
     "kv_cache",           # true / false for transformers' generation protocol; n.a. for RWKV
     "random_weights", "device", "dtype", "threads",
     "load_s", "wall_s", "positions_per_row", "error",
+    # added with the decode scenario (cost per generated token at context T)
+    "latency_mean_s",     # decode: mean of the timed steps (what a sum of steps, i.e. Figure 7, integrates)
+    "predicted_mem_bytes",  # transformers: the memory predicted before the point ran (KV cache + activations)
+    "kv_cache_bytes",     # transformers with a KV cache: 2 x layers x T x d x bytes, analytic
+    "ref_seq_len",        # decode: context of a reference state whose steps alternated with those at T
+    "ref_latency_s",      # decode: median step at ref_seq_len, interleaved
+    "interleaved_latency_s",  # decode: median step at T during the same interleaving
+    "ref_steps",          # decode: interleaved pairs timed
+    "held_mem_bytes",     # decode: memory held between steps above the loaded model (the state or KV cache at T;
+                          # RSS after each step and malloc_trim, the largest); peak_mem_bytes adds a step's transients
 ]
 
 # generate_tokens.csv: per-position decode latency of every generate point.
@@ -66,10 +81,10 @@ def geometric_grid(min_len: int, max_len: int, points: int | None = None, ratio:
 def parse_scenarios(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
-        raise UserError("--scenario needs at least one of: prefill, generate")
+        raise UserError("--scenario needs at least one of: prefill, decode, generate")
     for name in names:
         if name not in SCENARIOS:
-            raise UserError(f"unknown scenario {name!r}: use prefill, generate or both (comma-separated)")
+            raise UserError(f"unknown scenario {name!r}: use prefill, decode and/or generate (comma-separated)")
     return [s for s in SCENARIOS if s in names]  # canonical order, no duplicates
 
 
@@ -77,7 +92,7 @@ def parse_scenarios(text: str) -> list[str]:
 class PointSpec:
     """Everything the child needs to measure one point; written to a JSON file it reads."""
     model: str                      # the spec the user gave: parsed and loaded in the child, the tables' label
-    scenario: str
+    scenario: str                   # the first of `phases`
     seq_len: int
     device: str = "cpu"
     dtype: str = "float32"
@@ -93,9 +108,17 @@ class PointSpec:
     tokenizer: str | None = None
     threads: int | None = None
     max_token_rows: int = DEFAULT_MAX_TOKEN_ROWS
+    phases: list[str] | None = None  # scenarios measured in this child, in order (default: [scenario])
+    decode_steps: int = 32
+    decode_ref_len: int = 0
+    repeat_time_s: float = 20.0
     result_path: str = ""
     loaded_path: str = ""           # the child touches this file once the model is loaded (budget starts)
-    region_path: str = ""           # the child writes its memory baseline here when the measured runs begin
+    region_path: str = ""           # stem of the files that mark each phase's measured region (region_files)
+
+    def __post_init__(self):
+        self.phases = list(self.phases or [self.scenario])
+        self.scenario = self.phases[0]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -109,6 +132,12 @@ class PointSpec:
     def write(self, path: Path) -> Path:
         path.write_text(self.to_json())
         return path
+
+
+def region_files(region_path: str, phase: str) -> tuple[Path, Path]:
+    """(begin, end) marker files of one phase's measured region: the child writes its memory baseline into
+    `begin` when the region opens and creates `end` when it closes; the launcher samples RSS in between."""
+    return Path(f"{region_path}.{phase}.json"), Path(f"{region_path}.{phase}.end")
 
 
 def point_key(model: str, scenario: str, seq_len: int) -> tuple[str, str, int]:

@@ -2,8 +2,12 @@
 
 Reads points.csv, generate_tokens.csv and meta.json; never runs a model. Figures (PNG + SVG):
 - prefill_latency:     forward-pass time vs T, log-log, spread over repeats as error bars
-- peak_memory:         peak memory above the loaded model vs T, prefill and generate side by side
-- generate_cumulative: cumulative decode time vs tokens generated (the paper's Figure 7), protocol in the legend
+- peak_memory:         peak memory above the loaded model vs T, one panel per scenario
+- decode_context:      per-token decode latency and memory vs context T (log x), the analytic KV cache and the
+                       predicted memory of transformer points that were not run
+- generate_cumulative: cumulative time to generate T tokens (the paper's Figure 7): integrated from the decode
+                       samples (and, for the paper's no-cache protocol, from the prefill samples) to the longest
+                       T, with the tokens generated one by one where they were
 - generate_per_token:  per-token decode latency vs position, for each model's longest successful run
 A length that did not finish (oom, timeout, error) is an x on the top edge at that length: where the run stopped.
 Figures are written by rwkv_bench.report.figures.save_figure, tables by rwkv_bench.report.tables.
@@ -19,6 +23,7 @@ import pandas as pd
 from ..recording import busy_warning, read_meta, read_rows
 from ..report.figures import finish_axes, pyplot, save_figure
 from ..report.tables import fmt, markdown_table, pct_change
+from . import integrate
 from .table1 import FIT_POINTS, exponent_rows, fmt_fit, protocol_label, render_table1, weights_label
 
 MIB = 2 ** 20
@@ -75,7 +80,7 @@ def model_facts(points: pd.DataFrame) -> dict:
 def label(model: str, facts: dict, scenario: str | None = None) -> str:
     f = facts.get(model, {})
     parts = []
-    if scenario == "generate":
+    if scenario in ("generate", "decode"):
         parts.append(protocol_label("generate", f.get("family", ""), f.get("kv_cache", "")).removeprefix("generate, "))
     if f.get("random_weights"):
         parts.append("random weights")
@@ -149,7 +154,7 @@ def figure_prefill(points, meta, facts, run_dir) -> list[Path]:
 
 
 def figure_memory(points, meta, facts, run_dir) -> list[Path]:
-    scenarios = [s for s in ("prefill", "generate") if (points["scenario"] == s).any()]
+    scenarios = [s for s in ("prefill", "decode", "generate") if (points["scenario"] == s).any()]
     if not scenarios:
         return []
     fig, axes, cmap = new_figure(points, len(scenarios))
@@ -161,7 +166,8 @@ def figure_memory(points, meta, facts, run_dir) -> list[Path]:
                 ax.plot(ok["seq_len"], y, marker="o", ms=4, color=cmap[model], label=label(model, facts, scenario))
             mark_failure(ax, rows, cmap[model])
         log_axes(ax)
-        finish_axes(ax, xlabel="sequence length T (tokens)" if scenario == "prefill" else "tokens generated T",
+        finish_axes(ax, xlabel={"prefill": "sequence length T (tokens)", "decode": "context T (tokens)"}.get(
+                        scenario, "tokens generated T"),
                     ylabel="peak memory above the loaded model (MiB)", title=scenario)
     method = ", ".join(sorted(set(points["mem_method"]) - {""})) if "mem_method" in points else ""
     fig.suptitle(title(f"Peak memory vs sequence length [{method}]", meta), fontsize=10)
@@ -183,22 +189,105 @@ def longest_curves(points: pd.DataFrame, tokens: pd.DataFrame) -> dict:
     return curves
 
 
+def figure_decode(points, meta, facts, run_dir) -> list[Path]:
+    """Per-token latency and memory at context T; transformers' analytic KV cache (dashed) and the predicted
+    memory of points not run (hollow)."""
+    df = points[points["scenario"] == "decode"]
+    if df.empty:
+        return []
+    fig, (ax_t, ax_m), cmap = new_figure(points, 2)
+    for model, rows, ok in per_model(df):
+        color = cmap[model]
+        if len(ok):
+            y = ok["latency_s"] * 1000
+            lo = (ok["latency_s"] - ok["latency_min_s"]).clip(lower=0) * 1000
+            hi = (ok["latency_max_s"] - ok["latency_s"]).clip(lower=0) * 1000
+            ax_t.errorbar(ok["seq_len"], y, yerr=[lo, hi], marker="o", ms=4, capsize=2, color=color,
+                          label=label(model, facts, "decode"))
+            mem = ok[ok["peak_mem_bytes"].notna()]
+            ax_m.plot(mem["seq_len"], mem["peak_mem_bytes"].clip(lower=1024) / MIB, marker="o", ms=4, color=color,
+                      label=f"{label(model, facts, 'decode')}: peak in a step")
+            if "held_mem_bytes" in mem and mem["held_mem_bytes"].notna().any():
+                held = mem[mem["held_mem_bytes"].notna()]
+                ax_m.plot(held["seq_len"], held["held_mem_bytes"].clip(lower=1024) / MIB, marker="s", ms=3, lw=0.8,
+                          alpha=0.7, color=color, label=f"{model}: held between steps")
+        if "kv_cache_bytes" in rows:
+            kv = rows[pd.to_numeric(rows["kv_cache_bytes"], errors="coerce") > 0]
+            if len(kv):
+                ax_m.plot(kv["seq_len"], kv["kv_cache_bytes"].astype(float) / MIB, ls="--", lw=1, color=color,
+                          label=f"{model}: KV cache, 2·layers·T·d·bytes")
+        if "predicted_mem_bytes" in rows:
+            skipped = rows[(rows["status"] == "skipped") & (pd.to_numeric(rows["predicted_mem_bytes"],
+                                                                          errors="coerce") > 0)]
+            if len(skipped):
+                ax_m.plot(skipped["seq_len"], skipped["predicted_mem_bytes"].astype(float) / MIB, ls="none",
+                          marker="o", mfc="none", ms=7, color=color, label=f"{model}: predicted, not run")
+        for ax in (ax_t, ax_m):
+            mark_failure(ax, rows, color)
+    for ax in (ax_t, ax_m):
+        log_axes(ax)
+    finish_axes(ax_t, xlabel="context T (tokens)", ylabel="per-token decode latency (ms), median; bars: min–max",
+                title="latency of one generated token at context T")
+    finish_axes(ax_m, xlabel="context T (tokens)", ylabel="peak memory above the loaded model (MiB)",
+                title="memory while decoding at context T (state / KV cache included)")
+    fig.suptitle(title("Decode: the cost of one token at context T", meta), fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, run_dir / "decode_context")
+
+
+def figure7_curves(points: pd.DataFrame, facts: dict) -> list[dict]:
+    """The integrated Figure 7 curves: one per model from its decode samples, and for a transformer with a
+    KV cache the paper's no-cache protocol from its prefill samples."""
+    curves = []
+    for model in model_order(points):
+        f = facts.get(model, {})
+        sample = integrate.samples(points, model, "decode")
+        if len(sample):
+            curves.append({"model": model, "source": "decode", "kv_cache": f.get("kv_cache", ""),
+                           "curve": integrate.curve(sample)})
+        if f.get("family") == "transformer" and f.get("kv_cache") == "true":
+            sample = integrate.samples(points, model, "prefill")
+            if len(sample):
+                curves.append({"model": model, "source": "prefill", "kv_cache": "false",
+                               "curve": integrate.curve(sample)})
+    return curves
+
+
 def figure_cumulative(points, tokens, meta, facts, run_dir) -> list[Path]:
     gen = points[points["scenario"] == "generate"]
-    if gen.empty:
+    integrated = figure7_curves(points, facts)
+    if gen.empty and not integrated:
         return []
     fig, (ax,), cmap = new_figure(points)
+    fig.set_size_inches(9, 6)
+    for c in integrated:
+        f = facts.get(c["model"], {})
+        proto = protocol_label("generate", f.get("family", ""), c["kv_cache"]).removeprefix("generate, ")
+        how = "integrated from decode samples" if c["source"] == "decode" else \
+            "integrated from prefill samples (a step = a forward over t tokens)"
+        ax.plot(c["curve"]["seq_len"], c["curve"]["cumulative_s"], color=cmap[c["model"]],
+                ls="-" if c["source"] == "decode" else ":", lw=1.8, label=f"{c['model']}, {proto}: {how}")
     curves = longest_curves(points, tokens)
     for model, rows, ok in per_model(gen):
         if model in curves:
             c = curves[model]
-            ax.plot(c["position"], c["cumulative_s"], color=cmap[model], label=label(model, facts, "generate"))
+            c = c[c["cumulative_s"] > 0]
+            ax.plot(c["position"], c["cumulative_s"], color=cmap[model], ls="--", lw=1, alpha=0.8,
+                    label=f"{label(model, facts, 'generate')}, generated one by one")
         if len(ok):
             ax.scatter(ok["seq_len"], ok["cumulative_s"], color=cmap[model], s=14, zorder=4,
-                       label=None if model in curves else label(model, facts, "generate"))
+                       label=None if model in curves else f"{label(model, facts, 'generate')}, generated one by one")
         mark_failure(ax, rows, cmap[model])
-    finish_axes(ax, xlabel="tokens generated", ylabel="cumulative decode time (s)", title=title(
-        "Cumulative generation time (Figure 7 style): lines = longest run, dots = each run", meta))
+    decode = points[points["scenario"] == "decode"]
+    for model, rows, ok in per_model(decode):
+        mark_failure(ax, rows, cmap[model])
+    log_axes(ax)
+    finish_axes(ax, xlabel="tokens generated T (context 1..T)", ylabel="cumulative decode time (s)", legend=False,
+                title=title(
+        "Cumulative generation time (Figure 7). Solid/dotted: Σ per-token latency at contexts 1..T, a power law "
+        "between grid points\n(straight in log-log), constant below the first; dashed and dots: generated one "
+        "by one", meta))
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
     return save_figure(fig, run_dir / "generate_cumulative")
 
 
@@ -308,12 +397,13 @@ def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[st
             out.append(f"- **{m}** generation within the T={T} run: {fmt(first, '.3g', 1000)} ms per token over "
                        f"the first 10% of positions, {fmt(last, '.3g', 1000)} ms over the last 10% "
                        f"({pct_change(last, first)}).")
-    last_two = {(r["model"], r["scenario"]): r["time_fit"] for r in exponent_rows(points, 2)}
+    last_two = {(r["model"], r["scenario"], r["source"]): r["time_fit"] for r in exponent_rows(points, 2)}
     for r in sorted(exponent_rows(points), key=lambda r: (r["model"] not in rwkvs, r["model"] not in tfs)):
         if r["model"] in rwkvs + tfs and (r["time_fit"] or r["mem_fit"]):
-            local = last_two[(r["model"], r["scenario"])]
-            out.append(f"- **{r['model']}** {protocol_label(r['scenario'], r['family'], r['kv_cache'])}: fitted "
-                       f"{'cumulative-time' if r['scenario'] == 'generate' else 'time'} exponent "
+            local = last_two.get((r["model"], r["scenario"], r["source"]))
+            source = f" [{r['source']}]" if r["source"] != "measured" else ""
+            out.append(f"- **{r['model']}** {protocol_label(r['scenario'], r['family'], r['kv_cache'])}{source}: "
+                       f"fitted {'cumulative-time' if r['scenario'] == 'generate' else 'time'} exponent "
                        f"{fmt_fit(r['time_fit'], lengths=True)}, between the two longest ok lengths "
                        f"{fmt(local.slope if local else None, '.2f')}; memory exponent "
                        f"{fmt_fit(r['mem_fit'], lengths=True)} (fits over the {FIT_POINTS} longest ok lengths).")
@@ -324,6 +414,62 @@ def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[st
                 out.append(f"- Crossover, cumulative decode time, **{r}** vs **{t}** "
                            f"({protocol_label('generate', 'transformer', facts[t]['kv_cache'])}): "
                            f"{crossover(r, t, points, curves)}.")
+    return out
+
+
+def decode_rows(points: pd.DataFrame) -> list[dict]:
+    """Per model: the per-token latency and memory at its shortest and longest decoded context, and the
+    interleaved comparison with the reference context at the longest."""
+    out = []
+    for model, rows, ok in per_model(points[points["scenario"] == "decode"]):
+        if ok.empty:
+            continue
+        s, l = ok.iloc[0], ok.iloc[-1]
+        inter = MISSING_TEXT
+        if pd.notna(l.get("ref_latency_s")) and l.get("ref_latency_s"):
+            inter = (f"{fmt(l['interleaved_latency_s'], '.3g', 1000)} / {fmt(l['ref_latency_s'], '.3g', 1000)} ms "
+                     f"at T={int(l['ref_seq_len'])} = {l['interleaved_latency_s'] / l['ref_latency_s']:.3f} "
+                     f"({int(l['ref_steps'])} pairs)")
+        out.append({"model": model, "shortest T": f"{s['seq_len']:,}", "ms/token": fmt(s["latency_s"], ".3g", 1000),
+                    "MiB": fmt(s["peak_mem_bytes"], ".3g", 1 / MIB), "longest T": f"{l['seq_len']:,}",
+                    "ms/token ": fmt(l["latency_s"], ".3g", 1000), "MiB ": fmt(l["peak_mem_bytes"], ".3g", 1 / MIB),
+                    "longest / shortest (separate processes)": f"{l['latency_s'] / s['latency_s']:.3f}",
+                    "interleaved at longest T: late / reference": inter})
+    return out
+
+
+MISSING_TEXT = "–"
+
+
+def figure7_check(points: pd.DataFrame) -> tuple[list[dict], float | None, float | None]:
+    """Integrated vs directly generated cumulative time at every common length; the largest |ratio - 1| over
+    all of them, and over each model's longest (where the most steps average out a shared machine's noise)."""
+    rows, worst, worst_longest = [], None, None
+    for model in model_order(points):
+        agree = integrate.agreement(points, model)
+        for r in agree.itertuples():
+            rows.append({"model": model, "T": f"{r.seq_len:,}", "generated one by one (s)": fmt(r.direct_s, ".4g"),
+                         "integrated from decode samples (s)": fmt(r.integrated_s, ".4g"),
+                         "integrated / direct": f"{r.ratio:.3f}"})
+            worst = max(worst or 0.0, abs(r.ratio - 1))
+        if len(agree):
+            worst_longest = max(worst_longest or 0.0, abs(agree["ratio"].iloc[-1] - 1))
+    return rows, worst, worst_longest
+
+
+def kv_check(points: pd.DataFrame) -> list[dict]:
+    """Measured decode memory vs the analytic KV cache, at each transformer's longest ok decode point."""
+    out = []
+    if "kv_cache_bytes" not in points:
+        return out
+    dec = points[(points["scenario"] == "decode") & (points["status"] == "ok")
+                 & (pd.to_numeric(points["kv_cache_bytes"], errors="coerce") > 0)]
+    for model, rows, ok in per_model(dec):
+        r = ok.iloc[-1]
+        held = float(r["held_mem_bytes"]) if pd.notna(r.get("held_mem_bytes")) else float("nan")
+        out.append({"model": model, "T": int(r["seq_len"]), "held_bytes": held, "peak_bytes": float(r["peak_mem_bytes"]),
+                    "kv_cache_bytes": float(r["kv_cache_bytes"]), "ratio": held / float(r["kv_cache_bytes"]),
+                    "peak_ratio": float(r["peak_mem_bytes"]) / float(r["kv_cache_bytes"])})
     return out
 
 
@@ -362,6 +508,37 @@ def render_summary(points, tokens, meta, figures: list[str]) -> str:
     found = findings(points, tokens, facts) if not points.empty else []
     if found:
         lines += ["", "## Findings", ""] + found
+    if not points.empty and (dec := decode_rows(points)):
+        lines += ["", "## Decode: one token at context T", "",
+                  "Median of the timed steps at each context (latency_s). The last column alternates steps from "
+                  "the state at the longest T with steps from a reference state in one process, so machine drift "
+                  "hits both alike; the column before compares two processes run minutes apart.", "",
+                  markdown_table(dec)]
+    if not points.empty:
+        check, worst, worst_longest = figure7_check(points)
+        if check:
+            lines += ["", "## Figure 7: integrated vs generated one by one", "",
+                      f"The cumulative time to generate T tokens {integrate.METHOD}, from the decode samples, "
+                      "against the same tokens generated one by one (`generate`). The paper's no-cache protocol "
+                      "is integrated from the prefill samples (its step at context t is a forward over t tokens), "
+                      "so both protocols' curves come from one run. "
+                      f"Largest difference at each model's longest directly generated length: "
+                      f"**{100 * worst_longest:.1f}%** (goal: within 10%); over all lengths: {100 * worst:.1f}% "
+                      "(a few tokens generated one by one are a few steps of a shared machine's noise).", "",
+                      markdown_table(check)]
+        kv = kv_check(points)
+        if kv:
+            lines += ["", "## KV-cache memory check", "",
+                      "Memory held between decode steps at the longest context (RSS after each step and "
+                      "malloc_trim, above the loaded model: `held_mem_bytes`) against the analytic KV cache "
+                      "2 x layers x T x d x bytes (goal: within 20%); the peak inside a step adds the step's "
+                      "transients (the concatenation that grows the cache, attention's working copies).", "",
+                      markdown_table([{"model": r["model"], "T": f"{r['T']:,}",
+                                       "KV cache MiB": fmt(r["kv_cache_bytes"], ".4g", 1 / MIB),
+                                       "held MiB": fmt(r["held_bytes"], ".4g", 1 / MIB),
+                                       "held / KV": f"{r['ratio']:.3f}",
+                                       "peak in a step MiB": fmt(r["peak_bytes"], ".4g", 1 / MIB),
+                                       "peak / KV": f"{r['peak_ratio']:.3f}"} for r in kv])]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name}.png) ([svg]({name}.svg))" for name in figures]
     lines += ["", "## Points", "", points_table(points), ""] if not points.empty else []
@@ -380,6 +557,7 @@ def render(run_dir: Path) -> list[Path]:
     written = []
     written += figure_prefill(points, meta, facts, run_dir)
     written += figure_memory(points, meta, facts, run_dir)
+    written += figure_decode(points, meta, facts, run_dir)
     written += figure_cumulative(points, tokens, meta, facts, run_dir)
     written += figure_per_token(points, tokens, meta, facts, run_dir)
     figures = [p.stem for p in written if p.suffix == ".png"]

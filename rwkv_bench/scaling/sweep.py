@@ -1,8 +1,12 @@
-"""The sweep: every (scenario, length, model) point in its own child process, one CSV row each.
+"""The sweep: every (scenario, length, model) point in a fresh child process, one CSV row each.
 
-Order: scenario, then length (ascending), then model, so a run stopped early still compares the models
-at the lengths it reached. Once a (model, scenario) fails (oom, timeout, error) at one length, its
-longer lengths are recorded as `skipped`, and the sweep goes on with the others.
+Order: lengths ascending, then model, so a run stopped early still compares the models at the lengths it
+reached; one child per (length, model) measures its prefill, decode and generate in turn (the decode steps
+start from the state the prefill built; the direct generation runs in the same process as the decode samples
+it checks). Once a (model, scenario) fails (oom, timeout, error) at one length, its longer lengths are
+recorded as `skipped` (decode also after its prefill failed: it needs the prefill), and the sweep goes on with
+the others. Before a transformer point runs, its KV cache and activations are predicted (predict.py); a point
+that cannot fit the free memory or --memory-limit is recorded as `skipped` with the predicted size.
 Rows are appended (flushed and fsynced) as soon as a point finishes; for a generate point its per-token
 rows go first and its points.csv row last, so the points.csv row commits the point. `--resume` skips the
 points already in points.csv and drops per-token rows of points that never committed.
@@ -20,8 +24,11 @@ from ..recording import (append_row, finish_meta, open_run, read_meta, read_rows
 from ..specs import ModelSpec, parse_models
 from .config import ScalingConfig
 from .launcher import launch
-from .points import (COLUMNS, FAILED, TOKEN_COLUMNS, PointSpec, geometric_grid, kv_label, parse_scenarios,
-                     point_key)
+from .points import (COLUMNS, FAILED, PAIRED, TOKEN_COLUMNS, PointSpec, geometric_grid, kv_label,
+                     parse_scenarios, point_key)
+from .predict import available_bytes, predict, transformer_dims
+
+MEMORY_HEADROOM = 0.9    # a point may plan on this share of the memory free when it starts
 
 KIND = "scaling"
 POINTS_CSV = "points.csv"
@@ -39,6 +46,9 @@ def validate(c: ScalingConfig) -> dict:
         positive(getattr(c, name), f"--{name.replace('_', '-')}")
     positive(c.warmup, "--warmup", zero_ok=True)
     positive(c.threads, "--threads")
+    positive(c.decode_steps, "--decode-steps")
+    positive(c.decode_ref_len, "--decode-ref-len", zero_ok=True)
+    positive(c.repeat_time, "--repeat-time", zero_ok=True)
     grid = geometric_grid(c.min_len, c.max_len, c.points, c.ratio)
     gen_max = c.gen_max_len if c.gen_max_len is not None else c.max_len
     positive(gen_max, "--gen-max-len")
@@ -47,7 +57,8 @@ def validate(c: ScalingConfig) -> dict:
         raise UserError(f"--gen-max-len {gen_max} is below --min-len {c.min_len}: no generate lengths")
     parse_device(c.device)
     canonical_dtype(c.dtype)
-    return {"models": models, "scenarios": scenarios, "lengths": {"prefill": grid, "generate": gen_grid},
+    return {"models": models, "scenarios": scenarios,
+            "lengths": {"prefill": grid, "decode": grid, "generate": gen_grid},
             "memory_limit_bytes": parse_size(c.memory_limit)}
 
 
@@ -95,8 +106,23 @@ def drop_uncommitted_token_rows(run_dir: Path, committed: set) -> int:
 
 
 def plan_points(models: list[str], plan: dict) -> list[tuple[str, int, str]]:
-    return [(scenario, T, model) for scenario in plan["scenarios"] for T in plan["lengths"][scenario]
-            for model in models]
+    """(scenario, T, model) in the order they run: the scenarios of a (T, model) next to each other."""
+    paired = [s for s in plan["scenarios"] if s in PAIRED]
+    grid = sorted({T for s in paired for T in plan["lengths"][s]})
+    points = [(s, T, model) for T in grid for model in models for s in paired if T in plan["lengths"][s]]
+    return points + [(s, T, model) for s in plan["scenarios"] if s not in PAIRED for T in plan["lengths"][s]
+                     for model in models]
+
+
+def children(todo: list[tuple[str, int, str]]) -> list[tuple[list[str], int, str]]:
+    """The points to run grouped by child: (phases, T, model), the scenarios of one (T, model) together."""
+    out = []
+    for scenario, T, model in todo:
+        if scenario in PAIRED and out and out[-1][1:] == (T, model) and out[-1][0][-1] in PAIRED:
+            out[-1][0].append(scenario)
+        else:
+            out.append(([scenario], T, model))
+    return out
 
 
 def plan_text(plan: dict, models: list[str], todo: list) -> str:
@@ -104,16 +130,21 @@ def plan_text(plan: dict, models: list[str], todo: list) -> str:
     lines = [f"plan: {len(models)} model(s): {', '.join(models)}"]
     for scenario in plan["scenarios"]:
         grid = plan["lengths"][scenario]
-        how = " (every token decoded and timed one by one)" if scenario == "generate" else ""
+        how = {"generate": " (every token decoded and timed one by one: the direct Figure 7)",
+               "decode": " (prefill to T in the prefill's child, then timed steps at context T; Figure 7 is "
+                         "integrated from these)"}.get(scenario, "")
         lines.append(f"  {scenario}: {len(grid)} lengths, T = {grid[0]:,} ... {grid[-1]:,}{how}")
     estimate = sum(estimated_cost_s(s, T) for s, T, _ in todo)
-    lines.append(f"  {len(todo)} points to run; rough estimate {estimate / 60:.0f} min on a small CPU model "
-                 "(a point past --time-budget is cut off, and longer lengths of its model are skipped)")
+    lines.append(f"  {len(todo)} points in {len(children(todo))} child processes; rough estimate "
+                 f"{estimate / 60:.0f} min on a small CPU model (a point past --time-budget is cut off, and longer "
+                 "lengths of its model are skipped; a transformer point predicted not to fit in memory is skipped)")
     return "\n".join(lines)
 
 
 def estimated_cost_s(scenario: str, T: int) -> float:
     """Rough seconds per point on a small CPU model, only to weight the progress bar's ETA."""
+    if scenario == "decode":
+        return 1.0 + T * 2e-5
     return 4.0 + (T * 2e-4 if scenario == "prefill" else T * 1e-2)
 
 
@@ -131,13 +162,13 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     models = [spec.text for spec in plan["models"]]
     families = {spec.text: spec.family for spec in plan["models"]}
     fields = dict(lengths=plan["lengths"], models=models, **protocol(config))
+    points_csv, tokens_csv = run_dir / POINTS_CSV, run_dir / TOKENS_CSV
+    rows = read_rows(points_csv)  # before meta.json is touched: a corrupt points.csv leaves the run as it was
     if old_meta is not None:
         resume_meta(run_dir, old_meta, opts, **fields)
     else:
         start_meta(run_dir, KIND, opts, completed=False, **fields)
     t0 = time.perf_counter()
-    points_csv, tokens_csv = run_dir / POINTS_CSV, run_dir / TOKENS_CSV
-    rows = read_rows(points_csv)
     done = committed_keys(rows)
     drop_uncommitted_token_rows(run_dir, done)
     failures = first_failures(rows)
@@ -148,33 +179,26 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     console.print(plan_text(plan, models, todo), soft_wrap=True)
     if todo:
         prepare_peers(plan["models"], config.seed)
+    dims = {spec.text: transformer_dims(spec) for spec in plan["models"]}
     try:
         with make_progress(console) as progress:
             total = sum(estimated_cost_s(s, T) for s, T, _ in todo)
             task = progress.add_task("starting", total=max(total, 1e-9), points=f"0/{len(todo)}")
-            for i, (scenario, T, model) in enumerate(todo):
-                progress.update(task, description=f"{model} {scenario} T={T}", points=f"{i}/{len(todo)}")
-                failed = failures.get((model, scenario))
-                if failed and failed[0] < T:
-                    row = skipped_row(model, scenario, T, failed, families.get(model, ""), config)
-                else:
-                    result = launch(point_spec(model, scenario, T, config, plan), run_dir / LOG_DIR)
-                    row = {**result, "model": model, "scenario": scenario, "seq_len": T}
-                    row.setdefault("family", families.get(model, ""))
-                    row.setdefault("kv_cache", kv_label(row["family"], config.kv_cache))
-                    row.setdefault("device", config.device)
-                    row.setdefault("dtype", config.dtype)
-                    if row.get("family"):
-                        families[model] = row["family"]
-                    if row["status"] in FAILED and (model, scenario) not in failures:
-                        failures[(model, scenario)] = (T, row["status"])
+            done_points = 0
+            for phases, T, model in children(todo):
+                progress.update(task, description=f"{model} {'+'.join(phases)} T={T}",
+                                points=f"{done_points}/{len(todo)}")
+                rows = run_child(phases, T, model, config, plan, run_dir, failures, families, dims.get(model))
+                for row in rows:
                     for tok in row.pop("token_rows", None) or []:
                         append_row(tokens_csv, {"model": model, "seq_len": T, "kv_cache": row["kv_cache"], **tok},
                                    TOKEN_COLUMNS)
-                row["error"] = " ".join(str(row.get("error") or "").split())  # one line in the CSV
-                append_row(points_csv, row, COLUMNS)
-                progress.console.print(point_line(row), soft_wrap=True)
-                progress.update(task, advance=estimated_cost_s(scenario, T), points=f"{i + 1}/{len(todo)}")
+                    row["error"] = " ".join(str(row.get("error") or "").split())  # one line in the CSV
+                    append_row(points_csv, row, COLUMNS)
+                    progress.console.print(point_line(row), soft_wrap=True)
+                    progress.update(task, advance=estimated_cost_s(row["scenario"], T))
+                done_points += len(phases)
+                progress.update(task, points=f"{done_points}/{len(todo)}")
             progress.update(task, description="done")
     finally:
         log_dir = run_dir / LOG_DIR
@@ -189,19 +213,74 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     return run_dir
 
 
-def point_spec(model: str, scenario: str, T: int, c: ScalingConfig, plan: dict) -> PointSpec:
-    return PointSpec(model=model, tokenizer=c.tokenizer, scenario=scenario, seq_len=T, device=c.device,
-                     dtype=canonical_dtype(c.dtype), kv_cache=bool(c.kv_cache), repeats=c.repeats, warmup=c.warmup,
-                     prompt_len=c.prompt_len, time_budget_s=float(c.time_budget),
+def run_child(phases: list[str], T: int, model: str, c: ScalingConfig, plan: dict, run_dir: Path,
+              failures: dict, families: dict, dims) -> list[dict]:
+    """The rows of one child's phases: skipped without running (an earlier failure, a predicted size that does
+    not fit), or measured."""
+    predicted = predict(dims, T, phases, bool(c.kv_cache), canonical_dtype(c.dtype), c.prompt_len)
+    rows, run = {}, []
+    for phase in phases:
+        failed = failures.get((model, phase))
+        if phase == "decode" and (model, "prefill") in failures:  # decode at T needs the prefill to T
+            earlier = failures[(model, "prefill")]
+            failed = min(failed, earlier) if failed else earlier
+        if failed and failed[0] < T:
+            rows[phase] = {**skipped_row(model, phase, T, failed, families.get(model, ""), c), **predicted}
+        else:
+            run.append(phase)
+    too_big = memory_refusal(predicted.get("predicted_mem_bytes"), plan["memory_limit_bytes"]) if run else None
+    if too_big:
+        for phase in run:
+            rows[phase] = {**skipped_row(model, phase, T, None, families.get(model, ""), c), **predicted,
+                           "error": too_big}
+        run = []
+    if run:
+        results = launch(point_spec(model, run, T, c, plan), run_dir / LOG_DIR)
+        for phase in run:
+            row = {**results[phase], **predicted, "model": model, "scenario": phase, "seq_len": T}
+            row.setdefault("family", families.get(model, ""))
+            row.setdefault("kv_cache", kv_label(row["family"], c.kv_cache))
+            row.setdefault("device", c.device)
+            row.setdefault("dtype", c.dtype)
+            if row.get("family"):
+                families[model] = row["family"]
+            if row["status"] in FAILED and (model, phase) not in failures:
+                failures[(model, phase)] = (T, row["status"])
+            rows[phase] = row
+    return [rows[phase] for phase in phases]
+
+
+def memory_refusal(predicted: int | None, limit: int | None) -> str | None:
+    """Why a point predicted to need `predicted` bytes is not attempted, or None when it may run."""
+    if not predicted:
+        return None
+    gib = 2 ** 30
+    free = available_bytes()
+    if limit and predicted > limit:
+        return (f"not run: predicted memory {predicted / gib:.2f} GiB (KV cache and activations) exceeds "
+                f"--memory-limit {limit / gib:.2f} GiB")
+    if predicted > MEMORY_HEADROOM * free:
+        return (f"not run: predicted memory {predicted / gib:.2f} GiB (KV cache and activations) exceeds "
+                f"{MEMORY_HEADROOM:.0%} of the free memory ({free / gib:.2f} GiB)")
+    return None
+
+
+def point_spec(model: str, phases: list[str], T: int, c: ScalingConfig, plan: dict) -> PointSpec:
+    return PointSpec(model=model, tokenizer=c.tokenizer, scenario=phases[0], phases=list(phases), seq_len=T,
+                     device=c.device, dtype=canonical_dtype(c.dtype), kv_cache=bool(c.kv_cache), repeats=c.repeats,
+                     warmup=c.warmup, prompt_len=c.prompt_len, time_budget_s=float(c.time_budget),
                      memory_limit_bytes=plan["memory_limit_bytes"], seed=c.seed, chunk_size=c.chunk_size,
-                     threads=c.threads)
+                     threads=c.threads, decode_steps=c.decode_steps, decode_ref_len=c.decode_ref_len,
+                     repeat_time_s=float(c.repeat_time))
 
 
 def skipped_row(model, scenario, T, failed, family, c: ScalingConfig) -> dict:
-    first_T, status = failed
-    return {"model": model, "family": family, "scenario": scenario, "seq_len": T, "status": "skipped",
-            "kv_cache": kv_label(family, c.kv_cache), "device": c.device, "dtype": c.dtype,
-            "error": f"not run: {status} at seq_len {first_T}"}
+    row = {"model": model, "family": family, "scenario": scenario, "seq_len": T, "status": "skipped",
+           "kv_cache": kv_label(family, c.kv_cache), "device": c.device, "dtype": c.dtype}
+    if failed:
+        first_T, status = failed
+        row["error"] = f"not run: {status} at seq_len {first_T}"
+    return row
 
 
 def point_line(row: dict) -> str:
@@ -213,6 +292,11 @@ def point_line(row: dict) -> str:
     mem = (row.get("peak_mem_bytes") or 0) / 2 ** 20
     if row["scenario"] == "prefill":
         return f"{head} ok  {row['latency_s']:.4g} s  {row['tokens_per_s']:.4g} tok/s  +{mem:.1f} MiB"
+    if row["scenario"] == "decode":
+        ref = (f"  (interleaved: {1000 * row['interleaved_latency_s']:.3g} ms vs {1000 * row['ref_latency_s']:.3g} "
+               f"ms at T={row['ref_seq_len']})" if row.get("ref_latency_s") else "")
+        return (f"{head} ok  {1000 * row['latency_s']:.3g} ms/token at context T (median of {row['repeats']})  "
+                f"+{mem:.1f} MiB{ref}")
     return (f"{head} ok  {row['cumulative_s']:.4g} s total  {1000 * row['latency_s']:.3g} ms/token at the end  "
             f"+{mem:.1f} MiB")
 
@@ -235,15 +319,31 @@ def protocol(c: ScalingConfig) -> dict:
     return {"protocol": {
         "inputs": f"random token ids (seed {opts['seed']}); no text is encoded",
         "prefill": (f"one forward pass over T tokens, last position's logits only; median of up to "
-                    f"{opts['repeats']} timed passes after {opts['warmup']} untimed warm-up pass(es) over the "
+                    f"{opts['repeats']} timed passes (fewer once they took {opts['repeat_time']:g} s) after {opts['warmup']} untimed warm-up pass(es) over the "
                     f"first min(T, 1024) tokens. RWKV: chunked parallel mode (chunk {opts['chunk_size']}); "
                     "transformers: one pass with SDPA attention"),
+        "decode": (f"the cost of one generated token at context T: in the prefill's child, from the state (RWKV) "
+                   f"or KV cache (transformers) its last pass left, up to {opts['decode_steps']} greedy steps, "
+                   f"each timed (latency_s: median, latency_mean_s: mean, min/max: spread); transformers {kv}. "
+                   f"Without a KV cache a step is a forward over T + 1 tokens, and steps stop after "
+                   f"{opts['repeat_time']:g} s. Memory: from the loaded model, so the state or KV cache at T counts. "
+                   + (f"Then steps continuing the state at T alternate with steps from a state at "
+                      f"{opts['decode_ref_len']} tokens (ref_latency_s, interleaved_latency_s): machine drift "
+                      "hits both alike" if opts["decode_ref_len"] else "")),
+        "figure 7": ("cumulative time to generate T tokens = the sum of per-token latencies at contexts 1..T, "
+                     "integrated from the decode samples (latency_mean_s; a power law between grid points, "
+                     "straight in log-log, constant below the first); the paper's no-cache protocol from the "
+                     "prefill samples (a step at context t is a forward over t tokens: the prefill at T = t); "
+                     "checked against the directly generated tokens where both exist"),
         "generate": (f"greedy decoding of T tokens after a {opts['prompt_len']}-token prompt, each step timed; "
                      f"RWKV in recurrent mode; transformers {kv}. latency_s = mean per-token time over the last "
                      "10% of positions; cumulative_s = sum of the T step times (prompt excluded, see prompt_s)"),
-        "memory": ("CPU: peak RSS of the child, sampled every 3 ms by the launcher from outside the timed "
-                   "process (plus the child's getrusage ru_maxrss when it rose), above its RSS after loading, "
-                   "warm-up and malloc_trim; --memory-limit is enforced on that same number. CUDA: "
+        "memory": ("CPU: live memory of the child: its peak RSS during the phase (the kernel's VmHWM, reset "
+                   "when the phase begins; also sampled every 3 ms by the launcher), above its RSS after loading, "
+                   "warm-up and malloc_trim; malloc_trim after every decode/generate step (untimed) returns "
+                   "the heap glibc keeps after free, so freed buffers do not count; --memory-limit is enforced "
+                   "on the sampled number. Transformer points are predicted first (KV cache 2 x layers x T x d "
+                   "x bytes plus activations, predicted_mem_bytes) and skipped when they cannot fit. CUDA: "
                    "torch.cuda.max_memory_allocated above memory_allocated before the measured runs. "
                    "weights_bytes is reported separately"),
         "isolation": "every point in a fresh subprocess; the time budget counts from the end of loading",
