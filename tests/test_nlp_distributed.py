@@ -10,7 +10,6 @@ Sharded runs give the same accuracies as one process. What may differ, and why:
 """
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -4,7 +4,6 @@ the exponent fit, and `report` rebuilding the tables from the stored CSVs.
 Every point runs in a fresh child process (a few seconds each: interpreter, torch, model), so the sweeps
 here are kept to a handful of points and shared through module fixtures.
 """
-import json
 import math
 import os
 import signal
