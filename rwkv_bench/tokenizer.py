@@ -1,6 +1,7 @@
 """Tokenizers: the GPT-NeoX-20B one for RWKV-4 Pile models and presets, or any HF tokenizer.
 
-The GPT-NeoX-20B tokenizer ships inside the package (rwkv_bench/data/20B_tokenizer.json, Apache-2.0, see
+The GPT-NeoX-20B tokenizer ships inside the package (rwkv_bench/data/20B_tokenizer.json.gz, gzipped: 0.6 MB
+instead of 2.4; Apache-2.0, see
 data/NOTICE.md), so presets and RWKV checkpoints without a tokenizer of their own run offline.
 `--tokenizer` (a tokenizer.json file, a directory, or a hub id) or $RWKV_BENCH_TOKENIZER replace it for
 those models only: a model that has a tokenizer of its own always keeps it.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-NEOX_TOKENIZER_FILE = Path(__file__).resolve().parent / "data" / "20B_tokenizer.json"
+NEOX_TOKENIZER_FILE = Path(__file__).resolve().parent / "data" / "20B_tokenizer.json.gz"
 
 
 class Tokenizer:
@@ -56,6 +57,10 @@ def load_tokenizer(spec: str, flag: str = "--tokenizer") -> Tokenizer:
         from tokenizers import Tokenizer as RawTokenizer
 
         try:
+            if path.suffix == ".gz":  # a gzipped tokenizer.json, as the package ships its own
+                import gzip
+
+                return Tokenizer(RawTokenizer.from_str(gzip.decompress(path.read_bytes()).decode("utf-8")), str(path))
             return Tokenizer(RawTokenizer.from_file(str(path)), str(path))
         except Exception as exc:  # noqa: BLE001 - not a tokenizers JSON file
             raise UserError(f"{flag} {spec}: not a tokenizer.json file ({first_line(exc)})") from None

@@ -114,4 +114,4 @@ def test_a_tokenizer_flag_never_replaces_a_models_own(tmp_path):
     (hf_dir / "tokenizer.json").write_text("{}")           # has a tokenizer of its own (even a broken one)
     assert parse(str(hf_dir)).has_tokenizer
     backend = load(parse("rwkv4-tiny"), tokenizer=None)
-    assert backend.tokenizer.name.endswith("20B_tokenizer.json")  # shipped with the package
+    assert backend.tokenizer.name.endswith("20B_tokenizer.json.gz")  # shipped with the package

@@ -172,7 +172,7 @@ def test_report_of_an_empty_run(tmp_path):
     assert [p.name for p in report.render(tmp_path)] == ["summary.md"]
 
 
-# ---- real models (GPT-NeoX tokenizer from ../shared) ----
+# ---- real models (the GPT-NeoX tokenizer shipped with the package) ----
 
 @pytest.fixture
 def hf_rwkv_dir(tmp_path, neox_tokenizer_path):
