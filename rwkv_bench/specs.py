@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -176,6 +177,13 @@ def identity(spec: ModelSpec, seed: int = 0) -> dict:
 
 
 def sha256_file(path: Path) -> str:
+    """Hashed once per process for a given file version (weights can be tens of GB; meta is written twice)."""
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
