@@ -214,11 +214,22 @@ def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
     """Append CSV rows (header first if the file is new) in a single write, flushed and fsynced."""
     path = Path(path)
     repair_tail(path)
+    widen_header(path, columns)
     text = csv_text(rows, columns, header=not path.exists() or path.stat().st_size == 0)
     with open(path, "a", encoding="utf-8", newline="") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def widen_header(path: Path, columns: list[str]) -> None:
+    """A CSV begun by an older version (fewer columns) is rewritten with today's, so a resume can append."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split(",")
+    if header != columns and set(header) <= set(columns):
+        rewrite_rows(path, read_rows(path, dtype=str, keep_default_na=False), columns)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -218,30 +218,23 @@ def test_first_and_last_tenth_of_a_generation_run():
     assert first_and_last_tenth(binned.iloc[:0]) is None
 
 
-def test_integrated_figure7_agrees_with_tokens_generated_one_by_one(tiny_run, tmp_path):
-    from rwkv_bench.scaling.integrate import agreement
+def test_integrated_figure7_agrees_with_tokens_generated_one_by_one(tiny_run):
     from rwkv_bench.scaling.report import load_run
 
-    # The goal is 10%, and the run's summary.md reports the agreement it measured. A unit test cannot
-    # hold a timing goal on a shared machine (separate child processes here differ by up to 2x in ms/token on a
-    # quiet 2-core box), so it checks what a wrong method would break: integrated and direct within 35%.
-    def misses(run):
-        points, _, _ = load_run(run)
-        # 128 tokens generated one by one vs the mean decode step at T = 8 and 128, integrated
-        ratios = {m: agreement(points, m).set_index("seq_len").loc[128, "ratio"] for m in points["model"].unique()}
-        return {m: r for m, r in ratios.items() if abs(r - 1) >= 0.35}
-
-    missed, loads = misses(tiny_run), [os.getloadavg()[0]]
-    for attempt in range(2):  # a burst of load during one of the samples: measure those models once more
-        if not missed:
-            break
-        again = sweep(tmp_path / f"again{attempt}", models=",".join(missed), scenario="decode,generate", min_len=8,
-                      max_len=128, points=2, gen_max_len=128, decode_ref_len=0, threads=1)
-        missed = misses(again)
-        loads.append(os.getloadavg()[0])
-    assert not missed, (missed, loads)
+    # The goal is 10%. Across child processes a shared 2-core machine moves ms/token by 10-30%, so the
+    # method is checked where drift hits both alike: the child of the longest generate length (T = 128) took
+    # decode samples at the grid contexts (8, 128) between its own generation steps. 15%, not 10: 48 samples
+    # of a few ms each on a machine whose steps jitter by 20%.
+    points, _, _ = load_run(tiny_run)
+    gen = points[points["scenario"] == "generate"].set_index(["model", "seq_len"])
+    for model in ("rwkv4-tiny", "gptneox-tiny"):
+        row = gen.loc[(model, 128)]
+        assert row["check_samples"] == 2 * 24  # 24 decode steps at each of the 2 grid contexts
+        ratio = row["check_integrated_s"] / row["check_direct_s"]
+        assert abs(ratio - 1) < 0.15, (model, ratio, os.getloadavg())
+    assert gen.loc[("rwkv4-tiny", 8), ["check_direct_s", "check_integrated_s"]].isna().all()  # longest only
     summary = (tiny_run / "summary.md").read_text()
-    assert "## Figure 7: integrated vs generated one by one" in summary and "longest directly generated" in summary
+    assert "## Figure 7: integrated vs generated one by one" in summary and "In one process (the method's check)" in summary
     # the decode grid ends where the direct generation does: Table 1 fits the direct runs, and adds the paper's
     # no-cache protocol integrated from the prefill samples
     table1 = (tiny_run / "table1.md").read_text()
@@ -281,3 +274,18 @@ def test_kv_cache_memory_matches_the_analytic_size_and_a_point_that_cannot_fit_i
     assert big["predicted_mem_bytes"] > 2 ** 30 and big["kv_cache_bytes"] == 2 ** 30
     assert pd.isna(big["latency_s"])
     assert "## KV-cache memory check" in (run / "summary.md").read_text()
+
+
+def test_a_points_csv_begun_by_an_older_version_is_widened_before_appending(tmp_path):
+    from rwkv_bench.recording import append_rows, read_rows
+
+    # a run resumed after an upgrade that added columns: the old rows keep their values under the new header
+    path = tmp_path / "points.csv"
+    old = [c for c in COLUMNS if not c.startswith("check_")]
+    append_rows(path, [{"model": "m", "scenario": "prefill", "seq_len": 8, "status": "ok", "latency_s": 0.5}], old)
+    append_rows(path, [{"model": "m", "scenario": "generate", "seq_len": 16, "status": "ok",
+                        "check_direct_s": 1.25}], COLUMNS)
+    rows = read_rows(path)
+    assert list(rows.columns) == COLUMNS and len(rows) == 2
+    assert rows.loc[0, "latency_s"] == 0.5 and pd.isna(rows.loc[0, "check_direct_s"])
+    assert rows.loc[1, "check_direct_s"] == 1.25

@@ -4,7 +4,8 @@ A backend owns a model and its tokenizer. Scenarios use:
 - `encode(text)` -> token ids (no BOS added);
 - `token_logprobs(ids)` -> log p(ids[i] | BOS, ids[:i]) for every i (the first token is conditioned on
   the BOS / end-of-text token, which is itself not scored);
-- `start(ids)` / `step(token, cache)`: prefill a prompt, then decode one token at a time (greedy
+- `start(ids)` / `step(token, cache)`: prefill a prompt (a list of ids, or a 1-D tensor: a million ids
+  as Python ints would take 36 MB), then decode one token at a time (greedy
   decoding and per-token timing live in the scenarios, not here);
 - `describe()` -> what ran, for metadata and tables.
 """
@@ -14,6 +15,13 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
+
+
+def as_batch(ids, device) -> torch.Tensor:
+    """Token ids (a list, or a 1-D tensor) as a (1, T) tensor on `device`."""
+    if isinstance(ids, torch.Tensor):
+        return ids.reshape(1, -1).to(device=device, dtype=torch.long)
+    return torch.tensor([ids], dtype=torch.long, device=device)
 
 
 class Backend(ABC):

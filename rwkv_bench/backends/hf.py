@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..tokenizer import Tokenizer
-from .base import Backend, module_bytes
+from .base import Backend, as_batch, module_bytes
 
 
 class TransformersBackend(Backend):
@@ -66,7 +66,7 @@ class TransformersBackend(Backend):
 
     def run(self, ids: list[int], cache: Any = None, use_cache: bool = True):
         """One forward over `ids` continuing `cache`; returns the last logits (V,) and the new cache."""
-        x = torch.tensor([ids], device=self.device)
+        x = as_batch(ids, self.device)
         if self.model.config.model_type == "rwkv":  # transformers' RWKV keeps a `state`, not a KV cache
             out = self.model(input_ids=x, state=cache, use_cache=True, logits_to_keep=1)
             return out.logits[0, -1], out.state
@@ -77,7 +77,7 @@ class TransformersBackend(Backend):
     def start(self, ids: list[int]):
         if self.kv_cache or self.family == "rwkv":
             return self.run(ids)
-        return self.run(ids, use_cache=False)[0], list(ids)
+        return self.run(ids, use_cache=False)[0], ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
 
     @torch.no_grad()
     def step(self, token: int, cache: Any):

@@ -6,7 +6,7 @@ import torch
 from ..models.rwkv4 import RWKV4
 from ..ops.wkv import implementation_name
 from ..tokenizer import Tokenizer
-from .base import Backend, module_bytes
+from .base import Backend, as_batch, module_bytes
 
 
 class RWKVBackend(Backend):
@@ -29,8 +29,8 @@ class RWKVBackend(Backend):
     def protocol(self, stride: int | None = None) -> str:
         return "rwkv: one pass over the whole text, state carried across chunks (no window)"
 
-    def tensor(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], dtype=torch.long, device=self.device)
+    def tensor(self, ids) -> torch.Tensor:
+        return as_batch(ids, self.device)
 
     @torch.no_grad()
     def token_logprobs(self, ids: list[int], stride: int | None = None) -> torch.Tensor:

@@ -10,9 +10,10 @@ Memory (`MeasuredRegion`, one per phase):
 - CPU: live memory, as resident pages. The baseline is the RSS once the model is loaded and warmed up, after
   `gc.collect()` and glibc's `malloc_trim(0)`. Each phase resets the kernel's peak-RSS mark (VmHWM, through
   /proc/self/clear_refs) when it opens and reads it when it closes, so the peak is exact, not sampled; and
-  after every decode or generate step (outside the timed interval) `malloc_trim(0)` hands the heap that
-  glibc kept after free back to the OS, so a growing sequence of forwards (the no-cache protocol) does not
-  pile up freed buffers that look like memory the model needs. The launcher also samples the RSS from
+  `malloc_trim(0)` hands the heap that glibc kept after free back to the OS before each phase and every
+  TRIM_EVERY generate steps (never inside a timed step), so a growing sequence of forwards (the no-cache
+  protocol) does not pile up freed buffers that look like memory the model needs. Decode's held memory is
+  the RSS after its timed steps and a trim: the state or KV cache at T. The launcher also samples the RSS from
   outside every few ms (and enforces --memory-limit on it). Where clear_refs is not allowed, the child's
   getrusage high-water mark stands in. The weights' size is reported separately.
 Warm-up: prefill runs `warmup` untimed passes over the first min(T, 1024) tokens; decode and generate run a
@@ -38,13 +39,18 @@ from .points import PointSpec, kv_label, region_files
 
 WARMUP_PREFILL_TOKENS = 1024
 WARMUP_DECODE_STEPS = 8
+# Generation hands freed heap back every TRIM_EVERY steps, not after each: the pages a trim returns are
+# faulted in again (and zeroed) by the next step, which cost tiny models 10-40% per step when every step
+# was followed by a trim, and not by the same amount in every phase (integrated vs direct Figure 7 then
+# disagreed by 15-30%). Once every 64 steps that cost is spread to well under 1%.
+TRIM_EVERY = 64
 # RLIMIT_AS is only a safety net under --memory-limit (the launcher enforces the limit on sampled RSS):
 # address space counts thread stacks and malloc arenas that are reserved, not used.
 ADDRESS_SPACE_SLACK = 2 * 1024 ** 3
 OOM_PATTERNS = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|not enough memory|"
                           r"bad_alloc|memoryerror|failed to allocate", re.IGNORECASE)
-CPU_METHOD = "cpu:peak_rss_vmhwm_per_phase+parent_sampled_above_loaded,malloc_trim_each_step"
-CPU_METHOD_FALLBACK = "cpu:rss_sampled_by_parent+ru_maxrss_above_loaded,malloc_trim_each_step"
+CPU_METHOD = "cpu:peak_rss_vmhwm_per_phase+parent_sampled_above_loaded,malloc_trim_per_phase+every_64_generate_steps"
+CPU_METHOD_FALLBACK = "cpu:rss_sampled_by_parent+ru_maxrss_above_loaded,malloc_trim_per_phase+every_64_generate_steps"
 
 
 def _trimmer():
@@ -168,11 +174,12 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}"[:300] if not isinstance(exc, PointFailure) else line[:300]
 
 
-def random_ids(n: int, vocab: int, seed: int) -> list[int]:
+def random_ids(n: int, vocab: int, seed: int):
+    """n random token ids as a 1-D int64 tensor (8 bytes a token; a list of Python ints takes 36)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (n,), generator=g).tolist()
+    return torch.randint(0, vocab, (n,), generator=g)
 
 
 def vocab_size(backend) -> int:
@@ -284,7 +291,7 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, ids: list[int],
+def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, ids,
                     carried: dict) -> dict:
     """One forward pass over T tokens (backend.start: RWKV chunked parallel, transformers one pass), repeated
     up to `repeats` times while the timed passes took less than `repeat_time_s`. The last pass's output (RWKV's
@@ -312,7 +319,7 @@ def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clo
             "tokens_per_s": spec.seq_len / med if med > 0 else None, **mem}
 
 
-def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, ids: list[int],
+def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, ids,
                    carried: dict, baseline: int | None) -> dict:
     """The cost of one generated token at context T: from the state after T tokens (the prefill phase's, or
     a prefill run here), `decode_steps` greedy steps, each timed on its own; memory counts from the loaded
@@ -332,8 +339,6 @@ def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Cloc
     cuda = str(backend.device).startswith("cuda")
     perf = time.perf_counter
     region.begin(spec.memory_limit_bytes, baseline=baseline)
-    cpu = not cuda
-    held = 0
     times = []
     for _ in range(max(1, spec.decode_steps)):
         t0 = perf()
@@ -343,9 +348,6 @@ def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Cloc
             sync(backend.device)
         times.append(perf() - t0)
         logits = None
-        trim()
-        if cpu:
-            held = max(held, rss_bytes())
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"after {len(times)} decode steps at T={T}")
@@ -355,17 +357,19 @@ def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Cloc
     row = {"latency_s": median(times), "latency_mean_s": sum(times) / len(times), "latency_min_s": min(times),
            "latency_max_s": max(times), "repeats": len(times), "tokens_per_s": len(times) / sum(times),
            "prompt_len": T, "prompt_s": prefill_s, **mem}
-    if cpu:
-        row["held_mem_bytes"] = max(0, held - mem["baseline_bytes"])
-    elif baseline is not None:
-        row["held_mem_bytes"] = max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
+    if cuda:
+        if baseline is not None:
+            row["held_mem_bytes"] = max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
+    else:
+        trim()  # what is left after the freed heap goes back to the OS: the state or KV cache at T
+        row["held_mem_bytes"] = max(0, rss_bytes() - mem["baseline_bytes"])
     ref = spec.decode_ref_len
     if ref and ref != T:
         row.update(interleave(backend, spec, clock, cache, token, ids, ref, len(times)))
     return row
 
 
-def interleave(backend, spec: PointSpec, clock: Clock, cache, token: int, ids: list[int], ref: int,
+def interleave(backend, spec: PointSpec, clock: Clock, cache, token: int, ids, ref: int,
                pairs: int) -> dict:
     """Alternate steps continuing the state at T with steps from a reference state at `ref` tokens."""
     ref_ids = random_ids(ref, vocab_size(backend), spec.seed + 1)
@@ -390,7 +394,6 @@ def interleave(backend, spec: PointSpec, clock: Clock, cache, token: int, ids: l
                 sync(backend.device)
             which.append(perf() - t0)
             logits = None
-            trim()
         if clock.elapsed() + (perf() - t_pair) > spec.time_budget_s:
             break
     return {"ref_seq_len": ref, "ref_latency_s": median(early), "interleaved_latency_s": median(late),
@@ -421,7 +424,8 @@ def measure_generate(backend, spec: PointSpec, region: MeasuredRegion, clock: Cl
         if cuda:
             sync(backend.device)
         latencies[i] = perf() - t0
-        trim()  # outside the timed step: freed heap back to the OS, so RSS is live memory
+        if (i + 1) % TRIM_EVERY == 0:
+            trim()  # outside the timed steps: freed heap back to the OS, so the RSS stays live memory
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"after {i + 1} of {T} tokens")
@@ -430,10 +434,62 @@ def measure_generate(backend, spec: PointSpec, region: MeasuredRegion, clock: Cl
     tail = latencies[-max(1, math.ceil(0.1 * T)):]
     cumulative = sum(latencies)
     rows, per_row = token_rows(latencies, spec.max_token_rows)
-    return {"latency_s": sum(tail) / len(tail), "latency_min_s": min(tail), "latency_max_s": max(tail),
-            "cumulative_s": cumulative, "tokens_per_s": T / cumulative if cumulative > 0 else None,
-            "prompt_len": spec.prompt_len, "prompt_s": prompt_s, "positions_per_row": per_row,
-            "token_rows": rows, **mem}
+    row = {"latency_s": sum(tail) / len(tail), "latency_min_s": min(tail), "latency_max_s": max(tail),
+           "cumulative_s": cumulative, "tokens_per_s": T / cumulative if cumulative > 0 else None,
+           "prompt_len": spec.prompt_len, "prompt_s": prompt_s, "positions_per_row": per_row,
+           "token_rows": rows, **mem}
+    if spec.check_lengths:
+        row.update(figure7_check(backend, spec, clock, vocab))
+    return row
+
+
+def figure7_check(backend, spec: PointSpec, clock: Clock, vocab: int) -> dict:
+    """Figure 7's method checked in one process: T tokens generated one by one, with decode samples at the
+    grid contexts `check_lengths` (as many steps each as the decode scenario takes) interleaved between the
+    generation steps, so machine drift hits both alike. `check_direct_s` sums the generation steps,
+    `check_integrated_s` integrates the samples' means over the grid as the report does. Separate processes
+    on a shared machine differ by 10-30% in ms/token, which a sweep's across-process comparison cannot tell
+    from an error of the method. Skipped (no fields) when it would not fit in the time budget."""
+    import pandas as pd
+
+    from .integrate import cumulative
+
+    T, lengths = spec.seq_len, sorted(spec.check_lengths)
+    if clock.elapsed() > spec.time_budget_s / 2:
+        return {}
+    states = []
+    for i, t in enumerate(lengths):
+        logits, state = backend.start(random_ids(t, vocab, spec.seed + 2 + i))
+        states.append([greedy(logits), state])
+    samples = [[] for _ in lengths]
+    total = len(lengths) * max(1, spec.decode_steps)
+    logits, cache = backend.start(random_ids(spec.prompt_len, vocab, spec.seed))
+    token = greedy(logits)
+    cuda = str(backend.device).startswith("cuda")
+    perf = time.perf_counter
+    direct, taken = 0.0, 0
+    for i in range(T):
+        t0 = perf()
+        logits, cache = backend.step(token, cache)
+        token = greedy(logits)
+        if cuda:
+            sync(backend.device)
+        direct += perf() - t0
+        while taken < (i + 1) * total // T:  # decode samples spread evenly over the generation, round robin
+            k = taken % len(lengths)
+            t0 = perf()
+            logits, states[k][1] = backend.step(states[k][0], states[k][1])
+            states[k][0] = greedy(logits)
+            if cuda:
+                sync(backend.device)
+            samples[k].append(perf() - t0)
+            taken += 1
+        logits = None
+        if clock.over():
+            return {}
+    means = pd.DataFrame({"seq_len": lengths, "latency": [sum(s) / len(s) for s in samples]})
+    (integrated,) = cumulative(means, [T])
+    return {"check_direct_s": direct, "check_integrated_s": float(integrated), "check_samples": taken}
 
 
 def token_rows(latencies: list[float], max_rows: int) -> tuple[list[dict], int]:

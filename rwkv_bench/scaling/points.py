@@ -39,8 +39,12 @@ COLUMNS = [
     "ref_latency_s",      # decode: median step at ref_seq_len, interleaved
     "interleaved_latency_s",  # decode: median step at T during the same interleaving
     "ref_steps",          # decode: interleaved pairs timed
-    "held_mem_bytes",     # decode: memory held between steps above the loaded model (the state or KV cache at T;
-                          # RSS after each step and malloc_trim, the largest); peak_mem_bytes adds a step's transients
+    "held_mem_bytes",     # decode: memory held after the steps above the loaded model (the state or KV cache at T;
+                          # RSS after malloc_trim); peak_mem_bytes adds a step's transients
+    # generate at the longest generate length: Figure 7's method checked in one process (measure.figure7_check)
+    "check_direct_s",     # T tokens generated one by one, interleaved with decode samples at the grid lengths
+    "check_integrated_s",  # those samples' means integrated to T as the report integrates the decode points
+    "check_samples",      # decode samples taken
 ]
 
 # generate_tokens.csv: per-position decode latency of every generate point.
@@ -112,6 +116,7 @@ class PointSpec:
     decode_steps: int = 32
     decode_ref_len: int = 0
     repeat_time_s: float = 20.0
+    check_lengths: list[int] | None = None  # generate: decode grid lengths <= T for the one-process Figure 7 check
     result_path: str = ""
     loaded_path: str = ""           # the child touches this file once the model is loaded (budget starts)
     region_path: str = ""           # stem of the files that mark each phase's measured region (region_files)

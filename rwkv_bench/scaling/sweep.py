@@ -271,7 +271,15 @@ def point_spec(model: str, phases: list[str], T: int, c: ScalingConfig, plan: di
                      warmup=c.warmup, prompt_len=c.prompt_len, time_budget_s=float(c.time_budget),
                      memory_limit_bytes=plan["memory_limit_bytes"], seed=c.seed, chunk_size=c.chunk_size,
                      threads=c.threads, decode_steps=c.decode_steps, decode_ref_len=c.decode_ref_len,
-                     repeat_time_s=float(c.repeat_time))
+                     repeat_time_s=float(c.repeat_time), check_lengths=check_lengths(phases, T, plan))
+
+
+def check_lengths(phases: list[str], T: int, plan: dict) -> list[int] | None:
+    """The decode grid up to T, for the one-process Figure 7 check in the longest generate point's child."""
+    gen = plan["lengths"]["generate"]
+    if "generate" not in phases or "decode" not in plan["scenarios"] or not gen or T != max(gen):
+        return None
+    return [t for t in plan["lengths"]["decode"] if t <= T] or None
 
 
 def skipped_row(model, scenario, T, failed, family, c: ScalingConfig) -> dict:
@@ -340,8 +348,10 @@ def protocol(c: ScalingConfig) -> dict:
                      "10% of positions; cumulative_s = sum of the T step times (prompt excluded, see prompt_s)"),
         "memory": ("CPU: live memory of the child: its peak RSS during the phase (the kernel's VmHWM, reset "
                    "when the phase begins; also sampled every 3 ms by the launcher), above its RSS after loading, "
-                   "warm-up and malloc_trim; malloc_trim after every decode/generate step (untimed) returns "
-                   "the heap glibc keeps after free, so freed buffers do not count; --memory-limit is enforced "
+                   "warm-up and malloc_trim; malloc_trim (untimed) before each phase and every 64 generate steps "
+                   "returns the heap glibc keeps after free, so freed buffers do not pile up (timed steps are "
+                   "not trimmed one by one: the next step would pay to fault the pages in again); decode's "
+                   "held_mem_bytes is the RSS after its steps and a trim; --memory-limit is enforced "
                    "on the sampled number. Transformer points are predicted first (KV cache 2 x layers x T x d "
                    "x bytes plus activations, predicted_mem_bytes) and skipped when they cannot fit. CUDA: "
                    "torch.cuda.max_memory_allocated above memory_allocated before the measured runs. "
