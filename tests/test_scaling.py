@@ -4,6 +4,7 @@ the exponent fit, and `report` rebuilding the tables from the stored CSVs.
 Every point runs in a fresh child process (a few seconds each: interpreter, torch, model), so the sweeps
 here are kept to a handful of points and shared through module fixtures.
 """
+import dataclasses
 import math
 import os
 import signal
@@ -289,3 +290,31 @@ def test_a_points_csv_begun_by_an_older_version_is_widened_before_appending(tmp_
     assert list(rows.columns) == COLUMNS and len(rows) == 2
     assert rows.loc[0, "latency_s"] == 0.5 and pd.isna(rows.loc[0, "check_direct_s"])
     assert rows.loc[1, "check_direct_s"] == 1.25
+
+
+def test_the_plan_estimate_scales_with_the_model_and_leaves_out_points_that_will_not_run():
+    from rwkv_bench.scaling.config import ScalingConfig
+    from rwkv_bench.scaling.estimate import model_size, prefill_s
+    from rwkv_bench.scaling.predict import transformer_dims
+    from rwkv_bench.scaling.sweep import point_cost_s, validate
+
+    c = ScalingConfig(models="rwkv4-tiny,rwkv4-169m,gptneox-169m", min_len=1000, max_len=1000000, ratio=10,
+                      memory_limit="4G", time_budget=100000)
+    plan = validate(c)
+    sizes = {s.text: model_size(s) for s in plan["models"]}
+    dims = {s.text: transformer_dims(s) for s in plan["models"]}
+
+    def cost(scenario, T, model):
+        return point_cost_s(scenario, T, model, c, plan, sizes, dims)
+
+    # 12 x 768 against 4 x 256: 27x the prefill arithmetic; a decode step reads 7.7x the parameters
+    assert cost("prefill", 1000000, "rwkv4-169m") / cost("prefill", 1000000, "rwkv4-tiny") == pytest.approx(27, rel=0.05)
+    assert cost("decode", 1000, "rwkv4-169m") / cost("decode", 1000, "rwkv4-tiny") == pytest.approx(7.7, rel=0.05)
+    # attention: a transformer's prefill grows faster than linearly, an RWKV's does not
+    assert prefill_s(sizes["gptneox-169m"], 100000) > 15 * prefill_s(sizes["gptneox-169m"], 10000)
+    assert prefill_s(sizes["rwkv4-169m"], 100000) == pytest.approx(10 * prefill_s(sizes["rwkv4-169m"], 10000))
+    # the KV cache at 100k (6.9 GiB) is over --memory-limit 4G: skipped, so it costs nothing
+    assert cost("prefill", 100000, "gptneox-169m") == 0 and cost("prefill", 10000, "gptneox-169m") > 0
+    # a point is cut off at its time budget
+    short = dataclasses.replace(c, time_budget=60.0)
+    assert point_cost_s("prefill", 1000000, "rwkv4-169m", short, plan, sizes, dims) <= 60 + 4

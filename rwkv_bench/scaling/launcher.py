@@ -3,7 +3,9 @@
 `sys.executable -m rwkv_bench.scaling.child SPEC.json`, no shell. The parent watches the child:
 - loading (interpreter start, imports, model build) may take up to `load_timeout_s`;
 - once the child says it has loaded, it has `time_budget_s` per phase (prefill and decode of one length share
-  a child) plus a small grace for the child to report its own timeout, before it is killed;
+  a child) plus a small grace for the child to report its own timeout, before it is killed: phase k (counted
+  from the measured regions the child opened and closed) by (k + 1) budgets after loading, so a prefill that
+  cannot finish is cut off after its own budget, not after the sum of all its child's phases;
 - while a phase's measured region is open (the child writes its memory baseline to a file), the launcher
   samples the child's RSS every few milliseconds (CPU memory is also seen from outside the timed process),
   and under --memory-limit kills it once the RSS above the baseline passes the limit (status oom);
@@ -64,7 +66,7 @@ def launch(spec: PointSpec, log_dir: Path, *, load_timeout_s: float = LOAD_TIMEO
     phases = list(spec.phases)
     name = f"{slug(spec.model)}_{'+'.join(phases)}_{spec.seq_len}"
     log_path = log_dir / f"{name}.log"
-    budget_s = spec.time_budget_s * len(phases)
+    budget_s = spec.time_budget_s
     peaks: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="rwkv-bench-point-") as tmp:
         tmp = Path(tmp)
@@ -109,7 +111,8 @@ def launch(spec: PointSpec, log_dir: Path, *, load_timeout_s: float = LOAD_TIMEO
                     loaded_at = now
                 if loaded_at is None and now - t_spawn > load_timeout_s:
                     killed_for = "load"
-                elif loaded_at is not None and now - loaded_at > budget_s + grace_s(budget_s):
+                elif loaded_at is not None and now - loaded_at > min(current + 1, len(phases)) * (
+                        budget_s + grace_s(budget_s)):  # phase `current` is awaited or running
                     killed_for = "budget"
                 if killed_for:
                     extra_mib = (sampler.peak - (baseline or 0)) / 2 ** 20

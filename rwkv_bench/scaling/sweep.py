@@ -23,6 +23,7 @@ from ..recording import (append_row, finish_meta, open_run, read_meta, read_rows
                          start_meta)
 from ..specs import ModelSpec, parse_models
 from .config import ScalingConfig
+from .estimate import LOAD_S, estimated_cost_s, model_size
 from .launcher import launch
 from .points import (COLUMNS, FAILED, PAIRED, TOKEN_COLUMNS, PointSpec, geometric_grid, kv_label,
                      parse_scenarios, point_key)
@@ -125,7 +126,7 @@ def children(todo: list[tuple[str, int, str]]) -> list[tuple[list[str], int, str
     return out
 
 
-def plan_text(plan: dict, models: list[str], todo: list) -> str:
+def plan_text(plan: dict, models: list[str], todo: list, costs: dict, sizes: dict) -> str:
     """What the sweep is about to do, and roughly how long it takes, before it starts."""
     lines = [f"plan: {len(models)} model(s): {', '.join(models)}"]
     for scenario in plan["scenarios"]:
@@ -134,18 +135,22 @@ def plan_text(plan: dict, models: list[str], todo: list) -> str:
                "decode": " (prefill to T in the prefill's child, then timed steps at context T; Figure 7 is "
                          "integrated from these)"}.get(scenario, "")
         lines.append(f"  {scenario}: {len(grid)} lengths, T = {grid[0]:,} ... {grid[-1]:,}{how}")
-    estimate = sum(estimated_cost_s(s, T) for s, T, _ in todo)
+    estimate = sum(costs.values())
+    unknown = [m for m in models if not sizes[m].known]
     lines.append(f"  {len(todo)} points in {len(children(todo))} child processes; rough estimate "
-                 f"{estimate / 60:.0f} min on a small CPU model (a point past --time-budget is cut off, and longer "
-                 "lengths of its model are skipped; a transformer point predicted not to fit in memory is skipped)")
+                 f"{estimate / 60:.0f} min with 1 thread of a 2-core Xeon"
+                 + (f" ({', '.join(unknown)}: size unknown, counted as tiny)" if unknown else "")
+                 + " (a point past --time-budget is cut off, and longer lengths of its model are skipped; a "
+                 "transformer point predicted not to fit in memory is skipped)")
     return "\n".join(lines)
 
 
-def estimated_cost_s(scenario: str, T: int) -> float:
-    """Rough seconds per point on a small CPU model, only to weight the progress bar's ETA."""
-    if scenario == "decode":
-        return 1.0 + T * 2e-5
-    return 4.0 + (T * 2e-4 if scenario == "prefill" else T * 1e-2)
+def point_cost_s(scenario: str, T: int, model: str, c: ScalingConfig, plan: dict, sizes: dict, dims: dict) -> float:
+    """The estimate of one point: nothing for a point predicted not to fit, at most its time budget."""
+    predicted = predict(dims.get(model), T, [scenario], bool(c.kv_cache), canonical_dtype(c.dtype), c.prompt_len)
+    if memory_refusal(predicted.get("predicted_mem_bytes"), plan["memory_limit_bytes"]):
+        return 0.0
+    return min(estimated_cost_s(scenario, T, sizes[model]), float(c.time_budget) + LOAD_S)
 
 
 def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, report: bool = True,
@@ -176,13 +181,15 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
         families.update({str(r.model): str(r.family) for r in rows.itertuples() if isinstance(r.family, str) and r.family})
     todo = [p for p in plan_points(models, plan) if point_key(p[2], p[0], p[1]) not in done]
     console = console or make_console()
-    console.print(plan_text(plan, models, todo), soft_wrap=True)
+    dims = {spec.text: transformer_dims(spec) for spec in plan["models"]}
+    sizes = {spec.text: model_size(spec) for spec in plan["models"]}
+    costs = {p: point_cost_s(*p, config, plan, sizes, dims) for p in todo}
+    console.print(plan_text(plan, models, todo, costs, sizes), soft_wrap=True)
     if todo:
         prepare_peers(plan["models"], config.seed)
-    dims = {spec.text: transformer_dims(spec) for spec in plan["models"]}
     try:
         with make_progress(console) as progress:
-            total = sum(estimated_cost_s(s, T) for s, T, _ in todo)
+            total = sum(costs.values())
             task = progress.add_task("starting", total=max(total, 1e-9), points=f"0/{len(todo)}")
             done_points = 0
             for phases, T, model in children(todo):
@@ -196,7 +203,7 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
                     row["error"] = " ".join(str(row.get("error") or "").split())  # one line in the CSV
                     append_row(points_csv, row, COLUMNS)
                     progress.console.print(point_line(row), soft_wrap=True)
-                    progress.update(task, advance=estimated_cost_s(row["scenario"], T))
+                    progress.update(task, advance=costs.get((row["scenario"], T, model), 0.0))
                 done_points += len(phases)
                 progress.update(task, points=f"{done_points}/{len(todo)}")
             progress.update(task, description="done")
