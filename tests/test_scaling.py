@@ -87,6 +87,8 @@ def test_run_directory_has_metadata_table1_and_figures(tiny_run):
         for ext in (".png", ".svg"):
             assert (tiny_run / f"{name}{ext}").stat().st_size > 1000, name + ext
     assert "random" in (tiny_run / "summary.md").read_text().lower()
+    index = (tiny_run / "index.md").read_text()  # the sweep writes it, as `rwkv-bench report` does
+    assert "table1.md" in index and "generate_cumulative.png" in index
 
 
 def test_report_rebuilds_the_same_tables_from_the_csvs(tiny_run, capsys):

@@ -361,9 +361,9 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
                     del lm
         if dist.is_main:
             finish_meta(run_dir, models=[model_meta(p) for p in plans])
-            from .report import render
+            from ..report.build import render_run  # the kind's tables and figures, then index.md
 
-            render(run_dir)
+            render_run(run_dir)
         distributed.barrier(dist)  # the report is written before any rank returns
     finally:  # also on errors: a process group left alive aborts the process at exit
         distributed.shutdown()

@@ -214,9 +214,9 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     finish_meta(run_dir, sweep_wall_s=read_meta(run_dir).get("sweep_wall_s", 0) + (time.perf_counter() - t0),
                 model_info=model_info(read_rows(points_csv)))
     if report:
-        from .report import render
+        from ..report.build import render_run  # the kind's tables and figures, then index.md
 
-        render(run_dir)
+        render_run(run_dir)
     return run_dir
 
 

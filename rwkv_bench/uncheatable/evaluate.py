@@ -442,9 +442,9 @@ def complete(plan: Plan, ranks: list[dict], dist: distributed.Dist) -> None:
                                          for r in ranks]}
     write_json(run_dir / "meta.json", meta)
     finish_meta(run_dir)
-    from .report import render
+    from ..report.build import render_run  # the kind's tables and figures, then index.md
 
-    render(run_dir)
+    render_run(run_dir)
 
 
 # ---- the whole run ----
