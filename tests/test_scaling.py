@@ -320,3 +320,28 @@ def test_the_plan_estimate_scales_with_the_model_and_leaves_out_points_that_will
     # a point is cut off at its time budget
     short = dataclasses.replace(c, time_budget=60.0)
     assert point_cost_s("prefill", 1000000, "rwkv4-169m", short, plan, sizes, dims) <= 60 + 4
+
+
+def test_the_papers_no_cache_protocol_gives_the_cached_logits_and_runs_in_a_sweep(tmp_path):
+    import torch
+
+    from rwkv_bench.scaling.measure import greedy, random_ids
+    from rwkv_bench.specs import resolve
+
+    # the same weights with and without transformers' KV cache: a step that re-runs the whole sequence must
+    # predict what the cached step predicts (fp32, different summation order: 1e-4), from a tensor of ids
+    cached, rerun = (resolve("gptneox-tiny", device="cpu", dtype=torch.float32, kv_cache=kv, seed=0)
+                     for kv in (True, False))
+    ids = random_ids(20, 1000, 0)
+    (a, cache_a), (b, cache_b) = cached.start(ids), rerun.start(ids)
+    for _ in range(3):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+        token = greedy(a)
+        (a, cache_a), (b, cache_b) = cached.step(token, cache_a), rerun.step(token, cache_b)
+    assert cache_b[:20] == ids.tolist() and len(cache_b) == 23  # the no-cache "cache" is the sequence itself
+    run = sweep(tmp_path / "run", models="gptneox-tiny", scenario="decode,generate", min_len=8, max_len=32,
+                points=2, gen_max_len=32, decode_steps=4, decode_ref_len=0, kv_cache=False, threads=1)
+    points = pd.read_csv(run / "points.csv")
+    assert (points["status"] == "ok").all(), points["error"].tolist()
+    assert set(points["kv_cache"].astype(str).str.lower()) == {"false"}
+    assert pd.isna(points["kv_cache_bytes"]).all()  # no cache, no KV-cache prediction
