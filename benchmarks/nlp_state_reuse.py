@@ -18,6 +18,7 @@ Usage: python benchmarks/nlp_state_reuse.py [--presets rwkv4-169m,rwkv4-small]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -83,26 +84,30 @@ def bench_preset(preset: str, tasks: list[str], args, tmp: Path) -> list[dict]:
 
     ours, hf = Runner("ours", make_ours), Runner("hf", make_hf)
     manager = TaskManager(include_path=str(REPO / "tasks"), include_defaults=False)
-    sizes = {"ours": list(args.batch_sizes), "hf": list(args.batch_sizes) + (["auto"] if args.hf_auto else [])}
+    hf_sizes = list(args.batch_sizes) + (["auto"] if args.hf_auto else [])
     rows = []
+
+    def record(row: dict) -> None:
+        log.append(row)
+        print("  " + json.dumps({k: v for k, v in row.items() if k != "task"}), flush=True)
+
     for task in tasks:
         log = []
-        for bs_ours, bs_hf in zip(sizes["ours"] + [None] * 4, sizes["hf"]):    # round 1: every size, alternating
+        for bs_ours, bs_hf in itertools.zip_longest(args.batch_sizes, hf_sizes):  # round 1: every size, alternating
             for runner, bs in ((ours, bs_ours), (hf, bs_hf)):
                 if bs is None:
                     continue
                 try:
-                    log.append(runner.run(bs, task, manager, args.limit) | {"round": 1})
+                    row = runner.run(bs, task, manager, args.limit) | {"round": 1}
                 except Exception as exc:  # noqa: BLE001  (hf's `auto` may not work on a CPU)
                     print(f"  {preset} {task} {runner.name} batch {bs}: failed ({type(exc).__name__}: {exc})")
                     continue
-                print("  " + json.dumps({k: v for k, v in log[-1].items() if k != "task"}), flush=True)
+                record(row)
         best = {name: min((r for r in log if r["runner"] == name), key=lambda r: r["model_s"])["batch_size"]
                 for name in ("ours", "hf")}
         for rnd in range(2, args.rounds + 1):
             for runner in (ours, hf) if rnd % 2 == 0 else (hf, ours):
-                log.append(runner.run(best[runner.name], task, manager, args.limit) | {"round": rnd})
-                print("  " + json.dumps({k: v for k, v in log[-1].items() if k != "task"}), flush=True)
+                record(runner.run(best[runner.name], task, manager, args.limit) | {"round": rnd})
         for name in ("ours", "hf"):
             runs = [r for r in log if r["runner"] == name and r["batch_size"] == best[name]]
             med = {k: statistics.median(r[k] for r in runs) for k in ("model_s", "wall_s")}
@@ -122,7 +127,6 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    import rwkv_bench.nlp  # noqa: F401  (registers the model)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -70,9 +70,9 @@ def process_group_backend() -> str:
     return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 
-def init(*, threads: bool = True) -> Dist:
-    """This process's `Dist`; under torchrun (world > 1) also the default process group, once.
-    `threads`: on CPU, take this rank's share of the cores (see `cpu_thread_share`)."""
+def init() -> Dist:
+    """This process's `Dist`; under torchrun (world > 1) also the default process group, once, and this
+    rank's share of the CPU cores (see `cpu_thread_share`)."""
     import torch
     import torch.distributed as tdist
 
@@ -83,8 +83,7 @@ def init(*, threads: bool = True) -> Dist:
         raise RuntimeError("this torch build has no torch.distributed: run without torchrun")
     if not tdist.is_initialized():
         tdist.init_process_group(backend=process_group_backend(), timeout=TIMEOUT)
-    if threads:
-        torch.set_num_threads(cpu_thread_share(dist))
+    torch.set_num_threads(cpu_thread_share(dist))
     return dist
 
 

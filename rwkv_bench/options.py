@@ -43,8 +43,6 @@ def parse_device(name: str) -> str:
 
 def read_utf8_file(path, what: str = "text file") -> str:
     """A user's input file as text: it must exist, be a file, be UTF-8 (a BOM is dropped) and not be blank."""
-    from pathlib import Path
-
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a {what}")

@@ -1,7 +1,7 @@
 """Writes data/rwkv_bench_hellaswag.jsonl: 60 HellaSwag-shaped items, deterministic (no randomness beyond a
 seeded generator), so the file can be rebuilt and checked: `python tasks/make_rwkv_bench_hellaswag.py`.
 
-Each item: an activity label, a context of about 100 GPT-NeoX tokens (five to seven steps of one everyday
+Each item: an activity label, a context of about 100 GPT-NeoX tokens (five or six steps of one everyday
 activity, in order) and four endings of about 20 tokens: the next step of the same activity (the label)
 and three steps taken from other activities, in a seeded order. The shape is what matters for timing
 (HellaSwag: ~100-token contexts, four ~20-token endings); the items are easy for a trained model.

@@ -303,8 +303,8 @@ def test_the_plan_estimate_scales_with_the_model_and_leaves_out_points_that_will
     c = ScalingConfig(models="rwkv4-tiny,rwkv4-169m,gptneox-169m", min_len=1000, max_len=1000000, ratio=10,
                       memory_limit="4G", time_budget=100000)
     plan = validate(c)
-    sizes = {s.text: model_size(s) for s in plan["models"]}
     dims = {s.text: transformer_dims(s) for s in plan["models"]}
+    sizes = {s.text: model_size(s, dims[s.text]) for s in plan["models"]}
 
     def cost(scenario, T, model):
         return point_cost_s(scenario, T, model, c, plan, sizes, dims)

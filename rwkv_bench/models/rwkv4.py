@@ -49,6 +49,28 @@ def token_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return torch.cat([last.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
 
 
+def last_positions(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Each row's last position of x (B, T, C): T - 1, or lengths - 1 for right-padded rows."""
+    if lengths is None:
+        return x[:, -1]
+    return x[torch.arange(x.shape[0], device=x.device), lengths - 1]
+
+
+def ragged_wkv(w, u, k, v, state, lengths: torch.Tensor | None):
+    """`wkv` over rows (B, T) that may be right-padded to T: the WKV (elementwise over channels, sequential
+    over time, cheap next to the matrix products) runs per group of rows of equal length on exactly their
+    tokens, so each row's output and state are the ones the row alone would give; padded positions of y are
+    zero. Padding reaches nothing else: the matrix products work position by position."""
+    groups = None if lengths is None else torch.unique(lengths).tolist()
+    if groups is None or len(groups) == 1:
+        return wkv(w, u, k, v, state)
+    y, new_state = torch.zeros_like(k), torch.empty_like(state)
+    for n in groups:
+        idx = (lengths == n).nonzero()[:, 0]
+        y[idx, :n], new_state[idx] = wkv(w, u, k[idx, :n], v[idx, :n], state[idx])
+    return y, new_state
+
+
 # Token shift mixes each position with the one before: mu * x + (1 - mu) * shifted, computed below as
 # shifted + (x - shifted) * mu with one fused multiply-add per mix (torch.addcmul).
 
@@ -75,12 +97,13 @@ class TimeMix(nn.Module):
         r = torch.sigmoid(self.receptance(torch.addcmul(shifted, diff, self.time_mix_r)))
         return r, k, v
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Parallel over x's T positions. Updates this layer's `state` rows in place."""
+    def forward(self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Parallel over x's T positions (`lengths`: rows right-padded to T). Updates this layer's `state`
+        rows in place."""
         r, k, v = self.projections(x, token_shift(x, state[ATT_SHIFT]))
         w = -torch.exp(self.time_decay.float())
-        y, wkv_state = wkv(w, self.time_first.float(), k, v, state[AA:PP + 1].transpose(0, 1))
-        state[ATT_SHIFT] = x[:, -1].float()
+        y, wkv_state = ragged_wkv(w, self.time_first.float(), k, v, state[AA:PP + 1].transpose(0, 1), lengths)
+        state[ATT_SHIFT] = last_positions(x, lengths).float()
         state[AA:PP + 1] = wkv_state.transpose(0, 1)
         return self.output(r * y)
 
@@ -111,9 +134,9 @@ class ChannelMix(nn.Module):
         r = torch.sigmoid(self.receptance(torch.addcmul(shifted, diff, self.time_mix_r)))
         return r.mul_(self.value(k))
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         out = self.mix_and_project(x, token_shift(x, state[FFN_SHIFT]))
-        state[FFN_SHIFT] = x[:, -1].float()
+        state[FFN_SHIFT] = last_positions(x, lengths).float()
         return out
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -133,14 +156,14 @@ class Block(nn.Module):
         self.att = TimeMix(C)
         self.ffn = ChannelMix(C, config.ffn_dim)
 
-    def forward(self, x, state, recurrent: bool):
+    def forward(self, x, state, recurrent: bool, lengths: torch.Tensor | None = None):
         if hasattr(self, "ln0"):
             x = self.ln0(x)
         if recurrent:
             x = x + self.att.step(self.ln1(x), state)
             return x + self.ffn.step(self.ln2(x), state)
-        x = x + self.att(self.ln1(x), state)
-        return x + self.ffn(self.ln2(x), state)
+        x = x + self.att(self.ln1(x), state, lengths)
+        return x + self.ffn(self.ln2(x), state, lengths)
 
 
 class RWKV4(nn.Module):
@@ -192,8 +215,11 @@ class RWKV4(nn.Module):
             self.hidden(tokens[:, start:start + chunk_size], state, recurrent=False)
         return state
 
-    def hidden(self, tokens: torch.Tensor, state: torch.Tensor, recurrent: bool) -> torch.Tensor:
-        """Run all blocks over `tokens` (updating `state` in place); returns the last block's output."""
+    def hidden(self, tokens: torch.Tensor, state: torch.Tensor, recurrent: bool,
+               lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Run all blocks over `tokens` (updating `state` in place); returns the last block's output.
+        `lengths`: rows of different lengths right-padded into one parallel pass, each row's state left as
+        after its own tokens (nlp's shared-prefix scoring batches segments this way)."""
         x = self.emb(tokens)
         if recurrent:
             x = x[:, 0]
@@ -201,7 +227,7 @@ class RWKV4(nn.Module):
                 x = block(x, state[i], recurrent=True)
             return x.unsqueeze(1)
         for i, block in enumerate(self.blocks):
-            x = block(x, state[i], recurrent=False)
+            x = block(x, state[i], recurrent=False, lengths=lengths)
         return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

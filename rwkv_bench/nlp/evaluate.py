@@ -301,13 +301,14 @@ def prepare(given: dict, out, resume: bool, dist: distributed.Dist):
     offline = T.prepare_network(manager, names, paths)
     T.check_tasks(manager, names, offline=offline)  # every dataset present, or one line, before any model loads
 
+    shards = hf_shards(c, dist)
     for plan in plans:
-        plan.ranks = dist.world_size if plan.runner == OURS or hf_shards(c, dist) else 1
+        plan.ranks = dist.world_size if plan.runner == OURS or shards else 1
     fields = dict(tasks=names, offline=offline, include_paths=[str(p) for p in paths], paper_metrics=T.PAPER_METRICS,
                   models=[model_meta(p) for p in plans], protocol=PROTOCOL)
     if dist.enabled:
         fields["distributed"] = {"world_size": dist.world_size, "backend": distributed.process_group_backend(),
-                                 "hf_model": "sharded by accelerate" if hf_shards(c, dist) else "rank 0 alone"}
+                                 "hf_model": "sharded by accelerate" if shards else "rank 0 alone"}
     if old_meta is not None:
         resume_meta(run_dir, old_meta, as_dict(c), **fields)
     else:
@@ -329,9 +330,9 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
 
         setup = distributed.rank_zero_first(first, dist)
         run_dir, c, names, plans = setup.run_dir, setup.config, setup.names, setup.plans
-        if "manager" not in held and setup.offline:  # the other ranks: offline if rank 0 found no network
+        if not dist.is_main and setup.offline:  # the other ranks: offline if rank 0 found no network
             T.go_offline()
-        manager = held.get("manager") or T.task_manager(names, setup.paths)
+        manager = held["manager"] if dist.is_main else T.task_manager(names, setup.paths)
         device = distributed.device_for(c.device, dist)
 
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -390,7 +391,7 @@ def build_on_ranks(plan: ModelPlan, c: NlpConfig, tmp: Path, device: str, dist: 
     """build_lm on every rank that runs `plan`: rank 0 first (a hub download happens once; if it fails, the
     others stop with it), then the others."""
     if plan.ranks == 1:
-        return build_lm(plan, c, tmp, device=c.device if plan.runner == HF else device)
+        return build_lm(plan, c, tmp, device=device)  # hf ignores it; ours alone means one process: c.device
     built = []
     distributed.rank_zero_first(lambda: built.append(build_lm(plan, c, tmp, device=device)), dist)
     lm, meter, implementation = built[0] if built else build_lm(plan, c, tmp, device=device)

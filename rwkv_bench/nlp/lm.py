@@ -19,7 +19,7 @@ lm-eval asks three things of a model:
 
 `TokenMeter` counts the token positions the model actually ran (`tokens_processed`, padding included, of
 which `tokens_padding`), the forward passes, what running every request on its own from scratch would run
-(`tokens_reencode`) and the time inside the request methods (a Stopwatch). `attach_meter` puts the same
+(`tokens_reencode`) and the time inside the request methods (`trackers.latency`). `attach_meter` puts the same
 counters on lm-eval's own `hf` model through public seams (a torch forward hook, the LM request methods).
 
 Use it from lm-eval's own CLI with `python -m rwkv_bench.nlp.lm_eval_cli --model rwkv-bench
@@ -52,7 +52,7 @@ from tqdm import tqdm
 from .. import distributed
 from ..errors import UserError
 from ..options import parse_number, positive
-from ..trackers import Stopwatch
+from ..trackers import latency
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,13 @@ class TokenMeter:
         return [{"request_type": kind, **vars(c)} for kind, c in self.counts.items() if c.requests]
 
     def timed(self, kind: str, fn, requests, *args, **kwargs):
-        """Run a request method, adding its requests and its time (a Stopwatch) to `kind`."""
-        watch = Stopwatch(self.device)
+        """Run a request method, adding its requests and its time to `kind`."""
         try:
-            with watch:
+            with latency(self.device) as timing:
                 return fn(requests, *args, **kwargs)
         finally:
             self[kind].requests += len(requests)
-            self[kind].model_time_s += watch.total_s
+            self[kind].model_time_s += timing.seconds
 
 
 REQUEST_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until")
@@ -129,12 +128,8 @@ def attach_meter(lm) -> TokenMeter:
     current = {"kind": "loglikelihood"}
 
     def count_pass(module, args, kwargs):
-        ids = args[0] if args else kwargs.get("input_ids")
-        if ids is None:
-            ids = kwargs.get("inputs_embeds")
-            positions = int(ids.shape[0] * ids.shape[1]) if ids is not None else 0
-        else:
-            positions = int(ids.numel())
+        ids = args[0] if args else kwargs["input_ids"]  # HFLM calls model(inps) and generate(input_ids=...)
+        positions = int(ids.numel())
         counts = meter[current["kind"]]
         counts.forward_passes += 1
         counts.tokens_processed += positions
@@ -192,7 +187,7 @@ def pick_device(device: str | None) -> str:
 def parse_batch_size(value) -> int:
     if value is None or str(value).startswith("auto"):
         return DEFAULT_BATCH_SIZE
-    return int(positive(parse_number(value, "batch_size", int), "batch_size"))
+    return positive(parse_number(value, "batch_size", int), "batch_size")
 
 
 def parse_bool(value) -> bool:
@@ -250,45 +245,9 @@ def _prefix_segments(contexts: list[tuple]) -> tuple[list[tuple[int, tuple]], di
 
 def _ragged_advance(model, tokens: torch.Tensor, lengths: torch.Tensor, state: torch.Tensor) -> None:
     """Run right-padded rows (B, T) of different lengths through `model` in ONE batched pass, leaving in
-    `state` (n_layer, 5, B, C), updated in place, each row's state after its own `lengths[b]` tokens.
-
-    RWKV-4's state is per layer the last position's input to time mixing and to channel mixing (token
-    shift) plus the WKV numerator/denominator/max. The first two are read at each row's last real position.
-    Padding only ever reaches the WKV through later positions, so the WKV (elementwise over channels,
-    sequential over time, negligible next to the matrix products) runs per group of rows of equal length
-    on exactly their tokens: every matrix product is batched, and every state is the one the row alone
-    would reach. This is `Block.forward` written out with the model's own modules and methods."""
-    from ..models.rwkv4 import AA, ATT_SHIFT, FFN_SHIFT, PP, token_shift
-    from ..ops.wkv import wkv
-
-    B, T = tokens.shape
-    rows = torch.arange(B, device=tokens.device)
-    last = lengths - 1
-    groups = [(int(n), (lengths == n).nonzero()[:, 0]) for n in torch.unique(lengths).tolist()]
-    x = model.emb(tokens)
-    for i, block in enumerate(model.blocks):
-        s = state[i]
-        if hasattr(block, "ln0"):
-            x = block.ln0(x)
-        att_in = block.ln1(x)
-        att = block.att
-        r, k, v = att.projections(att_in, token_shift(att_in, s[ATT_SHIFT]))
-        w, u = -torch.exp(att.time_decay.float()), att.time_first.float()
-        wkv_state = s[AA:PP + 1].transpose(0, 1)                   # (B, 3, C)
-        if len(groups) == 1:
-            y, new_wkv = wkv(w, u, k, v, wkv_state)
-        else:
-            y, new_wkv = torch.zeros_like(k), torch.empty_like(wkv_state)
-            for n, idx in groups:
-                y_g, state_g = wkv(w, u, k[idx, :n], v[idx, :n], wkv_state[idx])
-                y[idx, :n] = y_g
-                new_wkv[idx] = state_g
-        s[ATT_SHIFT] = att_in[rows, last].float()
-        s[AA:PP + 1] = new_wkv.transpose(0, 1)
-        x = x + att.output(r * y)
-        ffn_in = block.ln2(x)
-        x = x + block.ffn.mix_and_project(ffn_in, token_shift(ffn_in, s[FFN_SHIFT]))
-        s[FFN_SHIFT] = ffn_in[rows, last].float()
+    `state` (n_layer, 5, B, C), updated in place, each row's state after its own `lengths[b]` tokens
+    (RWKV4.hidden with `lengths`: every matrix product batched, the WKV per group of equal lengths)."""
+    model.hidden(tokens, state, recurrent=False, lengths=lengths)
 
 
 def _pack(lengths: list[int], max_rows: int, max_positions: int) -> list[list[int]]:
@@ -367,7 +326,6 @@ class RWKVBenchLM(TemplateLM):
         self.state_reuse = parse_bool(state_reuse)
         self._max_gen_toks = int(max_gen_toks)
         self.meter = TokenMeter(device=self._device)
-        self._store: list[torch.Tensor] = []   # context states of the block being scored (_run_segments)
 
     # -- what lm-eval reads --
 
@@ -496,9 +454,9 @@ class RWKVBenchLM(TemplateLM):
         for first in range(0, len(contexts), CONTEXT_BLOCK):   # bounds the states held at once
             block = contexts[first:first + CONTEXT_BLOCK]
             segments, context_node = _prefix_segments(block)
-            where = self._run_segments(segments)
+            store, where = self._run_segments(segments)
             rows: dict[tuple, int] = {}          # (context, inputs) -> row
-            refs, inputs, members = [], [], []   # per row; members: [(key, targets)]
+            refs, inputs, members = [], [], []   # per row; members: [(context, continuation)]
             for ctx in block:
                 node = context_node[ctx]
                 for cont in by_context[ctx]:
@@ -508,13 +466,12 @@ class RWKVBenchLM(TemplateLM):
                         refs.append(where[node] if node >= 0 else None)
                         inputs.append(row_inputs)
                         members.append([])
-                    members[row].append(((ctx, cont), cont))
-            self._score_continuations(refs, inputs, members, results)
-            self._store = []
+                    members[row].append((ctx, cont))
+            self._score_continuations(store, refs, inputs, members, results)
             pbar.update(len(block))
 
-    def _gather_states(self, refs: list) -> torch.Tensor:
-        """refs[b] = (pass index, row) of a stored state, or None for the empty state -> (n_layer, 5, B, C),
+    def _gather_states(self, store: list[torch.Tensor], refs: list) -> torch.Tensor:
+        """refs[b] = (index into `store`, row) of a state, or None for the empty state -> (n_layer, 5, B, C),
         a fresh tensor (one index_select per stored pass, not one slice per row)."""
         groups: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
         for b, ref in enumerate(refs):
@@ -526,18 +483,18 @@ class RWKVBenchLM(TemplateLM):
             if source < 0:
                 pieces.append(self.model.init_state(len(rows)))
             else:
-                pieces.append(self._store[source].index_select(2, torch.tensor(rows, device=self.device)))
+                pieces.append(store[source].index_select(2, torch.tensor(rows, device=self.device)))
             order.extend(positions)
         state = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
         if order != sorted(order):
             state = state.index_select(2, torch.tensor(order, device=self.device).argsort())
         return state
 
-    def _run_segments(self, segments: list[tuple[int, tuple]]) -> list[tuple[int, int]]:
-        """segments[i] = (parent index or -1 for the empty state, tokens); returns where each segment's end
-        state is kept: (index into self._store, row)."""
+    def _run_segments(self, segments: list[tuple[int, tuple]]) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+        """segments[i] = (parent index or -1 for the empty state, tokens); returns the states of its passes
+        (n_layer, 5, rows, C) and where each segment's end state is kept: (index into those, row)."""
         counts = self.meter["loglikelihood"]
-        self._store: list[torch.Tensor] = []
+        store: list[torch.Tensor] = []
         where: list[tuple[int, int] | None] = [None] * len(segments)
         todo = list(range(len(segments)))
         while todo:
@@ -545,20 +502,20 @@ class RWKVBenchLM(TemplateLM):
             for batch in _pack([len(segments[i][1]) for i in ready], self.batch_size, MAX_BATCH_POSITIONS):
                 ids = [ready[j] for j in batch]
                 seqs = [segments[i][1] for i in ids]
-                state = self._gather_states([where[segments[i][0]] if segments[i][0] >= 0 else None
-                                             for i in ids])
-                tokens, lengths, mask = _right_padded(seqs, self.device)
+                state = self._gather_states(store, [where[segments[i][0]] if segments[i][0] >= 0 else None
+                                                    for i in ids])
+                tokens, lengths, _ = _right_padded(seqs, self.device)
                 for start in range(0, tokens.shape[1], self.chunk_size):
                     self._advance_chunk(tokens, lengths, state, start)
                     counts.forward_passes += 1
                 counts.tokens_processed += tokens.numel()
                 counts.tokens_padding += tokens.numel() - int(lengths.sum())
-                self._store.append(state)
+                store.append(state)
                 for row, i in enumerate(ids):
-                    where[i] = (len(self._store) - 1, row)
+                    where[i] = (len(store) - 1, row)
             done = set(ready)
             todo = [i for i in todo if i not in done]
-        return where
+        return store, where
 
     def _advance_chunk(self, tokens: torch.Tensor, lengths: torch.Tensor, state: torch.Tensor, start: int):
         """Positions [start, start + chunk_size) of the rows still running there, state carried in place."""
@@ -571,7 +528,7 @@ class RWKVBenchLM(TemplateLM):
         _ragged_advance(self.model, tokens[active, start:end], (lengths[active] - start).clamp(max=end - start), sub)
         state[:, :, active] = sub
 
-    def _score_continuations(self, refs, inputs, members, results: dict) -> None:
+    def _score_continuations(self, store, refs, inputs, members, results: dict) -> None:
         """Score every continuation from its context's state: rows packed by length (states gathered along
         the batch dimension, inputs right-padded: RWKV is causal, so padding after a row cannot change its
         outputs); the head and log-softmax run only at real positions, where every input predicts a
@@ -579,7 +536,7 @@ class RWKVBenchLM(TemplateLM):
         counts = self.meter["loglikelihood"]
         for batch in _pack([len(x) for x in inputs], self.batch_size, MAX_BATCH_POSITIONS):
             tokens, lengths, mask = _right_padded([inputs[i] for i in batch], self.device)
-            state = self._gather_states([refs[i] for i in batch])
+            state = self._gather_states(store, [refs[i] for i in batch])
             # hidden states at the real positions, row-major (row b's positions start at offset[b])
             hidden = torch.empty(int(lengths.sum()), self.model.config.n_embd, device=self.device,
                                  dtype=self.model.emb.weight.dtype)
@@ -598,7 +555,8 @@ class RWKVBenchLM(TemplateLM):
                 offsets.append(offsets[-1] + len(inputs[i]))
             keys, el_pos, el_tgt, el_who = [], [], [], []
             for b, i in enumerate(batch):
-                for key, targets in members[i]:
+                for key in members[i]:
+                    targets = key[1]                    # the continuation's tokens
                     el_pos.extend(range(offsets[b], offsets[b] + len(targets)))
                     el_tgt.extend(targets)
                     el_who.extend([len(keys)] * len(targets))

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ..specs import ModelSpec
+from .predict import Dims
 
 LOAD_S = 4.0             # interpreter, torch and the model in a fresh child
 PREFILL_S_PER_TOKEN = 7.9e-5
@@ -40,15 +41,14 @@ class Size:
         return params(self.layers, self.d) / params(TINY_LAYERS, TINY_D)
 
 
-def model_size(spec: ModelSpec) -> Size:
-    """Layers and width of a preset or a locally readable transformer config; unknown sizes count as tiny."""
+def model_size(spec: ModelSpec, dims: Dims | None) -> Size:
+    """Layers and width of a preset, or of a transformer whose config was read for the memory prediction
+    (`dims`, predict.transformer_dims); unknown sizes count as tiny."""
     from ..models import presets
-    from .predict import transformer_dims
 
     transformer = spec.family == "transformer"
     if spec.kind == "preset" and (split := presets.split_preset(spec.location)):
         return Size(split[1].n_layer, split[1].n_embd, transformer)
-    dims = transformer_dims(spec)
     if dims is not None:
         return Size(dims.layers, dims.d, True)
     return Size(transformer=transformer, known=False)

@@ -336,18 +336,11 @@ def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Cloc
     token = greedy(logits)
     logits = None
     no_cache = backend.family == "transformer" and not spec.kv_cache
-    cuda = str(backend.device).startswith("cuda")
-    perf = time.perf_counter
     region.begin(spec.memory_limit_bytes, baseline=baseline)
     times = []
     for _ in range(max(1, spec.decode_steps)):
-        t0 = perf()
-        logits, cache = backend.step(token, cache)
-        token = greedy(logits)  # int() waits for the device
-        if cuda:
-            sync(backend.device)
-        times.append(perf() - t0)
-        logits = None
+        token, cache, seconds = timed_step(backend, token, cache)
+        times.append(seconds)
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"after {len(times)} decode steps at T={T}")
@@ -357,7 +350,7 @@ def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Cloc
     row = {"latency_s": median(times), "latency_mean_s": sum(times) / len(times), "latency_min_s": min(times),
            "latency_max_s": max(times), "repeats": len(times), "tokens_per_s": len(times) / sum(times),
            "prompt_len": T, "prompt_s": prefill_s, **mem}
-    if cuda:
+    if backend.device.type == "cuda":
         if baseline is not None:
             row["held_mem_bytes"] = max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
     else:
@@ -365,36 +358,24 @@ def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Cloc
         row["held_mem_bytes"] = max(0, rss_bytes() - mem["baseline_bytes"])
     ref = spec.decode_ref_len
     if ref and ref != T:
-        row.update(interleave(backend, spec, clock, cache, token, ids, ref, len(times)))
+        row.update(interleave(backend, spec, clock, cache, token, ref, len(times)))
     return row
 
 
-def interleave(backend, spec: PointSpec, clock: Clock, cache, token: int, ids, ref: int,
-               pairs: int) -> dict:
+def interleave(backend, spec: PointSpec, clock: Clock, cache, token: int, ref: int, pairs: int) -> dict:
     """Alternate steps continuing the state at T with steps from a reference state at `ref` tokens."""
-    ref_ids = random_ids(ref, vocab_size(backend), spec.seed + 1)
     if clock.elapsed() > spec.time_budget_s:
         return {}
-    logits, ref_cache = backend.start(ref_ids)
+    logits, ref_cache = backend.start(random_ids(ref, vocab_size(backend), spec.seed + 1))
     ref_token = greedy(logits)
+    logits = None
     late, early = [], []
-    cuda = str(backend.device).startswith("cuda")
-    perf = time.perf_counter
     for _ in range(pairs):
-        t_pair = perf()
-        for which in (late, early):
-            t0 = perf()
-            if which is late:
-                logits, cache = backend.step(token, cache)
-                token = greedy(logits)
-            else:
-                logits, ref_cache = backend.step(ref_token, ref_cache)
-                ref_token = greedy(logits)
-            if cuda:
-                sync(backend.device)
-            which.append(perf() - t0)
-            logits = None
-        if clock.elapsed() + (perf() - t_pair) > spec.time_budget_s:
+        token, cache, late_s = timed_step(backend, token, cache)
+        ref_token, ref_cache, early_s = timed_step(backend, ref_token, ref_cache)
+        late.append(late_s)
+        early.append(early_s)
+        if clock.elapsed() + late_s + early_s > spec.time_budget_s:
             break
     return {"ref_seq_len": ref, "ref_latency_s": median(early), "interleaved_latency_s": median(late),
             "ref_steps": len(early)}
@@ -404,33 +385,37 @@ def greedy(logits) -> int:
     return int(logits.argmax())
 
 
+def timed_step(backend, token: int, cache) -> tuple[int, object, float]:
+    """One greedy decode step, timed on its own: (the next token, the cache, seconds). int() of the argmax
+    waits for the device; on CUDA the stream is synchronised as well."""
+    t0 = time.perf_counter()
+    logits, cache = backend.step(token, cache)
+    token = greedy(logits)
+    sync(backend.device)
+    return token, cache, time.perf_counter() - t0
+
+
 def measure_generate(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, vocab: int) -> dict:
     """Greedy decoding of T tokens after a short random prompt; every step timed on its own (the direct
     Figure 7, against which the curve integrated from decode samples is checked)."""
     T = spec.seq_len
     prompt = random_ids(spec.prompt_len, vocab, spec.seed)
     region.begin(spec.memory_limit_bytes)
-    cuda = str(backend.device).startswith("cuda")
     with latency(backend.device) as prompt_timing:
         logits, cache = backend.start(prompt)
         token = greedy(logits)
     prompt_s = prompt_timing.seconds
+    logits = None
     latencies = [0.0] * T
-    perf = time.perf_counter
     for i in range(T):
-        t0 = perf()
-        logits, cache = backend.step(token, cache)
-        token = greedy(logits)  # int() waits for the device
-        if cuda:
-            sync(backend.device)
-        latencies[i] = perf() - t0
+        token, cache, latencies[i] = timed_step(backend, token, cache)
         if (i + 1) % TRIM_EVERY == 0:
             trim()  # outside the timed steps: freed heap back to the OS, so the RSS stays live memory
         if clock.over():
             raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
                                           f"after {i + 1} of {T} tokens")
     mem = region.end()
-    logits = cache = None
+    cache = None
     tail = latencies[-max(1, math.ceil(0.1 * T)):]
     cumulative = sum(latencies)
     rows, per_row = token_rows(latencies, spec.max_token_rows)
@@ -465,26 +450,16 @@ def figure7_check(backend, spec: PointSpec, clock: Clock, vocab: int) -> dict:
     total = len(lengths) * max(1, spec.decode_steps)
     logits, cache = backend.start(random_ids(spec.prompt_len, vocab, spec.seed))
     token = greedy(logits)
-    cuda = str(backend.device).startswith("cuda")
-    perf = time.perf_counter
+    logits = None
     direct, taken = 0.0, 0
     for i in range(T):
-        t0 = perf()
-        logits, cache = backend.step(token, cache)
-        token = greedy(logits)
-        if cuda:
-            sync(backend.device)
-        direct += perf() - t0
+        token, cache, seconds = timed_step(backend, token, cache)
+        direct += seconds
         while taken < (i + 1) * total // T:  # decode samples spread evenly over the generation, round robin
             k = taken % len(lengths)
-            t0 = perf()
-            logits, states[k][1] = backend.step(states[k][0], states[k][1])
-            states[k][0] = greedy(logits)
-            if cuda:
-                sync(backend.device)
-            samples[k].append(perf() - t0)
+            states[k][0], states[k][1], seconds = timed_step(backend, *states[k])
+            samples[k].append(seconds)
             taken += 1
-        logits = None
         if clock.over():
             return {}
     means = pd.DataFrame({"seq_len": lengths, "latency": [sum(s) / len(s) for s in samples]})

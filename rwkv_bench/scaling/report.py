@@ -490,6 +490,53 @@ def kv_check(points: pd.DataFrame) -> list[dict]:
     return out
 
 
+def figure7_section(points: pd.DataFrame) -> list[str]:
+    """summary.md's Figure 7 agreement: the one-process check where the run has one, then across processes."""
+    check, worst, worst_longest = figure7_agreement(points)
+    if not check:
+        return []
+    lines = ["", "## Figure 7: integrated vs generated one by one", "",
+             f"The cumulative time to generate T tokens {integrate.METHOD}, from the decode samples, "
+             "against the same tokens generated one by one (`generate`). The paper's no-cache protocol "
+             "is integrated from the prefill samples (its step at context t is a forward over t tokens), "
+             "so both protocols' curves come from one run."]
+    same, worst_same = one_process_agreement(points)
+    if not same:  # a run from before the one-process check
+        lines[-1] += (f" Largest difference at each model's longest directly generated length: "
+                      f"**{100 * worst_longest:.1f}%** (goal: within 10%); over all lengths: "
+                      f"{100 * worst:.1f}% (a few tokens generated one by one are a few steps of a shared "
+                      "machine's noise).")
+        return lines + ["", markdown_table(check)]
+    return lines + [
+        "", "In one process (the method's check): at the longest generate length, the child "
+        "generated T tokens one by one with decode samples at every grid context up to T "
+        "interleaved between its steps, so machine drift hits both alike, and integrated the "
+        f"samples as above. Largest difference: **{100 * worst_same:.1f}%** (goal: within 10%).",
+        "", markdown_table(same), "",
+        "Across processes (the sweep's decode points, each in its own child, against its "
+        "generate points): largest difference at each model's longest directly generated "
+        f"length {100 * worst_longest:.1f}%, over all lengths {100 * worst:.1f}% (separate "
+        "processes on a shared machine differ by 10-30% in ms/token).", "", markdown_table(check)]
+
+
+def kv_section(points: pd.DataFrame) -> list[str]:
+    """summary.md's KV-cache memory check, at each transformer's longest decode point."""
+    kv = kv_check(points)
+    if not kv:
+        return []
+    return ["", "## KV-cache memory check", "",
+            "Memory held by the decode steps at the longest context (RSS after malloc_trim, above "
+            "the loaded model: `held_mem_bytes`) against the analytic KV cache "
+            "2 x layers x T x d x bytes (goal: within 20%); the peak inside a step adds the step's "
+            "transients (the concatenation that grows the cache, attention's working copies).", "",
+            markdown_table([{"model": r["model"], "T": f"{r['T']:,}",
+                             "KV cache MiB": fmt(r["kv_cache_bytes"], ".4g", 1 / MIB),
+                             "held MiB": fmt(r["held_bytes"], ".4g", 1 / MIB),
+                             "held / KV": f"{r['ratio']:.3f}",
+                             "peak in a step MiB": fmt(r["peak_bytes"], ".4g", 1 / MIB),
+                             "peak / KV": f"{r['peak_ratio']:.3f}"} for r in kv])]
+
+
 def points_table(points: pd.DataFrame) -> str:
     return markdown_table([{
         "model": r.model, "scenario": r.scenario, "T": r.seq_len, "status": r.status,
@@ -532,43 +579,7 @@ def render_summary(points, tokens, meta, figures: list[str]) -> str:
                   "hits both alike; the column before compares two processes run minutes apart.", "",
                   markdown_table(dec)]
     if not points.empty:
-        check, worst, worst_longest = figure7_agreement(points)
-        same, worst_same = one_process_agreement(points)
-        if check:
-            lines += ["", "## Figure 7: integrated vs generated one by one", "",
-                      f"The cumulative time to generate T tokens {integrate.METHOD}, from the decode samples, "
-                      "against the same tokens generated one by one (`generate`). The paper's no-cache protocol "
-                      "is integrated from the prefill samples (its step at context t is a forward over t tokens), "
-                      "so both protocols' curves come from one run."]
-            if same:
-                lines += ["", "In one process (the method's check): at the longest generate length, the child "
-                          "generated T tokens one by one with decode samples at every grid context up to T "
-                          "interleaved between its steps, so machine drift hits both alike, and integrated the "
-                          f"samples as above. Largest difference: **{100 * worst_same:.1f}%** (goal: within 10%).",
-                          "", markdown_table(same), "",
-                          "Across processes (the sweep's decode points, each in its own child, against its "
-                          "generate points): largest difference at each model's longest directly generated "
-                          f"length {100 * worst_longest:.1f}%, over all lengths {100 * worst:.1f}% (separate "
-                          "processes on a shared machine differ by 10-30% in ms/token).", "", markdown_table(check)]
-            else:
-                lines[-1] += (f" Largest difference at each model's longest directly generated length: "
-                              f"**{100 * worst_longest:.1f}%** (goal: within 10%); over all lengths: "
-                              f"{100 * worst:.1f}% (a few tokens generated one by one are a few steps of a shared "
-                              "machine's noise).")
-                lines += ["", markdown_table(check)]
-        kv = kv_check(points)
-        if kv:
-            lines += ["", "## KV-cache memory check", "",
-                      "Memory held by the decode steps at the longest context (RSS after malloc_trim, above "
-                      "the loaded model: `held_mem_bytes`) against the analytic KV cache "
-                      "2 x layers x T x d x bytes (goal: within 20%); the peak inside a step adds the step's "
-                      "transients (the concatenation that grows the cache, attention's working copies).", "",
-                      markdown_table([{"model": r["model"], "T": f"{r['T']:,}",
-                                       "KV cache MiB": fmt(r["kv_cache_bytes"], ".4g", 1 / MIB),
-                                       "held MiB": fmt(r["held_bytes"], ".4g", 1 / MIB),
-                                       "held / KV": f"{r['ratio']:.3f}",
-                                       "peak in a step MiB": fmt(r["peak_bytes"], ".4g", 1 / MIB),
-                                       "peak / KV": f"{r['peak_ratio']:.3f}"} for r in kv])]
+        lines += figure7_section(points) + kv_section(points)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name}.png) ([svg]({name}.svg))" for name in figures]
     lines += ["", "## Points", "", points_table(points), ""] if not points.empty else []

@@ -182,7 +182,7 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     todo = [p for p in plan_points(models, plan) if point_key(p[2], p[0], p[1]) not in done]
     console = console or make_console()
     dims = {spec.text: transformer_dims(spec) for spec in plan["models"]}
-    sizes = {spec.text: model_size(spec) for spec in plan["models"]}
+    sizes = {spec.text: model_size(spec, dims[spec.text]) for spec in plan["models"]}
     costs = {p: point_cost_s(*p, config, plan, sizes, dims) for p in todo}
     console.print(plan_text(plan, models, todo, costs, sizes), soft_wrap=True)
     if todo:

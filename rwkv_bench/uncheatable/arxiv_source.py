@@ -29,11 +29,11 @@ from urllib.parse import urlencode
 import requests
 
 from ..errors import UserError
+from .config import MIN_DELAY_S  # arXiv's API terms: one request every three seconds at most
 from .texts import Paper, normalize, sha256
 
 log = logging.getLogger(__name__)
 
-from .config import MIN_DELAY_S  # noqa: E402  (arXiv's API terms: one request every three seconds at most)
 DEFAULT_WINDOW_DAYS = 14
 CACHE_MAX_CHARS = 50_000       # a record keeps at most this much text (more if --chars asks for more)
 API_URL = "https://export.arxiv.org/api/query"

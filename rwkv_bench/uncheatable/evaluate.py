@@ -27,12 +27,11 @@ is removed.
 """
 from __future__ import annotations
 
-import csv
 import gc
 import io
 import math
-import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -62,8 +61,6 @@ PART_GLOB = "per_paper.rank*.csv"    # one per rank under torchrun, merged into 
 TOKENS_DIR = "token_logprobs"        # per-text .npy files while the run goes on
 TOKENS_FILE = "token_logprobs.npz"   # all of them, packed when the run completes
 WHOLE_TEXT = sys.maxsize             # --chars 0: no cut
-# A test hook for --resume after a rank dies: rank RWKV_BENCH_TEST_DIE_RANK (default 1) SIGKILLs itself
-# right after writing its K-th row. Never set outside tests.
 
 
 def console(enabled: bool = True):
@@ -215,7 +212,9 @@ def score_tokens(backend, text: str, stride: int | None):
 
 
 def score(backend, text: str, stride: int | None):
-    return score_tokens(backend, text, stride)[0]
+    from ..scoring import score_text  # the TextScore alone: no per-token array to convert
+
+    return score_text(backend, text, stride)
 
 
 def protocol_of(backend, stride: int | None) -> str:
@@ -353,9 +352,7 @@ def score_models(plan: Plan, dist: distributed.Dist, device: str) -> dict:
 
 def read_raw_rows(path: Path) -> list[dict]:
     """A row file's complete rows as the strings written (a last line cut short by a kill is dropped)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    text = text[: text.rfind("\n") + 1]
-    return list(csv.DictReader(io.StringIO(text))) if text.strip() else []
+    return read_rows(path, dtype=str, keep_default_na=False).to_dict("records")
 
 
 def merge_rows(run_dir: Path, specs: list, papers: list[Paper]) -> None:
@@ -380,7 +377,7 @@ def pack_token_logprobs(run_dir: Path, specs: list, papers: list[Paper]) -> Path
     """token_logprobs/ (and an earlier token_logprobs.npz) into one token_logprobs.npz in per_paper.csv's row
     order; the directory is removed. Rows without log-probabilities (a run from before they were kept) are
     left out. None when there is nothing to pack."""
-    from .report import read_token_logprobs
+    from .report import read_token_logprobs, token_files
 
     arrays: dict[tuple[str, str], np.ndarray] = {}
     packed = run_dir / TOKENS_FILE
@@ -388,9 +385,7 @@ def pack_token_logprobs(run_dir: Path, specs: list, papers: list[Paper]) -> Path
         for model, items in read_token_logprobs(run_dir).items():
             arrays.update({(model, pid): values for pid, values in items})
     folder = run_dir / TOKENS_DIR
-    files = sorted(folder.glob("*-*.npy")) if folder.is_dir() else []
-    for path in files:
-        i, j = (int(x) for x in path.stem.split("-"))
+    for i, j, path in token_files(folder):
         arrays[(specs[i].text, papers[j].paper_id)] = np.load(path)
     if not arrays:
         return None
@@ -398,20 +393,15 @@ def pack_token_logprobs(run_dir: Path, specs: list, papers: list[Paper]) -> Path
     models = [s.text for s in specs]
     keys = [(m, pid) for m, pid in zip(rows["model"], rows["paper_id"]) if (m, pid) in arrays and m in models]
     lengths = np.array([len(arrays[k]) for k in keys], dtype=np.int64)
-    tmp = run_dir / (TOKENS_FILE + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(
-            f, models=np.array(models, dtype=str), model=np.array([models.index(m) for m, _ in keys], dtype=np.int32),
-            paper_id=np.array([pid for _, pid in keys], dtype=str),
-            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            logprobs=np.concatenate([arrays[k] for k in keys]).astype(np.float32) if keys else np.zeros(0, np.float32))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, packed)
-    for path in folder.glob("*") if folder.is_dir() else []:
-        path.unlink()
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, models=np.array(models, dtype=str), model=np.array([models.index(m) for m, _ in keys], dtype=np.int32),
+        paper_id=np.array([pid for _, pid in keys], dtype=str),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        logprobs=np.concatenate([arrays[k] for k in keys]).astype(np.float32) if keys else np.zeros(0, np.float32))
+    write_atomically(packed, buf.getvalue())
     if folder.is_dir():
-        folder.rmdir()
+        shutil.rmtree(folder)
     return packed
 
 

@@ -43,17 +43,19 @@ def read_token_logprobs(run_dir: str | Path) -> dict[str, list[tuple[str, np.nda
         for i, (m, pid) in enumerate(zip(which, ids)):
             out.setdefault(str(models[m]), []).append((str(pid), values[offsets[i]:offsets[i + 1]]))
         return out
-    folder = run_dir / TOKENS_DIR
     meta = read_meta(run_dir)
     specs, ids = meta.get("model_specs") or [], meta.get("ids") or []
-    found = []
-    for path in folder.glob("*-*.npy") if folder.is_dir() else []:
-        i, j = (int(x) for x in path.stem.split("-"))
+    for i, j, path in token_files(run_dir / TOKENS_DIR):
         if i < len(specs) and j < len(ids):
-            found.append((i, j, path))
-    for i, j, path in sorted(found):
-        out.setdefault(specs[i], []).append((ids[j], np.load(path)))
+            out.setdefault(specs[i], []).append((ids[j], np.load(path)))
     return out
+
+
+def token_files(folder: Path) -> list[tuple[int, int, Path]]:
+    """(model index, paper index, path) of every token_logprobs/<i>-<j>.npy, in index order."""
+    if not folder.is_dir():
+        return []
+    return sorted((*(int(x) for x in path.stem.split("-")), path) for path in folder.glob("*-*.npy"))
 
 
 def read_per_paper(run_dir: Path) -> pd.DataFrame:
@@ -128,9 +130,8 @@ def loss_by_position(run_dir: Path, models: list[str], *, n_boot: int, level: fl
     """Mean bits per token by token position, per model: in log-spaced bins (loss_by_position.csv, the figure)
     and in decades (the summary's table). Empty frames when the run kept no per-token log-probabilities."""
     logprobs = read_token_logprobs(run_dir)
-    texts = {m: [-v.astype(float) / math.log(2) for _, v in logprobs[m]] for m in models if logprobs.get(m)}
-    texts.update({m: [-v.astype(float) / math.log(2) for _, v in items] for m, items in logprobs.items()
-                  if m not in texts})
+    names = [m for m in models if m in logprobs] + [m for m in logprobs if m not in models]
+    texts = {m: [-v.astype(float) / math.log(2) for _, v in logprobs[m]] for m in names}
     if not texts:
         return pd.DataFrame(columns=stats.POSITION_COLUMNS), pd.DataFrame(columns=stats.POSITION_COLUMNS)
     longest = max(len(t) for ts in texts.values() for t in ts)
