@@ -254,6 +254,15 @@ def test_resume_skips_cached_papers(tmp_path, fake):
     assert fake.pdf_calls() == []
 
 
+def test_chars_0_keeps_whole_papers_beyond_the_cache_cap(tmp_path, fake, monkeypatch):
+    # --chars 0 means whole texts: the cache's usual cap on a record's text must not cut them either
+    whole, _ = gather_arxiv(options(tmp_path / "a", papers=1, chars=100000, cache_dir=tmp_path / "a"))
+    monkeypatch.setattr(src, "CACHE_MAX_CHARS", 2500)
+    papers, _ = gather_arxiv(options(tmp_path / "b", papers=1, chars=0, cache_dir=tmp_path / "b"))
+    assert len(whole[0].text) > 2500 and papers[0].text == whole[0].text
+    assert not src.Cache(tmp_path / "b").get(papers[0].paper_id).truncated
+
+
 def test_transient_pdf_failure_is_retried_on_the_next_run(tmp_path, fake):
     fake.pdf_status = {"2501.10005v1": [503, 503, 503]}   # retries=2: three tries, all fail
     papers, info = gather_arxiv(options(tmp_path, papers=1, min_chars=100))

@@ -151,7 +151,7 @@ def gather_arxiv(o: UncheatableConfig) -> tuple[list[Paper], dict]:
     cache = src.Cache(o.cache_dir)
     categories = src.parse_categories(o.categories)
     opts = src.FetchOptions(cache=cache, since=since, until=until, categories=categories, delay=o.delay,
-                            page_size=o.page_size, retries=o.retries, max_chars=max(src.CACHE_MAX_CHARS, o.chars))
+                            page_size=o.page_size, retries=o.retries, max_chars=max(src.CACHE_MAX_CHARS, cut(o.chars)))
     selector = Selector(chars=cut(o.chars), min_chars=o.min_chars)
     stats = {"listed": 0, "from_cache": 0, "fetched": 0, "abstract_only": 0}
     where = f"{since}..{until}" + (f" in {','.join(categories)}" if categories else "")
