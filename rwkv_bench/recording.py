@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
+from .fileio import write_atomically
 
 PACKAGES = ("rwkv-bench", "torch", "transformers", "tokenizers", "lm_eval", "pandas", "numpy", "scipy", "pypdfium2")
 
@@ -171,11 +172,8 @@ def finish_meta(run_dir: Path, **fields) -> dict:
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically, so a reader never sees half a file."""
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_meta(run_dir: str | Path) -> dict:
@@ -232,16 +230,6 @@ def widen_header(path: Path, columns: list[str]) -> None:
         rewrite_rows(path, read_rows(path, dtype=str, keep_default_na=False), columns)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """A file written whole or not at all: a temp file, fsynced, renamed over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_rows(path: str | Path, columns: list[str] | None = None, **read_csv) -> pd.DataFrame:
     """Read an append-only CSV, dropping a last line cut short by a kill (`columns`: of an empty result)."""
     path = Path(path)
@@ -260,6 +248,4 @@ def read_rows(path: str | Path, columns: list[str] | None = None, **read_csv) ->
 
 def rewrite_rows(path: Path, rows: pd.DataFrame, columns: list[str]) -> None:
     """Replace a CSV atomically (a resume dropping rows of points that never committed)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    rows.reindex(columns=columns).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomically(path, rows.reindex(columns=columns).to_csv(index=False))
