@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from rwkv_bench.specs import resolve
+from rwkv_bench.backends import resolve
 
 PROMPT = [1, 2, 3, 4]
 

@@ -68,7 +68,7 @@ def bench_preset(preset: str, tasks: list[str], args, tmp: Path) -> list[dict]:
     from rwkv_bench.models.peer import save_peer
     from rwkv_bench.nlp.evaluate import save_hf_tokenizer
     from rwkv_bench.nlp.lm import RWKVBenchLM, attach_meter
-    from rwkv_bench.specs import resolve
+    from rwkv_bench.backends import resolve
 
     backend = resolve(preset, device="cpu", dtype=torch.float32, seed=0)
     directory = save_peer(preset, tmp / preset, seed=0)  # transformers' RwkvForCausalLM, the same weights

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .models import presets
+from .models.presets import RANDOM_WEIGHTS_MARKER
 
 SMOLLM2_PRESET = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,7 +33,6 @@ TRANSFORMERS_PREFIX = "transformers:"
 OURS, TRANSFORMERS = "ours", "transformers"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
-RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"  # in a directory saved from a random preset: every loader labels it random
 
 
 @dataclass(frozen=True)
@@ -197,10 +197,3 @@ def hub_commit(hub_id: str) -> str | None:
 
     cached = try_to_load_from_cache(hub_id, "config.json")
     return Path(cached).parent.name if isinstance(cached, str) else None
-
-
-def resolve(text: str, **load_options):
-    """parse + load in one call, for scripts and benchmarks: `resolve("rwkv4-169m", seed=0)`."""
-    from .backends import load
-
-    return load(parse(text), **load_options)

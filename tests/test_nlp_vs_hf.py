@@ -2,7 +2,7 @@
 
 A random RwkvForCausalLM (2 layers x 64 channels, GPT-NeoX vocabulary, rescale_every=0 so transformers
 does not rescale weights in eval mode) is saved with a tokenizer; lm-eval runs our model (which loads
-the directory through `specs.resolve`) and `hf` on the local tasks. Both are float32; the two
+the directory through `backends.resolve`) and `hf` on the local tasks. Both are float32; the two
 implementations order the same arithmetic differently (chunked parallel WKV from a reused state vs
 transformers' step-by-step loop over the whole request), which moves a log-likelihood of ~10-200 nats by
 ~1e-6 nats. We require 1e-5 relative (1e-4 nats absolute): 10-100x margin, while a wrong state, position

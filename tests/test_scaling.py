@@ -326,7 +326,7 @@ def test_the_papers_no_cache_protocol_gives_the_cached_logits_and_runs_in_a_swee
     import torch
 
     from rwkv_bench.scaling.measure import greedy, random_ids
-    from rwkv_bench.specs import resolve
+    from rwkv_bench.backends import resolve
 
     # the same weights with and without transformers' KV cache: a step that re-runs the whole sequence must
     # predict what the cached step predicts (fp32, different summation order: 1e-4), from a tensor of ids

@@ -101,7 +101,7 @@ def test_the_same_specs_work_identically_in_every_command(spec_table, tmp_path):
 
 def test_attention_implementation_is_still_readable():
     # transformers 5 names the attention only in the private config._attn_implementation (backends/hf.py)
-    from rwkv_bench.specs import resolve
+    from rwkv_bench.backends import resolve
 
     assert resolve("gptneox-tiny").implementation.endswith("[sdpa]")
 

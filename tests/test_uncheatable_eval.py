@@ -183,7 +183,7 @@ def hf_rwkv_dir(tmp_path, neox_tokenizer_path):
 
 def test_our_rwkv_matches_transformers_rwkv(tmp_path, hf_rwkv_dir, neox_tokenizer_path):
     """The same weights through our RWKV-4 and transformers' RwkvForCausalLM give the same scores."""
-    from rwkv_bench.specs import resolve
+    from rwkv_bench.backends import resolve
 
     ours = resolve(str(hf_rwkv_dir), tokenizer=str(neox_tokenizer_path), chunk_size=64)
     theirs = resolve("transformers:" + str(hf_rwkv_dir), tokenizer=str(neox_tokenizer_path))

@@ -127,3 +127,10 @@ def check_reachable(specs: list[ModelSpec], hint: str = "") -> None:
         raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in the local Hugging "
                         "Face cache and the hub cannot be reached (offline): run once with network to download "
                         f"{'it' if len(missing) == 1 else 'them'}{', or ' + hint if hint else ''}")
+
+
+def resolve(text: str, **load_options) -> Backend:
+    """parse + load in one call, for scripts and benchmarks: `resolve("rwkv4-169m", seed=0)`."""
+    from ..specs import parse
+
+    return load(parse(text), **load_options)

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..specs import RANDOM_WEIGHTS_MARKER
+from .presets import RANDOM_WEIGHTS_MARKER
 
 
 def peer_cache_dir(preset: str, seed: int) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"  # in a directory saved from a random preset: every loader labels it random
 VOCAB = 50277  # GPT-NeoX-20B tokenizer, shared by RWKV-4 Pile models and Pythia
 
 

@@ -7,6 +7,7 @@
 Parameter names follow BlinkDL's checkpoints (`emb.weight`, `blocks.0.att.time_decay`, ...), so a `.pth`
 loads as it is and a Hugging Face `RwkvForCausalLM` is a renaming away (see loaders.py).
 
+It implements the recurrent-model interface of recurrent.py (which holds `forward` and `advance`).
 One set of weights, two ways to run it, both `forward(tokens, state) -> (logits, state)`:
 - parallel: a whole chunk of tokens per layer with the WKV operator; a long sequence is processed
   chunk by chunk, carrying the state, so peak memory is O(chunk x d) whatever the length.
@@ -27,6 +28,7 @@ from torch import nn
 
 from ..ops.wkv import wkv
 from ..ops.wkv_reference import EMPTY_PP, wkv_step
+from .recurrent import RecurrentLM
 
 ATT_SHIFT, AA, BB, PP, FFN_SHIFT = range(5)
 
@@ -166,7 +168,10 @@ class Block(nn.Module):
         return x + self.ffn(self.ln2(x), state, lengths)
 
 
-class RWKV4(nn.Module):
+class RWKV4(RecurrentLM):
+    version = "rwkv4"
+    state_batch_dim = 2
+
     def __init__(self, config: RWKVConfig):
         super().__init__()
         self.config = config
@@ -179,40 +184,6 @@ class RWKV4(nn.Module):
         c = self.config
         state = torch.zeros(c.n_layer, 5, batch, c.n_embd, dtype=torch.float32, device=self.emb.weight.device)
         state[:, PP] = EMPTY_PP
-        return state
-
-    @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None, *, mode: str = "parallel",
-                chunk_size: int = 1024, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, T) -> logits (B, T, V), or (B, 1, V) with last_only, and the state after them.
-
-        `state` is not modified: a state returned by one call can be passed to several later calls.
-        """
-        if tokens.dim() != 2 or tokens.shape[1] == 0:
-            raise ValueError(f"tokens must have shape (B, T) with T >= 1, got {tuple(tokens.shape)}")
-        state = self.init_state(tokens.shape[0]) if state is None else state.clone()
-        if mode == "recurrent":
-            spans = [(t, t + 1) for t in range(tokens.shape[1])]
-        elif mode == "parallel":
-            spans = [(s, min(s + chunk_size, tokens.shape[1])) for s in range(0, tokens.shape[1], chunk_size)]
-        else:
-            raise ValueError(f"mode must be 'parallel' or 'recurrent', not {mode!r}")
-        logits = []
-        for start, end in spans:
-            x = self.hidden(tokens[:, start:end], state, recurrent=(mode == "recurrent"))
-            if last_only and end < tokens.shape[1]:
-                continue  # only the very last position's logits are wanted: skip the head here
-            logits.append(self.logits(x[:, -1:] if last_only else x))
-        return torch.cat(logits, dim=1), state
-
-    @torch.no_grad()
-    def advance(self, tokens: torch.Tensor, state: torch.Tensor | None = None, *,
-                chunk_size: int = 1024) -> torch.Tensor:
-        """The state after `tokens` (B, T), computing no logits at all: a prefill whose predictions are not
-        needed skips the head, which on a CPU costs as much as the rest of a small model."""
-        state = self.init_state(tokens.shape[0]) if state is None else state.clone()
-        for start in range(0, tokens.shape[1], chunk_size):
-            self.hidden(tokens[:, start:start + chunk_size], state, recurrent=False)
         return state
 
     def hidden(self, tokens: torch.Tensor, state: torch.Tensor, recurrent: bool,
@@ -232,9 +203,6 @@ class RWKV4(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.ln_out(x)).float()
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 # ---- random initialisation, after the paper's Appendix E (and BlinkDL's RWKV-LM) ----

@@ -285,7 +285,7 @@ def _right_padded(seqs: list, device) -> tuple[torch.Tensor, torch.Tensor, torch
 
 @register_model(MODEL_NAME)
 class RWKVBenchLM(TemplateLM):
-    """lm-eval model for rwkv-bench's RWKV-4 (any spec `rwkv_bench.specs.resolve` turns into our RWKV).
+    """lm-eval model for rwkv-bench's RWKV-4 (any spec `rwkv_bench.backends.resolve` turns into our RWKV).
 
     model_args: pretrained=SPEC (required unless `backend` is given), tokenizer=, dtype=float32,
     chunk_size=1024, state_reuse=true (false: every request from scratch, for checking), max_gen_toks=256;
@@ -307,7 +307,7 @@ class RWKVBenchLM(TemplateLM):
             if not pretrained:
                 raise UserError("rwkv-bench needs pretrained=SPEC (a preset such as rwkv4-169m, a path or a hub id)")
             from ..options import parse_device, parse_dtype
-            from ..specs import resolve
+            from ..backends import resolve
 
             device = distributed.device_for(pick_device(device), self.dist)
             backend = resolve(str(pretrained), device=parse_device(device), dtype=parse_dtype(dtype),

@@ -193,7 +193,7 @@ def run_point(spec: PointSpec, save=None) -> dict:
     is called after each phase, so a child killed later still reports the phases it finished."""
     import torch
 
-    from ..specs import resolve
+    from ..backends import resolve
 
     t_start = time.perf_counter()
     if spec.threads:
