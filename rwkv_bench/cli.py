@@ -7,12 +7,15 @@ Set RWKV_BENCH_DEBUG=1 to see the traceback instead.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from pathlib import Path
 
 import typer
 
 from .errors import UserError
+from .runlock import release_all
 
 app = typer.Typer(
     name="rwkv-bench",
@@ -43,11 +46,25 @@ def usage_message(exc: BaseException) -> str | None:
     return f"{where}{' '.join(exc.format_message().split())}{hint}"
 
 
+def out_of_space_message(exc: OSError) -> str:
+    """A full disk: which file, that what was measured is kept, and how to finish once there is space."""
+    if not exc.filename:
+        return f"{exc.strerror}: rows written so far are kept; free some space, then rerun with --resume"
+    path = Path(exc.filename)
+    run_dir = next((p for p in path.parents if (p / "meta.json").is_file()), None)
+    if run_dir is None:
+        return f"{exc.strerror}: could not write {path}"
+    return (f"{exc.strerror}: could not write {path}; the rows measured so far are kept in {run_dir}/. "
+            f"Once there is space: `rwkv-bench report {run_dir}` rebuilds its tables and figures, "
+            f"`--resume --out {run_dir}` measures what is missing")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; errors a user can cause become one line on stderr and exit code 2."""
     try:
         return run_app(argv)
     finally:
+        release_all()  # a run that stopped on an error hands its directory on (in-process callers too)
         if "torch.distributed" in sys.modules:  # under torchrun: leave the process group cleanly, error or not
             from .distributed import shutdown
 
@@ -72,6 +89,9 @@ def run_app(argv: list[str] | None) -> int:
         print("aborted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and not debug:
+            print(f"error: {out_of_space_message(exc)}", file=sys.stderr)
+            return 1
         message = usage_message(exc)
         if debug or message is None and os.environ.get("RWKV_BENCH_TRACEBACK"):
             raise

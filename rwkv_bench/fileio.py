@@ -5,7 +5,21 @@ No pandas or torch here: report/build.py and the CLI import this at start-up.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError while writing `path` names it: a failed write() or fsync() (a full disk) carries no file
+    name of its own, and the CLI's one-line message says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def fsync_dir(directory: Path) -> None:
@@ -29,7 +43,7 @@ def write_atomically(path: str | Path, data: bytes | str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        with open(tmp, "wb") as f:
+        with naming(path), open(tmp, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())

@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .fileio import write_atomically
+from .fileio import naming, write_atomically
+from .runlock import hold, refuse_if_held, release
 
 PACKAGES = ("rwkv-bench", "torch", "transformers", "tokenizers", "lm_eval", "pandas", "numpy", "scipy", "pypdfium2")
 
@@ -120,6 +121,7 @@ def open_run(kind: str, *, out: str | Path | None, resume: bool, results: tuple[
     results (`results`: the files that say so), so two runs never mix in one table."""
     if resume:
         run_dir = Path(out) if out else latest_run(kind, results_root)
+        refuse_if_held(run_dir)
         meta = read_meta(run_dir)
         if meta.get("kind") != kind:
             raise UserError(f"--resume: {run_dir} is not a {kind} run directory (no meta.json of kind {kind!r})")
@@ -130,6 +132,8 @@ def open_run(kind: str, *, out: str | Path | None, resume: bool, results: tuple[
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file, not a directory")
+    if run_dir.is_dir():
+        refuse_if_held(run_dir)
     held = [name for name in results if any(run_dir.glob(name))] if run_dir.is_dir() else []
     if held:
         raise UserError(f"{run_dir} already holds results ({held[0]}): pass --resume to continue it, "
@@ -148,12 +152,18 @@ def start_meta(run_dir: Path, kind: str, options: dict, **fields) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+    hold(run_dir)
+    if (run_dir / "meta.json").exists():  # another run began here since open_run looked
+        release(run_dir)
+        raise UserError(f"{run_dir} already holds a run (meta.json): pass --resume to continue it, "
+                        "or choose another --out")
     write_json(run_dir / "meta.json", meta)
     return meta
 
 
 def resume_meta(run_dir: Path, meta: dict, options: dict, **fields) -> dict:
     """A resume keeps the original date, command and revision, and appends what this command changed."""
+    hold(run_dir)
     env = environment(options.get("device", "cpu"), options.get("dtype"))
     changed = {k: v for k, v in options.items() if (meta.get("options") or {}).get(k) != v}
     meta.setdefault("resumes", []).append({"date_utc": env["date_utc"], "command": env["command"],
@@ -168,6 +178,7 @@ def finish_meta(run_dir: Path, **fields) -> dict:
     meta = read_meta(run_dir)
     meta.update(completed=True, finished_utc=utc_now(), load_average_end=load_average(), **fields)
     write_json(run_dir / "meta.json", meta)
+    release(run_dir)
     return meta
 
 
@@ -214,7 +225,7 @@ def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
     repair_tail(path)
     widen_header(path, columns)
     text = csv_text(rows, columns, header=not path.exists() or path.stat().st_size == 0)
-    with open(path, "a", encoding="utf-8", newline="") as f:
+    with naming(path), open(path, "a", encoding="utf-8", newline="") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -13,6 +13,7 @@ from ..errors import UserError
 def report_runs(run_dirs: list[Path] | None, results_root: Path = Path("results")) -> list[Path]:
     """The plain function behind `rwkv-bench report`: returns the index.md files written.
     Every run is attempted; failures are printed one line each, and the first one is raised at the end."""
+    from ..runlock import refuse_if_held
     from .build import find_run_dirs, render_run
 
     runs = list(run_dirs) if run_dirs else find_run_dirs(results_root)
@@ -21,6 +22,7 @@ def report_runs(run_dirs: list[Path] | None, results_root: Path = Path("results"
     indexes, errors = [], []
     for run_dir in runs:
         try:
+            refuse_if_held(Path(run_dir))
             written = render_run(Path(run_dir))
         except UserError as exc:
             errors.append(exc)

@@ -6,7 +6,10 @@ fixed `svg.hashsalt` (matplotlib otherwise salts the SVG's clip-path ids at rand
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from ..fileio import write_atomically
 
 DPI = 150
 SVG_HASH_SALT = "rwkv-bench"
@@ -32,7 +35,9 @@ def save_figure(fig, path: str | Path) -> list[Path]:
     with matplotlib.rc_context({"svg.hashsalt": SVG_HASH_SALT}):
         for ext, metadata in METADATA.items():
             out = Path(f"{path}.{ext}")
-            fig.savefig(out, format=ext, dpi=DPI, bbox_inches="tight", metadata=metadata)
+            image = io.BytesIO()
+            fig.savefig(image, format=ext, dpi=DPI, bbox_inches="tight", metadata=metadata)
+            write_atomically(out, image.getvalue())
             paths.append(out)
     plt.close(fig)
     return paths
