@@ -3,7 +3,7 @@
 For each preset (random weights; default rwkv4-169m and rwkv4-small) the weights are also saved as a Hugging
 Face RwkvForCausalLM directory, which lm-eval's `hf` model (HFLM) runs through transformers. Both run the
 same lm-eval tasks (default: the HellaSwag-shaped `rwkv_bench_hellaswag` and `rwkv_bench_mc`, from tasks/)
-in this process, through `lm_eval.simple_evaluate`, counted by the same meter (`rwkv_bench.nlp.lm`):
+in this process, through `lm_eval.simple_evaluate`, counted by the same meter (`rwkv_bench.nlp.meter`):
 tokens = positions the network ran (padding included), passes = forward calls, model time = time inside
 lm-eval's request methods (a Stopwatch), wall = the whole `simple_evaluate` call.
 
@@ -67,7 +67,8 @@ def bench_preset(preset: str, tasks: list[str], args, tmp: Path) -> list[dict]:
 
     from rwkv_bench.models.peer import save_peer
     from rwkv_bench.nlp.evaluate import save_hf_tokenizer
-    from rwkv_bench.nlp.lm import RWKVBenchLM, attach_meter
+    from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
+    from rwkv_bench.nlp.meter import attach_meter
     from rwkv_bench.backends import resolve
 
     backend = resolve(preset, device="cpu", dtype=torch.float32, seed=0)

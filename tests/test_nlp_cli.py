@@ -1,21 +1,36 @@
 """`rwkv-bench nlp` end to end on the offline local tasks, `report` on its run, and its bad-input errors."""
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import NEOX_TOKENIZER
 from rwkv_bench.cli import main
 from rwkv_bench.nlp.tasks import PAPER_TASKS, expand_task_names
 from rwkv_bench.recording import read_meta
 
 
+LIMIT = 15
+RUN_ARGS = ["--models", "rwkv4-tiny", "--tasks", "rwkv_bench_mc,rwkv_bench_lambada", "--limit", str(LIMIT),
+            "--bootstrap-iters", "100"]
+_single_run: dict[str, Path] = {}
+
+
+def single_process_run(tmp_path_factory) -> Path:
+    """One in-process `rwkv-bench nlp` run of RUN_ARGS for the whole session: this file's tests read it, and
+    test_nlp_distributed.py compares its sharded runs with it. Tests copy it before changing it."""
+    if "run" not in _single_run:
+        out = tmp_path_factory.mktemp("nlp") / "run"
+        assert main(["nlp", *RUN_ARGS, "--tokenizer", str(NEOX_TOKENIZER), "--out", str(out)]) == 0
+        _single_run["run"] = out
+    return _single_run["run"]
+
+
 @pytest.fixture(scope="module")
-def nlp_run(tmp_path_factory, neox_tokenizer_path):
-    out = tmp_path_factory.mktemp("nlp") / "run"
-    code = main(["nlp", "--models", "rwkv4-tiny", "--tasks", "rwkv_bench_mc,rwkv_bench_lambada", "--limit", "12",
-                 "--tokenizer", str(neox_tokenizer_path), "--bootstrap-iters", "100", "--out", str(out)])
-    assert code == 0
-    return out
+def nlp_run(tmp_path_factory):
+    return single_process_run(tmp_path_factory)
 
 
 def test_run_writes_lm_evals_json_and_the_tables(nlp_run):
@@ -23,7 +38,7 @@ def test_run_writes_lm_evals_json_and_the_tables(nlp_run):
     assert {"task", "metric", "model", "value", "stderr"} <= set(table.columns)
     assert set(table["task"]) == {"rwkv_bench_mc", "rwkv_bench_lambada"}
     acc = table[(table.task == "rwkv_bench_mc") & (table.metric == "acc")]["value"].item()
-    assert 0.0 <= acc <= 1.0 and (table["n_samples"] == 12).all()
+    assert 0.0 <= acc <= 1.0 and (table["n_samples"] == LIMIT).all()
     assert table["random_weights"].astype(str).str.lower().eq("true").all()
     raw = json.loads((nlp_run / "results_rwkv4-tiny.json").read_text())
     # table.csv carries lm-eval's own numbers, unchanged
@@ -37,13 +52,15 @@ def test_run_writes_lm_evals_json_and_the_tables(nlp_run):
     assert (nlp_run / "nlp_scores.png").stat().st_size > 1000 and (nlp_run / "nlp_scores.svg").is_file()
 
 
-def test_report_rebuilds_the_tables(nlp_run):
-    before = (nlp_run / "table.md").read_text()
-    (nlp_run / "table.md").unlink()
-    (nlp_run / "nlp_scores.png").unlink()
-    assert main(["report", str(nlp_run)]) == 0
-    assert (nlp_run / "table.md").read_text() == before
-    assert (nlp_run / "nlp_scores.png").is_file() and "table.md" in (nlp_run / "index.md").read_text()
+def test_report_rebuilds_the_tables(nlp_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(nlp_run, run)
+    before = (run / "table.md").read_text()
+    (run / "table.md").unlink()
+    (run / "nlp_scores.png").unlink()
+    assert main(["report", str(run)]) == 0
+    assert (run / "table.md").read_text() == before
+    assert (run / "nlp_scores.png").is_file() and "table.md" in (run / "index.md").read_text()
 
 
 def test_paper_expands_to_the_twelve_tasks():
@@ -77,8 +94,6 @@ def test_a_saved_random_preset_stays_labelled_random(tmp_path):
 
 
 def test_a_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, nlp_run):
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(nlp_run, run)
     full_table, full_tokens = pd.read_csv(run / "table.csv"), pd.read_csv(run / "tokens.csv")

@@ -14,18 +14,19 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from conftest import REPO
-from rwkv_bench.cli import main
+from test_nlp_cli import LIMIT, RUN_ARGS, single_process_run
 
 VENV_BIN = Path(sys.executable).parent
 TASKS = "rwkv_bench_mc,rwkv_bench_lambada"
-# 15 documents: rank 0 gets 8, rank 1 gets 7 and lm-eval pads it with copies of its last request
-ARGS = ["--models", "rwkv4-tiny", "--tasks", TASKS, "--limit", "15", "--bootstrap-iters", "100"]
+# the single-process run's arguments (test_nlp_cli.py); 15 documents: rank 0 gets 8, rank 1 gets 7 and
+# lm-eval pads it with copies of its last request
+ARGS = RUN_ARGS
+assert LIMIT == 15 and TASKS in ARGS
 BOOTSTRAPPED = {"perplexity"}  # metrics whose stderr lm-eval bootstraps (see the module doc)
 
 
@@ -42,9 +43,7 @@ def torchrun(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
-    out = tmp_path_factory.mktemp("nlp1") / "run"
-    assert main(["nlp", *ARGS, "--out", str(out)]) == 0
-    return out
+    return single_process_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +69,10 @@ def assert_same_results(run: Path, reference: Path) -> None:
         else:  # accuracies: exactly the single-process numbers, and their (closed-form) standard errors
             assert r["value"] == r["value_ref"], r.to_dict()
             assert r["stderr"] == pytest.approx(r["stderr_ref"], rel=1e-12), r.to_dict()
-        assert r["n_samples"] == r["n_samples_ref"] == 15
+        assert r["n_samples"] == r["n_samples_ref"] == LIMIT
 
 
+@pytest.mark.slow
 def test_torchrun_shards_and_matches_one_process(sharded, single):
     run, done = sharded
     assert_same_results(run, single)
@@ -97,6 +97,7 @@ def test_torchrun_shards_and_matches_one_process(sharded, single):
     assert mc["tokens_processed"] < mc["tokens_reencode"] / 2
 
 
+@pytest.mark.slow
 def test_a_rank_dying_fails_the_launch_and_resume_completes_it(tmp_path, single):
     out = tmp_path / "run"
     died = torchrun(*ARGS, "--out", str(out), env=launcher_env(RWKV_BENCH_TEST_DIE_AFTER="1"))
@@ -114,6 +115,7 @@ def test_a_rank_dying_fails_the_launch_and_resume_completes_it(tmp_path, single)
     assert meta["completed"] and len(meta["resumes"]) == 1
 
 
+@pytest.mark.slow
 def test_bad_input_under_torchrun_is_one_line_from_rank_0(tmp_path):
     done = torchrun("--models", "rwkv4-tiny", "--tasks", "no_such_task", "--out", str(tmp_path / "run"))
     assert done.returncode != 0
@@ -130,13 +132,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_accelerate_launch_on_lm_evals_cli_matches_one_process(tmp_path):
     """The README's `accelerate launch` one-liner, 2 CPU processes. `--cpu --num_processes 2` would start ONE
     process (accelerate's multi-CPU launcher is mpirun); `--multi_gpu` starts torchrun's, which needs no GPU."""
     import lm_eval
 
     import rwkv_bench.nlp  # noqa: F401
-    from rwkv_bench.nlp.lm import RWKVBenchLM
+    from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
 
     cmd = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
@@ -161,21 +164,6 @@ def test_accelerate_launch_on_lm_evals_cli_matches_one_process(tmp_path):
 
 # ---- the pieces, in one process ----
 
-def test_lm_eval_padding_copies_are_answered_not_run():
-    """lm-eval evens out the ranks by appending copies of the last request; they are not requests."""
-    from rwkv_bench.distributed import Dist
-    from rwkv_bench.nlp.lm import RWKVBenchLM
-
-    a, b = SimpleNamespace(repeats=1), SimpleNamespace(repeats=2)
-    two = SimpleNamespace(dist=Dist(rank=1, world_size=2))
-    strip = RWKVBenchLM._strip_padding
-    assert strip(two, [a, b, b]) == ([a, b, b], 0)              # b's own repeats
-    assert strip(two, [a, b, b, b, b, b]) == ([a, b, b], 3)
-    assert strip(two, [b, a, a, a]) == ([b, a], 2) and strip(two, []) == ([], 0)
-    one = SimpleNamespace(dist=Dist())
-    assert strip(one, [b, a, a]) == ([b, a, a], 0)              # one process: lm-eval never pads
-
-
 def test_token_counts_sum_over_ranks():
     from rwkv_bench.nlp.evaluate import sum_counts
 
@@ -190,11 +178,10 @@ def test_token_counts_sum_over_ranks():
 def test_hf_model_runs_on_rank_zero_alone_on_cpu():
     """lm-eval's hf model shards only with >1 GPU; on CPU every rank would run every request."""
     from rwkv_bench.distributed import Dist
-    from rwkv_bench.nlp.config import NlpConfig
     from rwkv_bench.nlp.evaluate import hf_shards
 
-    assert not hf_shards(NlpConfig(device="cpu"), Dist(rank=0, world_size=2))
-    assert not hf_shards(NlpConfig(device="cuda"), Dist())
+    assert not hf_shards("cpu", Dist(rank=0, world_size=2))
+    assert not hf_shards("cuda", Dist())
 
 
 def test_a_limit_below_the_ranks_is_refused(tmp_path):

@@ -1,4 +1,5 @@
-"""rwkv-bench's lm-eval model: state reuse is exact and cheaper, rolling = `rwkv-bench score`, greedy generation.
+"""rwkv-bench's lm-eval model: state reuse is exact and cheaper, rolling = `rwkv-bench score`, greedy generation,
+and any RecurrentLM runs in it unchanged (a toy one whose state has another layout than RWKV-4's).
 
 The model is a tiny dense-random RWKV-4 (2 layers x 64 channels, GPT-NeoX vocabulary), so the slow reference
 WKV keeps these tests fast. Log-likelihoods are float32 sums of a few to ~20 tokens of ~11 nats each; two
@@ -7,14 +8,15 @@ evaluation orders of the same float32 arithmetic differ by ~1e-7 relative per to
 off-by-one position changes a log-likelihood by whole nats).
 """
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from lm_eval.api.instance import Instance
+from torch import nn
 
 from rwkv_bench.cli import main
 from rwkv_bench.errors import UserError
+from rwkv_bench.models.recurrent import RecurrentLM
 
 REL, ABS = 1e-5, 1e-4
 
@@ -29,8 +31,64 @@ def backend(neox_tokenizer_path):
     return RWKVBackend(model, neox_tokenizer(str(neox_tokenizer_path)), "tiny-test", random_weights=True)
 
 
+class ToyRNN(RecurrentLM):
+    """A tiny gated linear RNN with its state laid out batch first, (B, n_layer, 2, C), where RWKV-4 has
+    (n_layer, 5, B, C); no `config` or `emb` either, so only the interface can reach it. Per layer: the
+    previous input (a token shift) and a decaying sum."""
+    version = "toy"
+    state_batch_dim = 0
+
+    def __init__(self, vocab: int, width: int = 16, layers: int = 2, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.width, self.layers = width, layers
+        self.embed = nn.Embedding(vocab, width)
+        self.mix = nn.ModuleList(nn.Linear(2 * width, width) for _ in range(layers))
+        self.decay_logit = nn.Parameter(torch.randn(layers, width))
+        self.out = nn.Linear(width, vocab, bias=False)
+        nn.init.normal_(self.out.weight, std=0.5)
+
+    @property
+    def d_model(self) -> int:
+        return self.width
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.out.weight.dtype
+
+    def init_state(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.layers, 2, self.width)
+
+    def hidden(self, tokens, state, recurrent, lengths=None):
+        x = self.embed(tokens)
+        for i in range(self.layers):
+            decay = torch.sigmoid(self.decay_logit[i])
+            prev, total = state[:, i, 0].clone(), state[:, i, 1].clone()
+            outs = []
+            for t in range(x.shape[1]):
+                h = torch.tanh(self.mix[i](torch.cat([x[:, t], prev], dim=-1)))
+                running = decay * total + h
+                outs.append(x[:, t] + running)
+                live = torch.ones(x.shape[0], 1, dtype=torch.bool) if lengths is None else (t < lengths)[:, None]
+                prev, total = torch.where(live, x[:, t], prev), torch.where(live, running, total)
+            state[:, i, 0], state[:, i, 1] = prev, total
+            x = torch.stack(outs, dim=1)
+        return x
+
+    def logits(self, x):
+        return self.out(x).float()
+
+
+@pytest.fixture(scope="module")
+def toy_backend(neox_tokenizer_path):
+    from rwkv_bench.backends.rwkv import RWKVBackend
+    from rwkv_bench.tokenizer import neox_tokenizer
+
+    return RWKVBackend(ToyRNN(50277, seed=5), neox_tokenizer(str(neox_tokenizer_path)), "toy", random_weights=True)
+
+
 def make_lm(backend, **kwargs):
-    from rwkv_bench.nlp.lm import RWKVBenchLM
+    from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
 
     return RWKVBenchLM(backend=backend, **kwargs)
 
@@ -91,20 +149,53 @@ def test_small_chunks_and_ragged_passes_equal_scratch(backend):
     assert counts.forward_passes > 0 and counts.tokens_padding > 0
 
 
-def test_ragged_advance_gives_each_rows_own_state(backend):
-    """Rows of different lengths, right-padded, one pass: each row's state is the one it reaches alone."""
-    from rwkv_bench.nlp.lm import _ragged_advance, _right_padded
+@pytest.mark.parametrize("which", ["rwkv4", "toy"])
+def test_ragged_rows_each_get_their_own_state(which, backend, toy_backend):
+    """Rows of different lengths, right-padded, one pass (`hidden(..., lengths=)`): each row's state is the
+    one it reaches alone, whatever the model's state layout."""
+    from rwkv_bench.nlp.prefix_batches import right_padded
 
-    model = backend.model
+    model = (backend if which == "rwkv4" else toy_backend).model
     seqs = [backend.encode(t) for t in ("One two three four five six", "Short", "A middle length text here")]
     assert len({len(s) for s in seqs}) == 3
     start = model.advance(torch.tensor([backend.encode("Some shared prefix")]))
-    tokens, lengths, _ = _right_padded(seqs, "cpu")
-    state = start.expand(-1, -1, len(seqs), -1).clone()
-    _ragged_advance(model, tokens, lengths, state)
+    tokens, lengths, _ = right_padded(seqs, "cpu")
+    state = model.select_rows(start, torch.zeros(len(seqs), dtype=torch.long))
+    model.hidden(tokens, state, recurrent=False, lengths=lengths)
     for b, seq in enumerate(seqs):
         alone = model.advance(torch.tensor([seq]), start)
-        torch.testing.assert_close(state[:, :, b:b + 1], alone, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.select_rows(state, torch.tensor([b])), alone, rtol=1e-5, atol=1e-5)
+
+
+def test_a_recurrent_lm_of_another_state_layout_runs_unchanged(toy_backend):
+    """The shared-prefix path (prefix tree, ragged passes, rows selected, put back and concatenated, one
+    head per continuation) on a model whose state has its batch on dim 0: the same log-likelihoods as
+    scoring every request from scratch, in one pass or chunk by chunk; and greedy generation by hand."""
+    expected = make_lm(toy_backend, state_reuse=False).loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
+    assert len({round(x, 3) for x, _ in expected}) > len(PAIRS) // 2   # real, distinct numbers
+    for batch_size, chunk_size in ((1, 1024), (16, 1024), (3, 3)):
+        lm = make_lm(toy_backend, batch_size=batch_size)
+        lm.chunk_size = chunk_size
+        got = lm.loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
+        assert [g for _, g in got] == [g for _, g in expected]
+        assert [x for x, _ in got] == pytest.approx([x for x, _ in expected], rel=REL, abs=ABS)
+        counts = lm.meter["loglikelihood"]
+        assert counts.tokens_processed - counts.tokens_padding < counts.tokens_reencode / 2
+    prompts = ["Once upon a time", "The capital of France is", "1, 2, 3,"]
+    reqs = [Instance("generate_until", {}, (p, {"until": ["\u2603never"], "max_gen_toks": 5}), i)
+            for i, p in enumerate(prompts)]
+    got = make_lm(toy_backend, batch_size=3).generate_until(reqs, disable_tqdm=True)
+    assert got == [toy_backend.tokenizer.decode(greedy_by_hand(toy_backend, p, 5)) for p in prompts]
+
+
+def test_a_backend_without_a_recurrent_lm_is_refused():
+    from types import SimpleNamespace
+
+    from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
+
+    other = SimpleNamespace(model=nn.Linear(2, 2), spec="gpt2", family="transformer", implementation="transformers")
+    with pytest.raises(UserError, match="--model hf"):
+        RWKVBenchLM(backend=other)
 
 
 def test_one_token_choices_share_a_row(backend):
@@ -159,7 +250,7 @@ def test_continuation_logprob_by_hand(backend):
 
 def test_rolling_equals_score_text_and_the_score_command(backend, tmp_path, capsys):
     from rwkv_bench.models.loaders import save_blinkdl_pth
-    from rwkv_bench.nlp.lm import RWKVBenchLM
+    from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
     from rwkv_bench.scoring import score_text
 
     text = "RWKV is an RNN with transformer-level performance.\nIt can be trained in parallel, like GPT."
@@ -217,7 +308,7 @@ def test_model_args_and_registration(backend):
     import rwkv_bench.nlp  # noqa: F401
     from lm_eval.api.registry import get_model
 
-    from rwkv_bench.nlp.lm import RWKVBenchLM
+    from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
 
     assert get_model("rwkv-bench") is RWKVBenchLM
     assert get_model("hf").__name__ == "HFLM"  # lm-eval's own models still resolve
@@ -233,7 +324,7 @@ def test_model_args_and_registration(backend):
 
 
 def test_device_defaults_to_cuda_when_available_else_cpu(monkeypatch):
-    from rwkv_bench.nlp.lm import pick_device
+    from rwkv_bench.nlp.lm_eval_model import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device(None) == "cpu" and pick_device("cuda:0") == "cpu" and pick_device("cpu") == "cpu"
@@ -242,6 +333,7 @@ def test_device_defaults_to_cuda_when_available_else_cpu(monkeypatch):
     assert pick_device(None) == "cuda" and pick_device("cuda:0") == "cuda:0" and pick_device("cpu") == "cpu"
 
 
+@pytest.mark.slow
 def test_readme_one_liner_runs_without_cuda(tmp_path):
     """The README's lm-eval CLI one-liner (lm-eval's default device is cuda:0) on a CPU-only run."""
     import os
@@ -259,33 +351,3 @@ def test_readme_one_liner_runs_without_cuda(tmp_path):
     assert "rwkv_bench_mc" in done.stdout and "acc" in done.stdout
     results = list((tmp_path / "out").rglob("results_*.json"))
     assert results and "rwkv_bench_mc" in json.loads(results[0].read_text())["results"]
-
-
-def test_squad_shim_still_needed():
-    """squad_compat exists only because lm-eval's ReCoRD imports a module transformers 5 removed. This
-    fails when either upstream changes (transformers ships it again, or lm-eval stops importing it):
-    then delete squad_compat.py and its install() calls."""
-    import importlib.util
-
-    import lm_eval.tasks.super_glue.record as record_pkg
-
-    util_source = (Path(record_pkg.__path__[0]) / "util.py").read_text()
-    assert "transformers.data.metrics.squad_metrics" in util_source, "lm-eval no longer needs the shim"
-    try:
-        real = importlib.util.find_spec("transformers.data.metrics.squad_metrics")
-    except ModuleNotFoundError:
-        real = None
-    from rwkv_bench.nlp import squad_compat
-
-    assert real is None or real.origin == squad_compat.__file__, "transformers ships squad_metrics again"
-
-
-def test_squad_compat_makes_record_loadable():
-    from rwkv_bench.nlp import squad_compat
-
-    squad_compat.install()
-    import lm_eval.tasks.super_glue.record.util as record_util
-
-    assert record_util.squad_metrics.compute_exact("The Eiffel Tower", "eiffel tower!") == 1
-    assert squad_compat.compute_f1("a cat sat", "the cat sat down") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
-    assert squad_compat.compute_f1("", "") == 1.0 and squad_compat.compute_f1("x", "") == 0.0

@@ -33,10 +33,11 @@ def runs(saved_rwkv):
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    from rwkv_bench.nlp import tasks as T
-    from rwkv_bench.nlp.lm import RWKVBenchLM, attach_meter
+    from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
+    from rwkv_bench.nlp.meter import attach_meter
+    from rwkv_bench.nlp.tasks import include_paths, task_manager
 
-    manager = T.task_manager(TASKS, T.include_paths())
+    manager = task_manager(TASKS, include_paths())
     ours = RWKVBenchLM(pretrained=str(saved_rwkv), batch_size=4)
     hf = HFLM(pretrained=str(saved_rwkv), device="cpu", batch_size=1)
     hf_meter = attach_meter(hf)

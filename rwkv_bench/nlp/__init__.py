@@ -1,17 +1,29 @@
 """`rwkv-bench nlp`: the paper's NLP benchmarks through lm-evaluation-harness, with RWKV state reuse.
 
-Importing this package registers our RWKV-4 with lm-eval as the model "rwkv-bench" (lazily: lm-eval and
-torch are only imported when lm-eval asks for the model), so that
+Importing this package registers our lm-eval model (any of rwkv-bench's recurrent models, RWKV-4 or RWKV-7,
+with state reuse) as "rwkv-bench" (lazily: lm-eval and torch are only imported when lm-eval asks for the
+model), so that
 
     python -m rwkv_bench.nlp.lm_eval_cli --model rwkv-bench --model_args pretrained=rwkv4-169m --tasks ...
 
-runs lm-eval's own CLI with it. See lm.py (the model), tasks.py (task names, paper metrics, offline
-checks), evaluate.py (the `rwkv-bench nlp` run), report.py (tables and figures).
+runs lm-eval's own CLI with it. The modules:
+    config.py             the options, parsed and checked once
+    evaluate.py           the `rwkv-bench nlp` run: which lm-eval model runs each spec, one task at a time
+    store.py              the run directory's files: names, columns, readers and writers
+    report.py             tables and figures, from the store
+    tasks.py              task names, the paper's metrics, our local tasks, offline checks
+    lm_eval_model.py      our lm-eval model over any RecurrentLM
+    shared_prefix.py      scoring loglikelihood requests with shared contexts and prefixes run once
+    prefix_batches.py     prefix trees and right-padded batches of token lists (no model)
+    meter.py              counting tokens, passes and time, also on lm-eval's own hf model
+    library_internals.py  what we rely on in other libraries beyond their public API, in one place
+    squad_compat.py       the SQuAD metrics module lm-eval's ReCoRD imports from transformers (gone in 5.x)
+    lm_eval_cli.py        lm-eval's own CLI with our model registered
 """
 from __future__ import annotations
 
 MODEL_NAME = "rwkv-bench"
-MODEL_TARGET = "rwkv_bench.nlp.lm:RWKVBenchLM"
+MODEL_TARGET = "rwkv_bench.nlp.lm_eval_model:RWKVBenchLM"
 
 
 def register_lm_eval_model() -> None:

@@ -20,4 +20,4 @@ def nlp(given: dict, *, out, resume: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     register_config_command(app, "nlp", NlpConfig, nlp, extra=run_dir_flags("nlp"),
-                            doc="The paper's NLP benchmarks through lm-evaluation-harness, RWKV-4 with state reuse.")
+                            doc="The paper's NLP benchmarks through lm-evaluation-harness, our RWKV with state reuse.")

@@ -1,36 +1,29 @@
 """`rwkv-bench nlp`: run lm-eval's `simple_evaluate` for each model on each task and keep everything.
 
 Who runs what:
-- RWKV-4 specs our loader takes (rwkv4-* presets, Hugging Face RWKV dirs, .pth/.safetensors, RWKV hub ids)
-  run in our lm-eval model (lm.py: state reuse, shared prefixes, batched continuations);
+- specs rwkv-bench runs itself (specs.OURS: rwkv4-*/rwkv7-* presets, Hugging Face RWKV dirs, .pth and
+  .safetensors checkpoints, RWKV hub ids), whose backends hold a RecurrentLM, run in our lm-eval model
+  (lm_eval_model.py: state reuse, shared prefixes, batched continuations);
 - everything else runs in lm-eval's own `hf` model with `pretrained=<dir or hub id>`, so its numbers are
   lm-eval's numbers: hub ids and local dirs as they are, random-weight presets (gptneox-*, llama-*) saved
   to a temporary directory first, `transformers:<dir or hub id>` to force it (e.g. transformers' own
   RwkvForCausalLM on the same weights as ours), GGUF files through `gguf_file=`.
 
 Each (model, task) is one `simple_evaluate` call on the same model object, so tokens and time are
-counted per task. The run directory gets:
-  results_<model>.json   lm-eval's own results dict per model (tasks merged), plus our token counts
-  samples_<model>_<task>.jsonl   per-request records, with --log-samples
-  table.csv              task, metric, filter, model, value, stderr, ... (one row per number)
-  tokens.csv             tokens processed vs re-encode-everything, time, per model x task x request type
-  table.md, nlp_scores.{png,svg}, nlp_tokens.{png,svg}   built by report.render from the CSVs
-  meta.json              kind "nlp" + environment + options
+counted per task. What the run directory holds, and the only code that reads and writes it: store.py.
 
 Under torchrun (`torchrun --nproc-per-node N --no-python rwkv-bench nlp ...`, see rwkv_bench.distributed)
 every rank runs this. Rank 0 alone checks the options and inputs, opens (or resumes) the run directory and
-finds the (model, task) pairs already committed, and hands all that to the others. Our RWKV runs on every
-rank: lm-eval gives each rank every N-th document of a task (lm.py), gathers the per-document metrics on
-rank 0 and computes the results there; the ranks' token counters are gathered and summed, and rank 0 alone
-writes every file. lm-eval's `hf` model shards itself only when accelerate sees more than one GPU (it
-reads the same RANK/WORLD_SIZE variables torchrun sets); otherwise (CPU, one GPU) it would run every
+finds the (model, task) pairs already committed, and hands all that to the others. Our model runs on every
+rank: lm-eval gives each rank every N-th document of a task (lm_eval_model.py), gathers the per-document
+metrics on rank 0 and computes the results there; the ranks' token counters are gathered and summed, and
+rank 0 alone writes every file. lm-eval's `hf` model shards itself only when accelerate sees more than one
+GPU (it reads the same RANK/WORLD_SIZE variables torchrun sets); otherwise (CPU, one GPU) it would run every
 request on every rank, so it runs on rank 0 alone, with all of that node's cores, while the others wait.
 """
 from __future__ import annotations
 
-import json
 import logging
-import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,33 +31,22 @@ from pathlib import Path
 
 from .. import distributed
 from ..errors import UserError
-from ..options import as_dict, canonical_dtype, merge_options, parse_device, parse_number, positive
-from ..recording import append_rows, finish_meta, open_run, read_rows, resume_meta, rewrite_rows, start_meta
-from ..specs import OURS as OURS_RUNNER
-from ..specs import ModelSpec, parse_models
-from . import tasks as T
-from .config import NlpConfig
+from ..options import as_dict
+from ..specs import OURS, ModelSpec
+from . import store
+from .config import NlpConfig, resolve
+from .library_internals import go_offline
+from .store import HF_LM, RWKV_BENCH_LM
+from .tasks import PAPER_METRICS, check_tasks, expand_tags, include_paths, prepare_network, task_manager
 
 log = logging.getLogger(__name__)
-
-KIND = "nlp"
-TABLE_COLUMNS = ["task", "metric", "filter", "model", "value", "stderr", "higher_is_better", "n_samples",
-                 "num_fewshot", "random_weights", "runner", "implementation", "run_task"]
-TOKEN_COLUMNS = ["model", "task", "request_type", "requests", "tokens_processed", "tokens_padding",
-                 "tokens_reencode", "forward_passes", "reencode_over_processed", "model_time_s", "wall_s", "runner",
-                 "random_weights"]
-RESULT_FILES = ("table.csv", "tokens.csv", "results_*.json", "samples_*.jsonl")
-OURS = "rwkv-bench"          # our lm-eval model (lm.py)
-HF = "lm-eval hf"            # lm-eval's own HFLM
-# A test hook for --resume after a rank dies (the same variables as the uncheatable scenario's): rank
-# RWKV_BENCH_TEST_DIE_RANK (default 1) SIGKILLs itself right after its K-th (model, task). Never set outside tests.
 
 
 @dataclass
 class ModelPlan:
     spec: ModelSpec
     label: str
-    runner: str                          # OURS or HF
+    runner: str                          # RWKV_BENCH_LM or HF_LM
     hf_args: dict = field(default_factory=dict)
     implementation: str = ""
     ranks: int = 1                       # processes that share its requests (torchrun)
@@ -74,16 +56,6 @@ class ModelPlan:
         return self.spec.random_weights
 
 
-# ---- argument checks ----
-
-def check_limit(limit):
-    """--limit: a count of examples per task, or a fraction (below 1) of each task."""
-    if limit is None:
-        return None
-    value = positive(parse_number(limit, "--limit"), "--limit")
-    return int(value) if value >= 1 else value
-
-
 def short_name(spec: ModelSpec) -> str:
     if spec.kind in ("hf-dir", "checkpoint", "gguf") and spec.text != "smollm2-135m":
         name = Path(spec.text.removeprefix("transformers:")).expanduser().name or spec.text
@@ -91,23 +63,20 @@ def short_name(spec: ModelSpec) -> str:
     return spec.text
 
 
-def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
-
-
 # ---- which harness model runs each spec ----
 
 def plan_model(spec: ModelSpec) -> ModelPlan:
-    """Our RWKV (runner ours) or lm-eval's hf model with the arguments that find the weights."""
+    """Our lm-eval model for a spec rwkv-bench runs itself (its backend holds a RecurrentLM), else lm-eval's
+    hf model with the arguments that find the weights."""
     from ..backends import with_runner
 
     spec = with_runner(spec)  # a hub id not in the cache: its config decides (fails fast offline)
-    if spec.runner == OURS_RUNNER:
-        return ModelPlan(spec, short_name(spec), OURS)
+    if spec.runner == OURS:
+        return ModelPlan(spec, short_name(spec), RWKV_BENCH_LM)
     args = {} if spec.kind == "preset" else {"pretrained": spec.location}
     if spec.gguf_file:
         args["gguf_file"] = spec.gguf_file
-    return ModelPlan(spec, short_name(spec), HF, hf_args=args)
+    return ModelPlan(spec, short_name(spec), HF_LM, hf_args=args)
 
 
 def plan_models(specs: list[ModelSpec]) -> list[ModelPlan]:
@@ -136,11 +105,11 @@ def save_hf_tokenizer(tokenizer, path: Path) -> None:
                             pad_token=pad).save_pretrained(path)
 
 
-def hf_shards(c: NlpConfig, dist: distributed.Dist) -> bool:
+def hf_shards(device: str, dist: distributed.Dist) -> bool:
     """Whether lm-eval's hf model splits the requests between the ranks by itself: only when accelerate's
     Accelerator sees several processes AND more than one GPU (lm_eval/models/huggingface.py, `gpus > 1`).
     On CPU it keeps rank 0 of 1 on every rank, i.e. every rank would run every request."""
-    if not dist.enabled or not c.device.startswith("cuda"):
+    if not dist.enabled or not device.startswith("cuda"):
         return False
     import torch
 
@@ -152,10 +121,11 @@ def build_lm(plan: ModelPlan, c: NlpConfig, tmp: Path, device: str | None = None
     from ..backends import load
     from ..hub import first_line
     from ..options import parse_dtype
-    from .lm import RWKVBenchLM, attach_meter
+    from .lm_eval_model import RWKVBenchLM
+    from .meter import attach_meter
 
     spec = plan.spec
-    if plan.runner == OURS:
+    if plan.runner == RWKV_BENCH_LM:
         backend = load(spec, device=device or c.device, dtype=parse_dtype(c.dtype), tokenizer=c.tokenizer)
         lm = RWKVBenchLM(backend=backend, batch_size=c.batch_size)
         return lm, lm.meter, backend.implementation + " + state reuse"
@@ -226,47 +196,7 @@ def merge_results(merged: dict | None, new: dict) -> dict:
     return merged
 
 
-def dump_json(path: Path, data: dict) -> None:
-    from lm_eval.utils import handle_non_serializable
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def write_samples(path: Path, samples: dict) -> None:
-    from lm_eval.utils import handle_non_serializable
-
-    with open(path, "w", encoding="utf-8") as f:
-        for task, records in samples.items():
-            for record in records:
-                f.write(json.dumps({"task": task, **record}, default=handle_non_serializable,
-                                   ensure_ascii=False) + "\n")
-
-
 # ---- the run ----
-
-def check_options(c: NlpConfig) -> None:
-    positive(c.batch_size, "--batch-size")
-    positive(c.num_fewshot, "--num-fewshot", zero_ok=True)
-    positive(c.bootstrap_iters, "--bootstrap-iters", zero_ok=True)
-    parse_device(c.device)
-    c.dtype = canonical_dtype(c.dtype)
-    c.limit = check_limit(c.limit)
-
-
-def committed_tasks(run_dir: Path) -> set[tuple[str, str]]:
-    """(model, task) pairs whose tokens.csv rows were written: the last write of a finished task. A resume
-    drops table.csv rows of any other pair (a task killed half-way is run again)."""
-    tokens = read_rows(run_dir / "tokens.csv", TOKEN_COLUMNS, dtype=str, keep_default_na=False)
-    done = set(zip(tokens["model"], tokens["task"]))
-    table = read_rows(run_dir / "table.csv", TABLE_COLUMNS, keep_default_na=False)
-    if not table.empty:
-        keep = [(m, t) in done for m, t in zip(table["model"].astype(str), table["run_task"].astype(str))]
-        if not all(keep):
-            rewrite_rows(run_dir / "table.csv", table[keep], TABLE_COLUMNS)
-    return done
-
 
 @dataclass
 class Setup:
@@ -285,35 +215,29 @@ def prepare(given: dict, out, resume: bool, dist: distributed.Dist):
     -> (Setup, lm-eval task manager)."""
     from ..backends import check_reachable
 
-    run_dir, old_meta = open_run(KIND, out=out, resume=resume, results=RESULT_FILES)
-    c = merge_options(NlpConfig, given, (old_meta or {}).get("options"))
-    check_options(c)
+    run_dir, old_meta = store.open_run(out, resume)
+    c = resolve(given, (old_meta or {}).get("options"))
     if dist.enabled and isinstance(c.limit, int) and c.limit < dist.world_size:
         # a rank without documents would skip lm-eval's collectives and leave the others waiting
         raise UserError(f"--limit {c.limit} is below the {dist.world_size} ranks: every rank needs a document")
-    names = T.expand_task_names(c.tasks)
-    specs = parse_models(c.models)
-    check_reachable(specs, hint="pass local models instead, e.g. --models rwkv4-tiny,smollm2-135m")
-    paths = T.include_paths(c.include_path)
-    manager = T.task_manager(names, paths)
-    names = T.expand_tags(manager, names)
-    plans = plan_models(specs)
-    offline = T.prepare_network(manager, names, paths)
-    T.check_tasks(manager, names, offline=offline)  # every dataset present, or one line, before any model loads
+    check_reachable(c.specs, hint="pass local models instead, e.g. --models rwkv4-tiny,smollm2-135m")
+    paths = include_paths(c.include_path)
+    manager = task_manager(c.task_names, paths)
+    names = expand_tags(manager, c.task_names)
+    plans = plan_models(c.specs)
+    offline = prepare_network(manager, names, paths)
+    check_tasks(manager, names, offline=offline)  # every dataset present, or one line, before any model loads
 
-    shards = hf_shards(c, dist)
+    shards = hf_shards(c.device, dist)
     for plan in plans:
-        plan.ranks = dist.world_size if plan.runner == OURS or shards else 1
-    fields = dict(tasks=names, offline=offline, include_paths=[str(p) for p in paths], paper_metrics=T.PAPER_METRICS,
+        plan.ranks = dist.world_size if plan.runner == RWKV_BENCH_LM or shards else 1
+    fields = dict(tasks=names, offline=offline, include_paths=[str(p) for p in paths], paper_metrics=PAPER_METRICS,
                   models=[model_meta(p) for p in plans], protocol=PROTOCOL)
     if dist.enabled:
         fields["distributed"] = {"world_size": dist.world_size, "backend": distributed.process_group_backend(),
                                  "hf_model": "sharded by accelerate" if shards else "rank 0 alone"}
-    if old_meta is not None:
-        resume_meta(run_dir, old_meta, as_dict(c), **fields)
-    else:
-        start_meta(run_dir, KIND, as_dict(c), **fields)
-    return Setup(run_dir, c, names, paths, offline, plans, committed_tasks(run_dir)), manager
+    store.start(run_dir, as_dict(c), old_meta, **fields)
+    return Setup(run_dir, c, names, paths, offline, plans, store.committed_tasks(run_dir)), manager
 
 
 def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = True) -> Path:
@@ -331,8 +255,8 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
         setup = distributed.rank_zero_first(first, dist)
         run_dir, c, names, plans = setup.run_dir, setup.config, setup.names, setup.plans
         if not dist.is_main and setup.offline:  # the other ranks: offline if rank 0 found no network
-            T.go_offline()
-        manager = held["manager"] if dist.is_main else T.task_manager(names, setup.paths)
+            go_offline()
+        manager = held["manager"] if dist.is_main else task_manager(names, setup.paths)
         device = distributed.device_for(c.device, dist)
 
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -351,7 +275,7 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
                       alone_gets_the_cores(plan, dist)):
                     bar.update(job, description=f"loading {plan.label}")
                     lm, meter, plan.implementation = build_on_ranks(plan, c, Path(tmp), device, dist)
-                    merged = read_results(run_dir, plan) if dist.is_main else None
+                    merged = store.read_results(run_dir, plan.label) if dist.is_main else None
                     for name in todo:
                         bar.update(job, description=f"{plan.label} · {name}")
                         merged = evaluate_one(lm, meter, plan, name, manager, c, run_dir=run_dir, merged=merged,
@@ -361,7 +285,7 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
                         distributed.die_if_asked(die, dist, evaluated)
                     del lm
         if dist.is_main:
-            finish_meta(run_dir, models=[model_meta(p) for p in plans])
+            store.finish(run_dir, models=[model_meta(p) for p in plans])
             from ..report.build import render_run  # the kind's tables and figures, then index.md
 
             render_run(run_dir)
@@ -395,7 +319,7 @@ def build_on_ranks(plan: ModelPlan, c: NlpConfig, tmp: Path, device: str, dist: 
     built = []
     distributed.rank_zero_first(lambda: built.append(build_lm(plan, c, tmp, device=device)), dist)
     lm, meter, implementation = built[0] if built else build_lm(plan, c, tmp, device=device)
-    if plan.runner == HF and (lm.world_size, lm.rank) != (dist.world_size, dist.rank):
+    if plan.runner == HF_LM and (lm.world_size, lm.rank) != (dist.world_size, dist.rank):
         raise UserError(f"lm-eval's hf model took rank {lm.rank} of {lm.world_size} for torchrun's rank {dist.rank} "
                         f"of {dist.world_size} (it shards by local rank, one node only): run {plan.spec.text} "
                         "without torchrun, or on one node")
@@ -410,11 +334,6 @@ def model_meta(plan: ModelPlan) -> dict:
     if plan.ranks > 1:
         meta["ranks"] = plan.ranks
     return meta
-
-
-def read_results(run_dir: Path, plan: ModelPlan) -> dict | None:
-    path = run_dir / f"results_{slug(plan.label)}.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def sum_counts(parts: list[tuple[list[dict], float]]) -> tuple[list[dict], float]:
@@ -453,12 +372,12 @@ def evaluate_one(lm, meter, plan: ModelPlan, name: str, manager, c: NlpConfig, *
     if results is None:
         raise UserError(f"lm-eval returned no results for {name!r}")
     results["config"]["model"] = plan.label
-    results["config"]["model_args"] = plan.hf_args.get("pretrained") if plan.runner == HF else plan.spec.text
+    results["config"]["model_args"] = plan.hf_args.get("pretrained") if plan.runner == HF_LM else plan.spec.text
     if c.log_samples and results.get("samples"):
-        write_samples(run_dir / f"samples_{slug(plan.label)}_{slug(name)}.jsonl", results["samples"])
+        store.write_samples(run_dir, plan.label, name, results["samples"])
     rows = metric_rows(results, model=plan.label, plan=plan, implementation=plan.implementation,
                        num_fewshot=c.num_fewshot)
-    append_rows(run_dir / "table.csv", [{**r, "run_task": name} for r in rows], TABLE_COLUMNS)
+    store.append_metrics(run_dir, [{**r, "run_task": name} for r in rows])
     token_rows = []
     for counts in counted or [{"request_type": "none", "requests": 0, "tokens_processed": 0}]:
         processed = counts.get("tokens_processed") or 0
@@ -470,13 +389,14 @@ def evaluate_one(lm, meter, plan: ModelPlan, name: str, manager, c: NlpConfig, *
                                      "random_weights": plan.random_weights,
                                      "implementation": plan.implementation, "tokens": []})
     merged["rwkv_bench"]["tokens"].extend(token_rows)
-    dump_json(run_dir / f"results_{slug(plan.label)}.json", merged)
-    append_rows(run_dir / "tokens.csv", token_rows, TOKEN_COLUMNS)
+    store.write_results(run_dir, plan.label, merged)
+    store.append_tokens(run_dir, token_rows)  # last: these rows commit the task
     return merged
 
 
-PROTOCOL = ("zero-shot unless --num-fewshot; RWKV-4 through rwkv-bench's lm-eval model (each distinct context run "
-            "once, its state reused for every continuation, shared prefixes shared); other models through "
-            "lm-eval's own hf model. tokens_processed = positions the model ran (padding included); "
-            "tokens_reencode = positions if every request ran alone from scratch. Under torchrun the counts and "
-            "model_time_s are summed over the ranks that shared the requests, wall_s is the slowest rank's.")
+PROTOCOL = ("zero-shot unless --num-fewshot; rwkv-bench's own recurrent models (RWKV) through its lm-eval model "
+            "(each distinct context run once, its state reused for every continuation, shared prefixes shared); "
+            "other models through lm-eval's own hf model. tokens_processed = positions the model ran (padding "
+            "included); tokens_reencode = positions if every request ran alone from scratch. Under torchrun the "
+            "counts and model_time_s are summed over the ranks that shared the requests, wall_s is the slowest "
+            "rank's.")

@@ -1,4 +1,4 @@
-"""lm-eval's own command line, with rwkv-bench's RWKV-4 registered as `--model rwkv-bench`.
+"""lm-eval's own command line, with rwkv-bench's lm-eval model registered as `--model rwkv-bench`.
 
     python -m rwkv_bench.nlp.lm_eval_cli --model rwkv-bench --model_args pretrained=rwkv4-169m \\
         --tasks rwkv_bench_mc --include_path tasks --limit 20

@@ -12,24 +12,24 @@ from pathlib import Path
 
 import pandas as pd
 
-
-from ..recording import busy_warning, read_meta, read_rows
+from ..recording import busy_warning
 from ..report.figures import finish_axes, pyplot, save_figure
 from ..report.tables import fmt, is_missing, markdown_table
-from . import tasks as T
+from . import store
+from .tasks import LOWER_IS_BETTER, PAPER_TASKS, report_metrics
 
 RANDOM_MARK = "†"
 
 
 def _task_order(names: list[str], meta: dict) -> list[str]:
     requested = meta.get("tasks") or []
-    order = {n: i for i, n in enumerate(T.PAPER_TASKS + [t for t in requested if t not in T.PAPER_TASKS])}
+    order = {n: i for i, n in enumerate(PAPER_TASKS + [t for t in requested if t not in PAPER_TASKS])}
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
 def _fmt(value, metric: str) -> str:
     """Three decimals; four significant digits for large perplexity-type values (2.684e+05)."""
-    large = metric in T.LOWER_IS_BETTER and not is_missing(value) and abs(value) >= 100
+    large = metric in LOWER_IS_BETTER and not is_missing(value) and abs(value) >= 100
     return fmt(value, ".4g" if large else ".3f")
 
 
@@ -58,7 +58,7 @@ def score_rows(table: pd.DataFrame, meta: dict) -> pd.DataFrame:
     for task in _task_order(list(table.task.unique()), meta):
         rows = table[table.task == task]
         filters = list(rows["filter"].unique())
-        for metric in T.report_metrics(task, list(dict.fromkeys(rows.metric))):
+        for metric in report_metrics(task, list(dict.fromkeys(rows.metric))):
             for filt in (["none"] if "none" in filters else filters):
                 sel = rows[(rows.metric == metric) & (rows["filter"] == filt)]
                 if not sel.empty:
@@ -104,7 +104,7 @@ def markdown(meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
 def score_cells(task: str, metric: str, filt: str, group: pd.DataFrame, models: list[tuple[str, bool]]) -> dict:
     """One row of the paper-style table: value ± standard error per model."""
     name = metric if filt == "none" else f"{metric} ({filt})"
-    cells = {"task": task, "metric": f"{name} {'↓' if metric in T.LOWER_IS_BETTER else '↑'}"}
+    cells = {"task": task, "metric": f"{name} {'↓' if metric in LOWER_IS_BETTER else '↑'}"}
     for label, rw in models:
         row = group[group.model == label]
         text = "–"
@@ -129,8 +129,8 @@ def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
     if selected.empty:
         return []
     models = model_columns(meta, table)
-    panels = [("accuracy-type metrics", selected[~selected.metric.isin(T.LOWER_IS_BETTER)], "score (higher is better)", False),
-              ("perplexity-type metrics", selected[selected.metric.isin(T.LOWER_IS_BETTER)], "value (lower is better, log scale)", True)]
+    panels = [("accuracy-type metrics", selected[~selected.metric.isin(LOWER_IS_BETTER)], "score (higher is better)", False),
+              ("perplexity-type metrics", selected[selected.metric.isin(LOWER_IS_BETTER)], "value (lower is better, log scale)", True)]
     panels = [p for p in panels if not p[1].empty]
     widths = [max(3, 0.9 * p[1].groupby(["task", "metric"]).ngroups + 1.5) for p in panels]
     fig, axes = pyplot().subplots(1, len(panels), figsize=(sum(widths) + 1, 4.8), squeeze=False,
@@ -188,9 +188,9 @@ def tokens_figure(run_dir: Path, meta: dict, tokens: pd.DataFrame) -> list[Path]
 
 def render(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
-    meta = read_meta(run_dir)
-    table = read_rows(run_dir / "table.csv")
-    tokens = read_rows(run_dir / "tokens.csv")
+    meta = store.read_meta(run_dir)
+    table = store.read_table(run_dir)
+    tokens = store.read_tokens(run_dir)
     md = run_dir / "table.md"
     md.write_text(markdown(meta, table, tokens), encoding="utf-8")
     return [md] + scores_figure(run_dir, meta, table) + tokens_figure(run_dir, meta, tokens)

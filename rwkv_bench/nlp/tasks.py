@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from ..errors import UserError
+from .library_internals import go_offline
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -148,20 +149,6 @@ def is_local(manager, name: str, paths: list[Path]) -> bool:
 
 def offline_mode() -> bool:
     return os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-
-
-def go_offline() -> None:
-    """Offline mode for this process: cached datasets load without network retries, missing ones fail fast.
-    lm-eval builds its datasets with `datasets.load_dataset` and passes no `local_files_only` through, and
-    `datasets` / `huggingface_hub` read their offline switches once, at import: setting the module constants
-    is the only way left (tests/test_nlp_cli.py checks they still exist)."""
-    import datasets.config
-    from huggingface_hub import constants
-
-    constants.HF_HUB_OFFLINE = True
-    datasets.config.HF_HUB_OFFLINE = True
-    if hasattr(datasets.config, "HF_DATASETS_OFFLINE"):
-        datasets.config.HF_DATASETS_OFFLINE = True
 
 
 def prepare_network(manager, names: list[str], paths: list[Path]) -> bool:
