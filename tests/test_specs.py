@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from rwkv_bench.commands import score_file
 from rwkv_bench.errors import UserError
 from rwkv_bench.models.loaders import load_hf_dir
-from rwkv_bench.nlp.evaluate import HF, OURS, run_nlp
+from rwkv_bench.nlp.evaluate import run_nlp
+from rwkv_bench.nlp.store import HF_LM, RWKV_BENCH_LM
 from rwkv_bench.recording import read_meta
 from rwkv_bench.scaling.sweep import run_sweep
 from rwkv_bench.specs import OURS as OURS_RUNNER
@@ -91,7 +92,7 @@ def test_the_same_specs_work_identically_in_every_command(spec_table, tmp_path):
         assert point.status == "ok", point.error
         assert point.implementation.startswith("rwkv_bench" if ours else "transformers")
         assert str(point.random_weights).lower() == str(random).lower()
-        assert runners[spec] == (OURS if ours else HF), spec
+        assert runners[spec] == (RWKV_BENCH_LM if ours else HF_LM), spec
     assert nlp_table["model"].nunique() == len(specs)
     # our RWKV and transformers' RwkvForCausalLM hold the same weights: the same log-probability
     hf_dir = next(s for s, v in spec_table.items() if v[2] == "hf-dir" and v[0] == OURS_RUNNER)
