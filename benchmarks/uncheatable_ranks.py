@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rwkv_bench.recording import cpu_name, load_average, read_meta
-from rwkv_bench.uncheatable.evaluate import read_per_paper
+from rwkv_bench.uncheatable.store import read_per_paper
 
 BIN = Path(sys.executable).parent
 EXACT = ["model", "paper_id", "text_source", "tokens", "bytes", "chars"]

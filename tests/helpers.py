@@ -36,12 +36,12 @@ class ScoringOnlyBackend:
 def install_toy_models(monkeypatch, make_backend, random_weights=lambda name: False):
     """Make the uncheatable run take any spec string and load `make_backend(spec_text)` for it."""
     from rwkv_bench.specs import ModelSpec
-    from rwkv_bench.uncheatable import evaluate
+    from rwkv_bench.uncheatable import settings
 
     def fake_parse_models(text):
         names = text.split(",") if isinstance(text, str) else text
         return [ModelSpec(n, "preset", "ours", n, random_weights=random_weights(n), has_tokenizer=True)
                 for n in names]
 
-    monkeypatch.setattr(evaluate, "parse_models", fake_parse_models)
+    monkeypatch.setattr(settings, "parse_models", fake_parse_models)
     monkeypatch.setattr("rwkv_bench.backends.load", lambda spec, **kwargs: make_backend(spec))

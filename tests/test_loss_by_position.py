@@ -19,7 +19,7 @@ import torch
 from rwkv_bench.backends.base import Backend
 from rwkv_bench.errors import UserError
 from rwkv_bench.recording import read_meta
-from rwkv_bench.uncheatable import evaluate, report, stats
+from rwkv_bench.uncheatable import evaluate, report, stats, store
 
 from helpers import ScoringOnlyBackend, install_toy_models
 
@@ -102,8 +102,8 @@ def test_loss_by_position_shows_the_window(tmp_path, toy_models):
     texts = [letters(n, start=n) for n in (150, 200, 250, 300)]      # all longer than the 64-token context
     run_dir = run(tmp_path, texts, chars=0, stride=32)
     # the per-token file: every text's values in per_paper.csv's order, as the backends compute them
-    rows = evaluate.read_per_paper(run_dir / "per_paper.csv")
-    logprobs = report.read_token_logprobs(run_dir)
+    rows = store.read_per_paper(run_dir / "per_paper.csv")
+    logprobs = store.read_token_logprobs(run_dir)
     assert list(logprobs) == ["toy-state", "toy-window"]
     for model, items in logprobs.items():
         assert [pid for pid, _ in items] == list(rows.loc[rows.model == model, "paper_id"])
@@ -153,7 +153,7 @@ def test_chars_0_keeps_whole_texts(tmp_path, toy_models):
     papers = pd.read_csv(run_dir / "papers.csv")
     assert list(papers.chars) == [6000, 7000]
     assert read_meta(run_dir)["chars"] == 0
-    assert list(evaluate.read_per_paper(run_dir / "per_paper.csv").tokens) == [6000, 7000] * 2
+    assert list(store.read_per_paper(run_dir / "per_paper.csv").tokens) == [6000, 7000] * 2
     with pytest.raises(UserError, match="--chars must be positive, or 0 to keep whole texts"):
         evaluate.run(dict(models="toy-state", papers_file=tmp_path / "texts.json", chars=-5, progress=False),
                      out=tmp_path / "neg")

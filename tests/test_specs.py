@@ -18,7 +18,8 @@ from rwkv_bench.recording import read_meta
 from rwkv_bench.scaling.sweep import run_sweep
 from rwkv_bench.specs import OURS as OURS_RUNNER
 from rwkv_bench.specs import TRANSFORMERS, parse
-from rwkv_bench.uncheatable.evaluate import read_per_paper, run
+from rwkv_bench.uncheatable.evaluate import run
+from rwkv_bench.uncheatable.store import read_per_paper
 
 from helpers import random_hf_rwkv
 

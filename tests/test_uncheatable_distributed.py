@@ -14,8 +14,8 @@ import pytest
 
 from rwkv_bench import distributed
 from rwkv_bench.recording import read_meta
-from rwkv_bench.uncheatable import evaluate
-from rwkv_bench.uncheatable.report import read_token_logprobs
+from rwkv_bench.uncheatable import evaluate, store
+from rwkv_bench.uncheatable.store import read_token_logprobs
 from rwkv_bench.uncheatable.texts import Paper
 
 BIN = Path(sys.executable).parent
@@ -68,7 +68,7 @@ def our_lines(stderr: str) -> list[str]:
 def assert_same_results(a: Path, b: Path) -> None:
     """The same per_paper.csv rows in the same order (bits per byte within 1e-6: thread counts differ) and
     the same per-token log-probabilities."""
-    ra, rb = (evaluate.read_per_paper(d / "per_paper.csv") for d in (a, b))
+    ra, rb = (store.read_per_paper(d / "per_paper.csv") for d in (a, b))
     pd.testing.assert_frame_equal(ra[EXACT], rb[EXACT])
     np.testing.assert_allclose(ra["bits_per_byte"], rb["bits_per_byte"], rtol=0, atol=1e-6)
     ta, tb = read_token_logprobs(a), read_token_logprobs(b)
@@ -109,7 +109,7 @@ def test_a_killed_rank_fails_the_launch_and_resume_completes_it(single, texts_fi
     assert ours[0] == "rank 1: killed by RWKV_BENCH_TEST_DIE_AFTER=2 (a test of --resume)", killed.stderr
     assert "rwkv_bench/" not in killed.stderr            # no traceback from our code: torchrun reports the rest
     assert (out / "per_paper.rank1.csv").is_file() and not (out / "per_paper.csv").exists()
-    assert len(evaluate.read_per_paper(out / "per_paper.rank1.csv")) == 2
+    assert len(store.read_per_paper(out / "per_paper.rank1.csv")) == 2
     assert not read_meta(out).get("completed")
     resumed = launch(["--resume", "--out", str(out), "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -180,7 +180,7 @@ def test_parts_merge_in_single_process_order_and_a_single_process_resumes_them(s
     (run / "per_paper.rank0.csv").write_text(header + rows[7] + rows[0] + rows[2][:15])    # cut last line
     (run / "per_paper.rank1.csv").write_text(header + rows[3] + rows[1])
     meta = read_meta(run)
-    assert evaluate.done_pairs(run) == {tuple(r.split(",")[:2]) for r in (rows[7], rows[0], rows[3], rows[1])}
+    assert store.done_pairs(run) == {tuple(r.split(",")[:2]) for r in (rows[7], rows[0], rows[3], rows[1])}
     evaluate.run({"progress": False}, out=run, resume=True)
     assert not list(run.glob("per_paper.rank*.csv"))
     merged = (run / "per_paper.csv").read_text().splitlines(keepends=True)

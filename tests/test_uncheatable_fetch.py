@@ -1,9 +1,9 @@
-"""arXiv fetching through `requests`, with the network replaced by a transport adapter serving recorded
-Atom responses (tests/fixtures/arxiv) and PDFs matplotlib writes here; plus PDF text, the cache, safe ids."""
+"""arXiv fetching through `requests` and urllib3, against a local server (tests/recorded_http.py) answering
+with recorded Atom responses (tests/fixtures/arxiv) and PDFs matplotlib writes here; plus PDF text, the
+cache, safe ids, the window of dates."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import io
 import json
 import random
@@ -15,14 +15,21 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-import requests
-import urllib3
 
+from recorded_http import CUT, DROP, LocalServer, Reply
 from rwkv_bench.cli import main
 from rwkv_bench.errors import UserError
-from rwkv_bench.uncheatable import arxiv_source as src
+from rwkv_bench.uncheatable import settings as settings_module
 from rwkv_bench.uncheatable.config import UncheatableConfig
-from rwkv_bench.uncheatable.evaluate import gather_arxiv
+from rwkv_bench.uncheatable.cutoffs import DateRule
+from rwkv_bench.uncheatable.gather import gather_source
+from rwkv_bench.uncheatable.settings import settle
+from rwkv_bench.uncheatable.sources import FetchSettings, Window
+from rwkv_bench.uncheatable.sources import arxiv as src
+from rwkv_bench.uncheatable.sources import cache as cache_module
+from rwkv_bench.uncheatable.sources import pdf_text
+from rwkv_bench.uncheatable.sources.http import FetchError, PoliteSession
+from rwkv_bench.uncheatable.texts import sha256
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arxiv"
 TODAY = dt.date(2025, 1, 15)  # default window: 2025-01-01 .. 2025-01-14
@@ -97,42 +104,43 @@ def make_pdf(title: str, authors: str, abstract: str, seed: int) -> bytes:
     return write_pdf(pages)
 
 
-class FakeArxiv(requests.adapters.BaseAdapter):
-    """Stands in for export.arxiv.org as a requests transport adapter: API pages by `start`, PDFs by id.
-    `api_status` / `pdf_status` hold status codes to return first (e.g. [503] then the real answer)."""
+class FakeArxiv:
+    """Stands in for export.arxiv.org: API pages by `start`, PDFs by id. `api_status` / `pdf_status` hold
+    status codes (or DROP) to answer first (e.g. [503] then the real answer)."""
 
     def __init__(self, pages=None, pdfs=None, api_status=None, pdf_status=None):
-        super().__init__()
         self.pages = pages if pages is not None else {s: (FIXTURES / f"page_{s}.xml").read_bytes() for s in (0, 2, 4)}
         self.pdfs = pdfs or {}
         self.api_status = api_status or {}
         self.pdf_status = pdf_status or {}
-        self.log: list[str] = []
-        self.times: list[float] = []
+        self.server: LocalServer | None = None
 
-    def send(self, request, **kwargs):
-        self.log.append(request.url)
-        self.times.append(time.monotonic())
-        url = urlparse(request.url)
-        assert url.hostname == "export.arxiv.org", request.url
+    def __call__(self, path: str) -> Reply:
+        url = urlparse(path)
         if url.path == "/api/query":
             start = int(parse_qs(url.query)["start"][0])
             queue = self.api_status.get(start, [])
             if queue:
-                return response(request, queue.pop(0), b"<html>Service Unavailable</html>", "text/html")
-            return response(request, 200, self.pages.get(start, (FIXTURES / "empty.xml").read_bytes()),
-                            "application/atom+xml")
-        assert url.path.startswith("/pdf/"), request.url
+                return Reply(queue.pop(0), b"<html>Service Unavailable</html>", content_type="text/html")
+            return Reply(200, self.pages.get(start, (FIXTURES / "empty.xml").read_bytes()),
+                         content_type="application/atom+xml")
+        assert url.path.startswith("/pdf/"), path
         key = url.path.removeprefix("/pdf/")
         queue = self.pdf_status.get(key, [])
         if queue:
-            return response(request, queue.pop(0), b"busy", "text/plain")
+            status = queue.pop(0)
+            return Reply(body=status) if status in (DROP, CUT) else Reply(status, b"busy", content_type="text/plain")
         if key not in self.pdfs:
-            return response(request, 404, b"not found", "text/html")
-        return response(request, 200, self.pdfs[key], "application/pdf")
+            return Reply(404, b"not found", content_type="text/html")
+        return Reply(200, self.pdfs[key], content_type="application/pdf")
 
-    def close(self):
-        pass
+    @property
+    def log(self) -> list[str]:
+        return self.server.log
+
+    @property
+    def times(self) -> list[float]:
+        return self.server.times
 
     def api_calls(self):
         return [u for u in self.log if "/api/query" in u]
@@ -141,11 +149,20 @@ class FakeArxiv(requests.adapters.BaseAdapter):
         return [urlparse(u).path.removeprefix("/pdf/") for u in self.log if "/pdf/" in u]
 
 
-def response(request, status, body, ctype):
-    """A requests.Response built the way requests builds one from urllib3's."""
-    raw = urllib3.HTTPResponse(body=io.BytesIO(body), status=status, preload_content=False,
-                               headers={"Content-Type": ctype, "Content-Length": str(len(body))})
-    return requests.adapters.HTTPAdapter().build_response(request, raw)
+@pytest.fixture
+def serve(monkeypatch):
+    """serve(fake) -> fake, answering on a local server the arXiv source is pointed at."""
+    servers = []
+
+    def start(fake: FakeArxiv) -> FakeArxiv:
+        fake.server = LocalServer(fake).__enter__()
+        servers.append(fake.server)
+        monkeypatch.setenv("RWKV_BENCH_ARXIV_URL", fake.server.url)
+        return fake
+
+    yield start
+    for server in servers:
+        server.__exit__()
 
 
 def all_pdfs():
@@ -167,19 +184,30 @@ def pdfs():
 
 
 @pytest.fixture
-def fake(monkeypatch, pdfs):
-    """The fake server behind every session arxiv_source makes: gather_arxiv (evaluate.py) has no way to
-    pass a session in, so its default PoliteSession gets the fake transport."""
-    server = FakeArxiv(pdfs=dict(pdfs))
-    monkeypatch.setattr(src, "PoliteSession", functools.partial(src.PoliteSession, transport=server))
-    return server
+def fake(serve, pdfs):
+    return serve(FakeArxiv(pdfs=dict(pdfs)))
 
 
 def options(tmp_path, **kw):
-    base = dict(models=["unused"], papers=5, cache_dir=tmp_path / "cache", delay=0.0, page_size=2, retries=2,
+    base = dict(models="rwkv4-tiny", papers=5, cache_dir=tmp_path / "cache", delay=0.0, page_size=2, retries=2,
                 progress=False, today=TODAY)
     base.update(kw)
     return UncheatableConfig(**base)
+
+
+def gather_arxiv(config: UncheatableConfig):
+    """The arXiv source's texts as a run gathers them, with the test's delay (below the CLI's floor of 3 s)."""
+    st = settle(UncheatableConfig(**{**config.__dict__, "delay": 3.0}))
+    st.fetch.delay = config.delay
+    return gather_source(st, "arxiv")
+
+
+def fetch_settings(tmp_path, **kw) -> FetchSettings:
+    return FetchSettings(**{"cache_dir": tmp_path, "delay": 0.0, "page_size": 2, "retries": 0,
+                            "max_chars": 50_000, **kw})
+
+
+WINDOW = Window(dt.date(2025, 1, 1), dt.date(2025, 1, 14))
 
 
 # ---- fetching ----
@@ -206,14 +234,14 @@ def test_fetch_pages_retry_fallback_and_cache(tmp_path, fake):
     assert fake.pdf_calls() == ["2501.10005v1", "2501.10004v1", "2501.10004v1", "2501.10003v1",
                                 "2501.10002v1", "2501.10001v1"]
 
-    cache = src.Cache(tmp_path / "cache")
+    cache = src.Cache(tmp_path / "cache", "arxiv", src.ArxivRecord)
     rec = cache.get("2501.10003")
     assert rec.text_source == "abstract" and "404" in rec.body_note and not rec.retry_body
     assert rec.text.startswith("Notes on Improved Lattice Actions\n\nWe summarise")
     rec = cache.get("2501.10004")
     assert rec.version == 1 and rec.latest_version == 2 and rec.categories == ["cs.SE", "cs.CL"]
     assert rec.published.startswith("2025-01-13T09:12:44")
-    assert rec.sha256 == src.sha256(rec.text) and rec.chars == len(rec.text)
+    assert rec.sha256 == sha256(rec.text) and rec.chars == len(rec.text)
 
 
 def test_pdf_text_is_clean(tmp_path, fake):
@@ -257,17 +285,17 @@ def test_resume_skips_cached_papers(tmp_path, fake):
 def test_chars_0_keeps_whole_papers_beyond_the_cache_cap(tmp_path, fake, monkeypatch):
     # --chars 0 means whole texts: the cache's usual cap on a record's text must not cut them either
     whole, _ = gather_arxiv(options(tmp_path / "a", papers=1, chars=100000, cache_dir=tmp_path / "a"))
-    monkeypatch.setattr(src, "CACHE_MAX_CHARS", 2500)
+    monkeypatch.setattr(settings_module, "CACHE_MAX_CHARS", 2500)
     papers, _ = gather_arxiv(options(tmp_path / "b", papers=1, chars=0, cache_dir=tmp_path / "b"))
     assert len(whole[0].text) > 2500 and papers[0].text == whole[0].text
-    assert not src.Cache(tmp_path / "b").get(papers[0].paper_id).truncated
+    assert not src.Cache(tmp_path / "b", "arxiv", src.ArxivRecord).get(papers[0].paper_id).truncated
 
 
 def test_transient_pdf_failure_is_retried_on_the_next_run(tmp_path, fake):
     fake.pdf_status = {"2501.10005v1": [503, 503, 503]}   # retries=2: three tries, all fail
     papers, info = gather_arxiv(options(tmp_path, papers=1, min_chars=100))
     assert papers[0].text_source == "abstract"
-    rec = src.Cache(tmp_path / "cache").get("2501.10005")
+    rec = src.Cache(tmp_path / "cache", "arxiv", src.ArxivRecord).get("2501.10005")
     assert rec.retry_body and "503" in rec.body_note
     fake.log.clear()
     papers, _ = gather_arxiv(options(tmp_path, papers=1, min_chars=100))
@@ -309,44 +337,39 @@ def test_offline_uses_only_the_cache(tmp_path, fake, monkeypatch, capsys):
     assert fake.log == []
     assert [p.paper_id for p in papers] == ["2501.10005", "2501.10004", "2501.10002", "2501.10001"]
     assert info["shortfall"] == 6
-    assert "cache holds only 4 usable papers" in capsys.readouterr().err.replace("\n", " ")
+    assert "cache holds only 4 usable arXiv texts" in capsys.readouterr().err.replace("\n", " ")
     only_cv, _ = gather_arxiv(options(tmp_path, papers=10, offline=True, categories="cs.CV"))
     assert [p.paper_id for p in only_cv] == ["2501.10001"]
     window, _ = gather_arxiv(options(tmp_path, papers=10, offline=True, since="2025-01-11", until="2025-01-13"))
     assert [p.paper_id for p in window] == ["2501.10004"]
-    with pytest.raises(UserError, match="holds no usable papers"):
+    with pytest.raises(UserError, match="holds no usable arXiv texts"):
         gather_arxiv(options(tmp_path, offline=True, cache_dir=tmp_path / "empty-cache"))
 
 
-def window_options(tmp_path, **kw):
-    return src.FetchOptions(cache=src.Cache(tmp_path), since=dt.date(2025, 1, 1), until=dt.date(2025, 1, 14),
-                            categories=[], **{"delay": 0.0, "page_size": 2, "retries": 0, **kw})
-
-
-def test_polite_session_spaces_requests(tmp_path, pdfs):
-    server = FakeArxiv(pdfs=dict(pdfs))     # the session is passed in: no patching
-    session = src.PoliteSession(delay=0.2, transport=server)
-    records = [r for r, _ in src.iter_records(window_options(tmp_path, delay=0.2), session=session)]
+def test_polite_session_spaces_requests(tmp_path, serve, pdfs):
+    server = serve(FakeArxiv(pdfs=dict(pdfs)))
+    session = PoliteSession(0.2, retries=0)        # the session is passed in
+    source = src.ArxivSource(fetch_settings(tmp_path, delay=0.2), session)
+    records = [r for r, _ in source.records(WINDOW)]
     assert len(records) == 5 and session.requests_made == len(server.log) == 8  # 3 pages + 5 PDFs
     gaps = [b - a for a, b in zip(server.times, server.times[1:])]
     assert min(gaps) >= 0.19
 
 
-def test_empty_or_damaged_later_page_is_asked_again(tmp_path):
+def test_empty_or_damaged_later_page_is_asked_again(tmp_path, serve):
     """arXiv sometimes answers a later page with no entries, or cut short: the page is asked again."""
     page_2 = (FIXTURES / "page_2.xml").read_bytes()
-    server = FakeArxiv(pages={0: (FIXTURES / "page_0.xml").read_bytes(), 2: (FIXTURES / "empty.xml").read_bytes(),
-                              4: (FIXTURES / "page_4.xml").read_bytes()})
     answers = [(FIXTURES / "empty.xml").read_bytes(), page_2[:500], page_2]
 
-    def send(request, **kw):
-        if parse_qs(urlparse(request.url).query)["start"] == ["2"]:
-            server.pages[2] = answers.pop(0)
-        return FakeArxiv.send(server, request, **kw)
+    class Flaky(FakeArxiv):
+        def __call__(self, path):
+            if parse_qs(urlparse(path).query)["start"] == ["2"]:
+                self.pages[2] = answers.pop(0)
+            return super().__call__(path)
 
-    server.send = send
-    session = src.PoliteSession(delay=0.0, transport=server)
-    entries = list(src.list_entries(session, window_options(tmp_path, retries=2)))
+    server = serve(Flaky())
+    session = PoliteSession(0.0, retries=0)
+    entries = list(src.list_entries(session, server.server.url, WINDOW, [], 2, tries=3))
     assert [e.short_id for e in entries] == ["2501.10005v1", "2501.10004v2", "2501.10003v1", "2501.10002v1",
                                              "2501.10001v1"]
     assert answers == [] and len(server.api_calls()) == 5
@@ -354,28 +377,31 @@ def test_empty_or_damaged_later_page_is_asked_again(tmp_path):
         src.parse_feed(page_2[:500])
 
 
-def test_network_errors_are_retried(pdfs):
-    server = FakeArxiv(pdfs=dict(pdfs))
-    failures = [requests.ConnectionError("reset"), requests.exceptions.ChunkedEncodingError("cut short")]
-
-    def send(request, **kw):
-        if failures:
-            raise failures.pop(0)
-        return FakeArxiv.send(server, request, **kw)
-
-    server.send = send
-    session = src.PoliteSession(delay=0.0, transport=server)
-    url = src.PDF_URL.format(id="2501.10005", version=1)
-    assert src.download_pdf(session, url, retries=2) == pdfs["2501.10005v1"] and len(server.log) == 1
-    failures.append(requests.Timeout("slow"))
-    with pytest.raises(src.FetchError, match="network error: Timeout after 1 tries") as err:
-        src.download_pdf(session, url, retries=0)
+def test_network_errors_are_retried(serve, pdfs):
+    """A dropped connection is retried by urllib3; a body cut short by our loop."""
+    server = serve(FakeArxiv(pdfs=dict(pdfs), pdf_status={"2501.10005v1": [DROP, CUT]}))
+    url = f"{server.server.url}/pdf/2501.10005v1"
+    assert src.download_pdf(PoliteSession(0.0, retries=2), url) == pdfs["2501.10005v1"]
+    assert server.pdf_calls() == ["2501.10005v1"] * 3
+    server.pdf_status["2501.10005v1"] = [DROP]
+    with pytest.raises(FetchError, match="network error: ConnectionError") as err:
+        src.download_pdf(PoliteSession(0.0, retries=0), url)
     assert err.value.transient
 
 
+def test_429_waits_out_retry_after(serve, pdfs):
+    server = serve(FakeArxiv(pdfs=dict(pdfs)))
+    answers = [Reply(429, b"slow down", {"Retry-After": "1"})]
+    plain = server.__class__.__call__
+    server.server.app = lambda path: answers.pop(0) if answers else plain(server, path)
+    started = time.monotonic()
+    body = src.download_pdf(PoliteSession(0.0, retries=1), f"{server.server.url}/pdf/2501.10005v1")
+    assert body == pdfs["2501.10005v1"] and len(server.log) == 2
+    assert server.times[1] - server.times[0] >= 0.95 and time.monotonic() - started < 10
+
+
 def test_default_delay_is_polite():
-    assert src.MIN_DELAY_S >= 3 and UncheatableConfig().delay >= 3
-    assert src.PoliteSession().delay >= 3
+    assert src.ArxivSource.min_delay >= 3 and UncheatableConfig().delay >= 3
 
 
 def test_delay_below_three_seconds_rejected(tmp_path, capsys):
@@ -398,10 +424,10 @@ def test_pdf_text_whole_and_in_reading_order():
     page_2 = [(72, 60 + 14 * i, line, 10, 0) for i, line in enumerate(second)] + [(300, 820, "2", 10, 0)]
     pdf = write_pdf([page_1, page_2])
 
-    text = src.pdf_text(pdf, 10_000)
+    text = pdf_text.pdf_text(pdf, 10_000)
     assert text.split("\n") == ["A Title on Top", " ".join(left), " ".join(right),
                                 "The second page starts with a hyphenated word, a Long-Context model, café and naïve."]
-    assert src.pdf_text(pdf, 50).split("\n") == ["A Title on Top", " ".join(left), " ".join(right)]  # page 1 only
+    assert pdf_text.pdf_text(pdf, 50).split("\n") == ["A Title on Top", " ".join(left), " ".join(right)]  # page 1 only
 
 
 @pytest.mark.parametrize("damage, note", [
@@ -409,18 +435,18 @@ def test_pdf_text_whole_and_in_reading_order():
     ("truncated", "PDF text extraction failed: PdfiumError"),
     ("html", "the response is not a PDF"),
 ])
-def test_unreadable_pdf_falls_back_to_abstract(tmp_path, pdfs, damage, note):
+def test_unreadable_pdf_falls_back_to_abstract(tmp_path, serve, pdfs, damage, note):
     good = pdfs["2501.10005v1"]
     bad = {"random bytes": b"%PDF-1.7\n" + random.Random(0).randbytes(5000), "truncated": good[:len(good) // 2],
            "html": b"<html>Please wait</html>"}[damage]
-    server = FakeArxiv(pdfs={**pdfs, "2501.10005v1": bad})
-    session = src.PoliteSession(delay=0.0, transport=server)
-    records = {r.id: r for r, _ in src.iter_records(window_options(tmp_path, retries=1), session=session)}
+    server = serve(FakeArxiv(pdfs={**pdfs, "2501.10005v1": bad}))
+    source = src.ArxivSource(fetch_settings(tmp_path, retries=1))
+    records = {r.id: r for r, _ in source.records(WINDOW)}
     rec = records["2501.10005"]
     assert rec.text_source == "abstract" and rec.body_note == note and not rec.retry_body
     entry = src.parse_feed((FIXTURES / "page_0.xml").read_bytes()).entries[0]
     assert rec.text == src.compose(entry.title, entry.summary, "")           # title + abstract, nothing else
-    assert src.Cache(tmp_path).get("2501.10005") == rec
+    assert source.cache.get("2501.10005") == rec
     assert records["2501.10004"].text_source == "pdf"                          # decided per paper
     assert server.pdf_calls().count("2501.10005v1") == 1                       # a damaged PDF is not asked again
 
@@ -435,14 +461,14 @@ def test_no_agpl_pdf_library_is_imported():
 
 @pytest.mark.parametrize("pid", ["2501.01234", "hep-th/9901001", "math.GT/0309136", "a_b", ".hidden", "ü/x"])
 def test_safe_filename_round_trip(pid):
-    name = src.safe_filename(pid)
+    name = cache_module.safe_filename(pid)
     assert "/" not in name and "\\" not in name and not name.startswith(".") and name.isascii()
-    assert src.id_from_filename(name) == pid
+    assert cache_module.id_from_filename(name) == pid
 
 
 def test_safe_filenames_are_distinct():
     ids = ["hep-th/9901001", "hep-th_9901001", "hep-th_2f9901001", "2501.01234", "2501.01234v1"]
-    assert len({src.safe_filename(i) for i in ids}) == len(ids)
+    assert len({cache_module.safe_filename(i) for i in ids}) == len(ids)
 
 
 def test_split_id():
@@ -455,10 +481,10 @@ def test_split_id():
 
 
 def test_cache_round_trip_old_style_id(tmp_path):
-    cache = src.Cache(tmp_path)
+    cache = src.Cache(tmp_path, "arxiv", src.ArxivRecord)
     text = "Title\n\nAbstract " + "x" * 2500
-    rec = src.Record(id="hep-th/9901001", version=1, title="Title", published="1999-01-01T00:00:00+00:00",
-                     categories=["hep-th"], text_source="pdf", chars=len(text), sha256=src.sha256(text), text=text)
+    rec = src.ArxivRecord(id="hep-th/9901001", version=1, title="Title", published="1999-01-01T00:00:00+00:00",
+                          categories=["hep-th"], text_source="pdf", chars=len(text), sha256=sha256(text), text=text)
     path = cache.put(rec)
     assert path.parent == tmp_path / "arxiv" and path.name == "hep-th_2f9901001.json"
     assert cache.get("hep-th/9901001") == rec
@@ -475,7 +501,7 @@ def test_cache_round_trip_old_style_id(tmp_path):
 def test_default_cache_dir_is_user_cache():
     from platformdirs import user_cache_dir
 
-    assert src.default_cache_dir() == Path(user_cache_dir("rwkv-bench")) / "uncheatable"
+    assert cache_module.default_cache_dir() == Path(user_cache_dir("rwkv-bench")) / "uncheatable"
 
 
 def test_categories():
@@ -494,10 +520,24 @@ def test_unknown_category_cli(capsys):
     assert code == 2 and "unknown arXiv category 'bogus.ZZ'" in err and "\n" not in err
 
 
+def window(since=None, until=None, after=None):
+    rule = DateRule(after, "a test's cutoff", {})
+    return settings_module.parse_window(UncheatableConfig(since=since, until=until, today=TODAY), rule)
+
+
 def test_window():
-    assert src.parse_window(None, None, TODAY) == (dt.date(2025, 1, 1), dt.date(2025, 1, 14))
-    assert src.parse_window("2024-12-01", "2024-12-31", TODAY) == (dt.date(2024, 12, 1), dt.date(2024, 12, 31))
+    assert window() == Window(dt.date(2025, 1, 1), dt.date(2025, 1, 14))
+    assert window("2024-12-01", "2024-12-31") == Window(dt.date(2024, 12, 1), dt.date(2024, 12, 31))
     with pytest.raises(UserError, match="after --until"):
-        src.parse_window("2025-01-10", "2025-01-01", TODAY)
+        window("2025-01-10", "2025-01-01")
     with pytest.raises(UserError, match="YYYY-MM-DD"):
-        src.parse_window("last week", None, TODAY)
+        window("last week")
+
+
+def test_window_follows_the_training_cutoff():
+    """Texts start the day after the latest cutoff: later than the default 14 days when the cutoff is recent,
+    and --since before it is refused."""
+    assert window(after=dt.date(2025, 1, 9)) == Window(dt.date(2025, 1, 10), dt.date(2025, 1, 14))
+    assert window(after=dt.date(2020, 12, 31)) == Window(dt.date(2025, 1, 1), dt.date(2025, 1, 14))
+    with pytest.raises(UserError, match="not after 2025-01-09"):
+        window("2025-01-05", after=dt.date(2025, 1, 9))

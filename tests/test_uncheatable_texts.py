@@ -113,7 +113,7 @@ def test_cli_short_text(tmp_path, capsys):
     (["--papers", "-3"], "--papers must be positive"),
     (["--chars", "1000"], "--min-chars (2000) is larger than --chars (1000)"),
     (["--stride", "0"], "--stride must be positive"),
-    (["--offline"], "apply to arXiv papers, not --papers-file"),
+    (["--offline"], "apply to fetched sources, not --papers-file"),
 ])
 def test_cli_bad_numbers(tmp_path, capsys, args, message):
     f = write(tmp_path / "ok.json", json.dumps([LONG]))

@@ -1,6 +1,9 @@
-"""The uncheatable eval: score texts published after a model was trained (new arXiv papers, or a file).
+"""The uncheatable eval: score texts published after the models were trained (new arXiv papers, Wikipedia
+articles, GitHub code, bioRxiv preprints, or a file), with intervals, per source.
 
-Modules: `arxiv_source` (the only one touching the network: arXiv API, PDFs, cache), `texts` (loading
-and preparing texts), `stats` (bootstrap intervals, paired differences), `evaluate` (the run loop),
-`report` (tables and figures from a run directory), `command` (the CLI).
+The path of a run: `command` (the CLI) -> `evaluate.run` (the loop) -> `settings.settle` (every option
+parsed and checked once into a typed Settings: model specs, sources, dates from `cutoffs`) -> `gather`
+(texts from `sources`, prepared by `texts`) -> scoring -> `store` (the run directory's one owner: files,
+columns, readers and writers) -> `report` (tables and figures, read back through `store`; `stats` for the
+bootstrap intervals). `console` holds the warnings and the progress bar.
 """

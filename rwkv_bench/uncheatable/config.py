@@ -1,4 +1,5 @@
-"""The uncheatable eval's options: defaults and help text in one place (CLI flags, meta.json, resume)."""
+"""The uncheatable eval's options as the user gives them: defaults and help text in one place (CLI flags,
+meta.json, resume). `settings.settle` parses and checks them once into the typed `Settings` the run uses."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,33 +8,44 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..options import ModelOptions, option
-from .texts import DEFAULT_CHARS, DEFAULT_MIN_CHARS
 
 # The paper's smallest pair: RWKV-4 169M (run by our RWKV-4) against Pythia-160M (transformers).
 DEFAULT_MODELS = "RWKV/rwkv-4-169m-pile,EleutherAI/pythia-160m"
 DEFAULT_PAPERS = 1000
-MIN_DELAY_S = 3.0  # arXiv's API terms: no more than one request every three seconds
+DEFAULT_CHARS = 5000
+DEFAULT_MIN_CHARS = 2000
 
 
 @dataclass
 class UncheatableConfig(ModelOptions):
     models: str | list[str] = option(DEFAULT_MODELS, "Comma-separated model specs (presets, paths, hub ids).",
                                      fixed=True, flags=("--models", "-m"))
-    papers: int | None = option(None, f"Number of papers (default: {DEFAULT_PAPERS} from arXiv; every text of "
-                                      "--papers-file).", flags=("--papers", "-n"))
-    papers_file: Path | None = option(None, "JSON/JSONL of your own texts (strings or objects with 'text').")
-    since: str | None = option(None, "First submission date, YYYY-MM-DD (default: 14 days before today).")
-    until: str | None = option(None, "Last submission date, YYYY-MM-DD (default: yesterday).")
+    sources: str | None = option(None, "Comma-separated text sources: arxiv, wikipedia, github, biorxiv, file "
+                                       "(default: arxiv, or file with --papers-file).", fixed=True)
+    papers: int | None = option(None, f"Texts per source (default: {DEFAULT_PAPERS} from a fetched source; every "
+                                      "text of --papers-file).", flags=("--papers", "-n"))
+    papers_file: Path | None = option(None, "JSON/JSONL of your own texts (strings or objects with 'text'; "
+                                            "optional 'source', 'published', 'title', 'url', 'licence').")
+    after: str | None = option(None, "Keep only texts published after this date, YYYY-MM-DD (default: the latest "
+                                     "training cutoff of the models, where known).")
+    since: str | None = option(None, "First publication date, YYYY-MM-DD (default: 14 days before today, or the "
+                                     "day after the cutoff if later).")
+    until: str | None = option(None, "Last publication date, YYYY-MM-DD (default: yesterday).")
     categories: str | None = option(None, "Comma-separated arXiv categories, e.g. cs.CL,cs.LG (default: all).")
+    wikipedia_lang: str = option("en", "Wikipedia language code (the wikipedia source).")
+    github_extensions: str = option(".py", "File extensions taken from new GitHub repositories (the github source).")
     chars: int = option(DEFAULT_CHARS, "Characters kept per text (the first ones; 0 keeps whole texts).", fixed=True)
-    min_chars: int = option(DEFAULT_MIN_CHARS, "Shorter texts are skipped (arXiv) or rejected (file).", fixed=True)
-    cache_dir: Path | None = option(None, "arXiv cache directory (default: the user cache dir).")
-    offline: bool = option(False, "Use only cached arXiv papers; no network.", flags=("--offline/--online",))
+    min_chars: int = option(DEFAULT_MIN_CHARS, "Shorter texts are skipped (fetched) or rejected (file).", fixed=True)
+    chunk_tokens: int = option(0, "Score independent chunks of this many tokens, each after the BOS token (the "
+                                  "public uncheatable-eval leaderboard's protocol); 0: each text in one pass.",
+                               fixed=True)
+    cache_dir: Path | None = option(None, "Cache of fetched texts (default: the user cache dir).")
+    offline: bool = option(False, "Use only cached texts; no network.", flags=("--offline/--online",))
     stride: int | None = option(None, "Sliding-window stride for transformers (default: half the context).",
                                 fixed=True)
-    delay: float = option(MIN_DELAY_S, "Seconds between arXiv requests (at least 3).")
-    page_size: int = option(100, "Results per arXiv API page.")
-    retries: int = option(3, "Retries of a failed arXiv request.")
+    delay: float = option(3.0, "Seconds between requests to a source (at least 3 for arXiv, 1 for the others).")
+    page_size: int = option(100, "Results per API page.")
+    retries: int = option(3, "Retries of a failed request.")
     bootstrap: int = option(10_000, "Bootstrap resamples for the intervals.")
     seed: int = option(0, "Seed of the bootstrap.")
     # how the run is shown, not what it measures: not stored in meta.json

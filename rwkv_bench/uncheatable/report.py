@@ -1,4 +1,4 @@
-"""Tables and figures of an uncheatable run, rebuilt from per_paper.csv and meta.json alone.
+"""Tables and figures of an uncheatable run, rebuilt from its run directory alone (read through `store`).
 
 Writes (names are stable): summary.csv, pairwise.csv, summary.md, bits_per_byte.png/.svg (per-model mean
 bits per byte with 95% bootstrap intervals) and, with two models or more, paired_scatter.png/.svg (the
@@ -6,62 +6,25 @@ first pair of pairwise.csv: per-paper bits per byte against each other, with the
 ties counted as pairwise.csv counts them, within stats.TIE_TOLERANCE), and, from token_logprobs.npz,
 loss_by_position.csv and loss_by_position.png/.svg (mean bits per token against token position, log-spaced
 bins, 95% bootstrap intervals over texts, one line per model, each transformer's context marked).
+A run of several sources adds a per-source breakdown: summary_by_source.csv and pairwise_by_source.csv
+(the same statistics within each source, with each model's rank), a "By source" section in summary.md,
+bits_per_byte_by_source.png/.svg, and the paired scatter's points coloured by source.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ..recording import busy_warning, read_meta, read_rows
+from ..fileio import write_atomically
+from ..recording import busy_warning, read_meta
 from ..report.figures import finish_axes, pyplot, save_figure
 from ..report.tables import fmt, markdown_table
 from . import stats
+from .store import PER_PAPER, read_per_paper, read_token_logprobs
 
 RANDOM_MARK = " (random weights)"
-TOKENS_FILE, TOKENS_DIR = "token_logprobs.npz", "token_logprobs"
-
-
-def read_token_logprobs(run_dir: str | Path) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """Every scored text's per-token natural-log probabilities (float32, the first token's first), by model:
-    {model: [(paper_id, array), ...]} in per_paper.csv's order.
-
-    token_logprobs.npz (a completed run) holds five arrays: `models` (the model specs), and per scored text,
-    in per_paper.csv's row order, `model` (an index into `models`), `paper_id`, and `offsets` (one more):
-    that text's values are `logprobs[offsets[i]:offsets[i + 1]]`. A run still going (or interrupted) has
-    them as token_logprobs/<model index>-<paper index>.npy (indices into meta.json's model_specs and ids).
-    Empty when the run kept none."""
-    run_dir = Path(run_dir)
-    out: dict[str, list] = {}
-    packed = run_dir / TOKENS_FILE
-    if packed.is_file():
-        with np.load(packed, allow_pickle=False) as z:
-            models, which, ids, offsets, values = (z[k] for k in ("models", "model", "paper_id", "offsets",
-                                                                    "logprobs"))
-        for i, (m, pid) in enumerate(zip(which, ids)):
-            out.setdefault(str(models[m]), []).append((str(pid), values[offsets[i]:offsets[i + 1]]))
-        return out
-    meta = read_meta(run_dir)
-    specs, ids = meta.get("model_specs") or [], meta.get("ids") or []
-    for i, j, path in token_files(run_dir / TOKENS_DIR):
-        if i < len(specs) and j < len(ids):
-            out.setdefault(specs[i], []).append((ids[j], np.load(path)))
-    return out
-
-
-def token_files(folder: Path) -> list[tuple[int, int, Path]]:
-    """(model index, paper index, path) of every token_logprobs/<i>-<j>.npy, in index order."""
-    if not folder.is_dir():
-        return []
-    return sorted((*(int(x) for x in path.stem.split("-")), path) for path in folder.glob("*-*.npy"))
-
-
-def read_per_paper(run_dir: Path) -> pd.DataFrame:
-    """per_paper.csv with ids kept as text ('2501.01230' must not become a float)."""
-    return read_rows(run_dir / "per_paper.csv", dtype={"paper_id": str, "model": str}, keep_default_na=False,
-                     na_values={"logprob_nats": [""]})
 
 
 def model_order(rows: pd.DataFrame, meta: dict) -> list[str]:
@@ -81,23 +44,48 @@ def label(model: str, randoms: set[str]) -> str:
     return model + (RANDOM_MARK if model in randoms else "")
 
 
+SOURCE_NAMES = {"arxiv": "arXiv", "wikipedia": "Wikipedia", "github": "GitHub", "biorxiv": "bioRxiv"}
+
+
+def source_text(name: str, info: dict) -> str:
+    """Where one source's texts came from, in a few words."""
+    if name == "file" or "papers_file" in info and name not in SOURCE_NAMES:
+        return Path(info.get("papers_file", "?")).name
+    w = info.get("window", {})
+    text = f"{SOURCE_NAMES.get(name, name)}"
+    if name == "wikipedia" and info.get("lang"):
+        text += f" ({info['lang']})"
+    text += f" {w.get('since')}..{w.get('until')}"
+    if name == "arxiv":
+        text += ", " + (",".join(info.get("categories") or []) or "all categories")
+    return text
+
+
 def where(meta: dict) -> str:
     dev = f"{meta.get('device', '?')}, {meta.get('dtype', '?')}"
-    if meta.get("source") == "arxiv":
-        w = meta.get("window", {})
-        cats = ",".join(meta.get("categories") or []) or "all categories"
-        return f"arXiv {w.get('since')}..{w.get('until')}, {cats}; {dev}"
-    return f"{Path(meta.get('papers_file', '?')).name}; {dev}"
+    if meta.get("sources"):
+        return "; ".join(source_text(name, info) for name, info in meta["sources"].items()) + f"; {dev}"
+    return f"{source_text(meta.get('source', 'file'), meta)}; {dev}"
+
+
+def sources_of(rows: pd.DataFrame) -> list[str]:
+    """The sources the rows came from, in order of appearance ([] for a run from before rows had one)."""
+    return [s for s in dict.fromkeys(rows["source"]) if s]
+
+
+def write_table(path: Path, table: pd.DataFrame) -> Path:
+    write_atomically(path, table.to_csv(index=False))
+    return path
 
 
 def render(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
-    rows = read_per_paper(run_dir)
+    rows = read_per_paper(run_dir / PER_PAPER)
     written: list[Path] = []
     if rows.empty:
         md = run_dir / "summary.md"
-        md.write_text("# Uncheatable eval\n\nNo papers scored yet.\n")
+        write_atomically(md, "# Uncheatable eval\n\nNo papers scored yet.\n")
         return [md]
     boot = meta.get("bootstrap") or {}
     n_boot, seed, level = int(boot.get("resamples", stats.DEFAULT_BOOTSTRAP)), int(boot.get("seed", 0)), \
@@ -109,20 +97,44 @@ def render(run_dir: str | Path) -> list[Path]:
     pairs = stats.pairwise(rows, models=models, n_boot=n_boot, level=level, seed=seed)
 
     for name, table in (("summary.csv", summary), ("pairwise.csv", pairs)):
-        table.to_csv(run_dir / name, index=False)
-        written.append(run_dir / name)
+        written.append(write_table(run_dir / name, table))
+    by_source = pairs_by_source = None
+    if len(sources := sources_of(rows)) > 1:
+        by_source, pairs_by_source = per_source(rows, sources, models, n_boot=n_boot, level=level, seed=seed)
+        by_source["random_weights"] = by_source["model"].isin(randoms)
+        written.append(write_table(run_dir / "summary_by_source.csv", by_source))
+        written.append(write_table(run_dir / "pairwise_by_source.csv", pairs_by_source))
     positions, decades = loss_by_position(run_dir, models, n_boot=n_boot, level=level, seed=seed)
     md = run_dir / "summary.md"
-    md.write_text(markdown(summary, pairs, meta, randoms, level, decades))
+    write_atomically(md, markdown(summary, pairs, meta, randoms, level, decades, by_source, pairs_by_source))
     written.append(md)
     written += figure_bits_per_byte(summary, meta, randoms, run_dir, level)
+    if by_source is not None:
+        written += figure_by_source(by_source, meta, randoms, run_dir, level)
     if not pairs.empty:
         written += figure_scatter(rows, next(pairs.itertuples()), meta, randoms, run_dir)
     if not positions.empty:
-        positions.to_csv(run_dir / "loss_by_position.csv", index=False)
-        written.append(run_dir / "loss_by_position.csv")
+        written.append(write_table(run_dir / "loss_by_position.csv", positions))
         written += figure_loss_by_position(positions, meta, randoms, run_dir, level)
     return written
+
+
+def per_source(rows: pd.DataFrame, sources: list[str], models: list[str], *, n_boot: int, level: float,
+               seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """summary.csv's and pairwise.csv's statistics within each source, with a `source` column first and each
+    model's rank within its source (1: the lowest mean bits per byte)."""
+    summaries, pairs = [], []
+    for source in sources:
+        subset = rows[rows["source"] == source]
+        present = [m for m in models if m in set(subset["model"])]
+        table = stats.summarize(subset, models=present, n_boot=n_boot, level=level, seed=seed)
+        table.insert(0, "rank", table["mean_bits_per_byte"].rank(method="min").astype(int))
+        table.insert(0, "source", source)
+        summaries.append(table)
+        pair = stats.pairwise(subset, models=present, n_boot=n_boot, level=level, seed=seed)
+        pair.insert(0, "source", source)
+        pairs.append(pair)
+    return pd.concat(summaries, ignore_index=True), pd.concat(pairs, ignore_index=True)
 
 
 def loss_by_position(run_dir: Path, models: list[str], *, n_boot: int, level: float,
@@ -174,7 +186,8 @@ def markdown_positions(decades: pd.DataFrame, meta: dict, randoms: set[str], lev
 
 
 def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: set[str], level: float,
-             decades: pd.DataFrame | None = None) -> str:
+             decades: pd.DataFrame | None = None, by_source: pd.DataFrame | None = None,
+             pairs_by_source: pd.DataFrame | None = None) -> str:
     pct = f"{level:.0%}"
     lines = [f"# Uncheatable eval: {where(meta)}", ""]
     if (busy := busy_warning(meta)) is not None:
@@ -185,6 +198,12 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: se
                  f"(at least {meta.get('min_chars', '?')}). Lower bits per byte is better. Intervals: "
                  f"{pct} percentile bootstrap over papers ({(meta.get('bootstrap') or {}).get('resamples', '?')} "
                  "resamples).")
+    if (after := meta.get("after")) is not None:
+        lines.append(f"\nTexts published after {after['date']}: {after['reason']}." if after.get("date") else
+                     f"\nNo training cutoff applied: {after.get('reason')}.")
+    if meta.get("chunk_tokens"):
+        lines.append(f"\nScored as the public uncheatable-eval leaderboard does: independent chunks of "
+                     f"{meta['chunk_tokens']} tokens, each after BOS.")
     if meta.get("shortfall"):
         lines.append(f"\n**Fewer papers than asked**: {meta['shortfall']} short of {meta.get('papers_requested')}.")
     lines += ["", markdown_table([{
@@ -206,13 +225,38 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, meta: dict, randoms: se
             "a wins": fmt(p.a_win_share, ".0%"), "b wins": fmt(p.b_win_share, ".0%"), "ties": fmt(p.tie_share, ".0%")}
             for p in pairs.itertuples()], right=PAIR_NUMBERS),
             "", f"A paper is a tie when the two differ by at most {stats.TIE_TOLERANCE:g} bits per byte."]
+    if by_source is not None:
+        lines.append(markdown_by_source(by_source, pairs_by_source, randoms, level))
     if decades is not None and not decades.empty:
         lines.append(markdown_positions(decades, meta, randoms, level))
     lines += ["", "## Protocol", "", str(meta.get("protocol", ""))]
     for spec, info in (meta.get("models") or {}).items():
-        lines.append(f"- `{spec}`: {info.get('implementation', '?')}; {info.get('protocol', '?')}")
+        cutoff = f"; training cutoff {info['training_cutoff']}" if "training_cutoff" in info else ""
+        lines.append(f"- `{spec}`: {info.get('implementation', '?')}; {info.get('protocol', '?')}{cutoff}")
     lines += ["", f"Run: {meta.get('date_utc', '?')}, git {meta.get('git_revision', '?')}, "
               f"cpu {meta.get('cpu', '?')}. Per-paper rows: per_paper.csv; texts: papers.csv.", ""]
+    return "\n".join(lines)
+
+
+def markdown_by_source(by_source: pd.DataFrame, pairs: pd.DataFrame, randoms: set[str], level: float) -> str:
+    """Models ranked within each source, and the paired differences within each source."""
+    pct = f"{level:.0%}"
+    lines = ["", "## By source", "", "Each source's texts alone; rank 1: the lowest mean bits per byte on that "
+             "source. Compression % is the public uncheatable-eval leaderboard's figure (bits per byte / 8).", "",
+             markdown_table([{
+                 "source": r.source, "rank": r.rank, "model": label(r.model, randoms), "papers": r.papers,
+                 "mean bits/byte": fmt(r.mean_bits_per_byte, ".4f"), f"{pct} CI": interval(r.ci_low, r.ci_high),
+                 "compression %": fmt(r.compression_rate_pct, ".2f"), "tokens/s": fmt(r.tokens_per_s, ".1f")}
+                 for r in by_source.itertuples()], right=("rank", "papers", "mean bits/byte", "compression %",
+                                                           "tokens/s"))]
+    if not pairs.empty:
+        lines += ["", "Paired differences within each source (bits/byte, a - b; negative: a is better):", "",
+                  markdown_table([{
+                      "source": p.source, "a": label(p.model_a, randoms), "b": label(p.model_b, randoms),
+                      "papers": p.papers, "mean a - b": fmt(p.mean_diff_bits_per_byte, ".4f"),
+                      f"{pct} CI": interval(p.ci_low, p.ci_high), "a wins": fmt(p.a_win_share, ".0%"),
+                      "b wins": fmt(p.b_win_share, ".0%")} for p in pairs.itertuples()],
+                      right=("papers", "mean a - b", "a wins", "b wins"))]
     return "\n".join(lines)
 
 
@@ -241,6 +285,31 @@ def figure_bits_per_byte(summary: pd.DataFrame, meta: dict, randoms: set[str], r
     return save_figure(fig, run_dir / "bits_per_byte")
 
 
+def figure_by_source(by_source: pd.DataFrame, meta: dict, randoms: set[str], run_dir: Path,
+                     level: float) -> list[Path]:
+    """Mean bits per byte with intervals, one group of rows per source, one colour per model."""
+    models = list(dict.fromkeys(by_source["model"]))
+    sources = list(dict.fromkeys(by_source["source"]))
+    n = len(by_source) + len(sources) - 1
+    fig, ax = pyplot().subplots(figsize=(8, 2.2 + 0.4 * n))
+    y, ticks, names = n, [], []
+    for source in sources:
+        for r in by_source[by_source["source"] == source].itertuples():
+            ax.errorbar(r.mean_bits_per_byte, y, xerr=[[r.mean_bits_per_byte - r.ci_low],
+                                                          [r.ci_high - r.mean_bits_per_byte]],
+                        fmt="s" if r.model in randoms else "o", color=f"C{models.index(r.model)}", capsize=4,
+                        label=label(r.model, randoms) if source == sources[0] else None)
+            ticks.append(y)
+            names.append(f"{source}: {r.rank}")
+            y -= 1
+        y -= 1
+    ax.set_yticks(ticks, names)
+    finish_axes(ax, xlabel=f"mean bits per UTF-8 byte (lower is better)\nbars: {level:.0%} bootstrap interval over "
+                "texts; labels: source: rank", ylabel="source", title=f"Uncheatable eval by source\n{where(meta)}",
+                grid="x", legend=True, fontsize=9)
+    return save_figure(fig, run_dir / "bits_per_byte_by_source")
+
+
 def scatter_title(pair, meta: dict) -> str:
     """The paired scatter's title: papers each model wins and ties, as counted in pairwise.csv."""
     a_wins, b_wins, ties = (round(share * pair.papers) if pair.papers else 0
@@ -254,7 +323,13 @@ def figure_scatter(rows: pd.DataFrame, pair, meta: dict, randoms: set[str], run_
     a, b = pair.model_a, pair.model_b
     table = stats.papers_both_scored(rows, a, b)
     fig, ax = pyplot().subplots(figsize=(5.5, 5.5))
-    ax.scatter(table[a], table[b], s=14, alpha=0.7)
+    sources = rows.drop_duplicates("paper_id").set_index("paper_id")["source"].reindex(table.index)
+    if len(set(sources) - {""}) > 1:
+        for i, source in enumerate(dict.fromkeys(sources)):
+            part = table[sources == source]
+            ax.scatter(part[a], part[b], s=14, alpha=0.7, color=f"C{i + 1}", label=source)
+    else:
+        ax.scatter(table[a], table[b], s=14, alpha=0.7)
     lo = float(min(table[a].min(), table[b].min())) if len(table) else 0.0
     hi = float(max(table[a].max(), table[b].max())) if len(table) else 1.0
     ax.plot([lo, hi], [lo, hi], color="tab:gray", lw=1, ls="--", label="equal")

@@ -1,40 +1,58 @@
-"""Texts to score: a user's JSON/JSONL file, or cached arXiv records, prepared the same way.
+"""Texts to score, from any source, prepared the same way; and the reader of a user's JSON/JSONL file.
 
 Preparation (the protocol): Unicode NFC, truncation to the first `chars` characters, texts shorter than
-`min_chars` rejected (a file) or skipped (arXiv), exact duplicates (after truncation) dropped.
+`min_chars` rejected (a file) or skipped (a fetched source), exact duplicates (after truncation) dropped.
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
 
-DEFAULT_CHARS = 5000
-DEFAULT_MIN_CHARS = 2000
-
 
 @dataclass
 class Paper:
-    """One text to score. `paper_id` is an arXiv id, or the text's index in a --papers-file."""
+    """One text to score. `paper_id`: the source's id (an arXiv id, a page id, owner/repo/path, a DOI, the
+    index in a file), prefixed with "<source>:" in a run of several sources."""
     paper_id: str
     text: str
-    text_source: str = "file"          # "file", "pdf", or "abstract" (no body could be had)
+    text_source: str = "file"          # what the text is: "pdf", "abstract" (no body could be had), "code" ...
     title: str = ""
-    info: dict = field(default_factory=dict)  # version, published, categories ... (arXiv only)
+    info: dict = field(default_factory=dict)  # published, url, licence; arXiv: version, categories
+    source: str = "file"               # the plug-in it came from (sources.SOURCES), or a file item's "source"
 
     @property
     def sha256(self) -> str:
         return sha256(self.text)
 
+    def to_paper(self) -> "Paper":
+        """A Paper is already what a source record becomes (the file source yields Papers)."""
+        return self
+
     def row(self) -> dict:
         """What papers.csv records about the text that was scored (not the text itself)."""
         return {"paper_id": self.paper_id, "text_source": self.text_source, "chars": len(self.text),
                 "bytes": len(self.text.encode("utf-8")), "sha256": self.sha256, "title": self.title,
+                "source": self.source,
                 **{k: (";".join(v) if isinstance(v, list) else v) for k, v in self.info.items()}}
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """An ISO 8601 date or time (from an API or a file), as UTC; ValueError for anything else."""
+    text = str(text).strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?", text):
+        raise ValueError(f"not a date: {text!r}")
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
 
 
 def sha256(text: str) -> str:
@@ -43,15 +61,6 @@ def sha256(text: str) -> str:
 
 def normalize(text: str) -> str:
     return unicodedata.normalize("NFC", text)
-
-
-def check_lengths(chars: int, min_chars: int) -> None:
-    if chars <= 0:
-        raise UserError(f"--chars must be positive, got {chars}")
-    if min_chars < 1:
-        raise UserError(f"--min-chars must be at least 1, got {min_chars}")
-    if min_chars > chars:
-        raise UserError(f"--min-chars ({min_chars}) is larger than --chars ({chars}): no text could qualify")
 
 
 def prepare(text: str, chars: int) -> str:
@@ -81,7 +90,7 @@ class Selector:
             self.duplicates.append((paper.paper_id, self.seen[digest]))
             return None
         self.seen[digest] = paper.paper_id
-        return Paper(paper.paper_id, text, paper.text_source, paper.title, dict(paper.info))
+        return dataclasses.replace(paper, text=text, info=dict(paper.info))
 
     def dropped(self) -> dict:
         return {"too_short": self.too_short, "duplicates": self.duplicates}
@@ -101,8 +110,10 @@ def select(papers: list[Paper], *, chars: int, min_chars: int, short: str = "ski
 
 
 def read_papers_file(path: str | Path) -> list[Paper]:
-    """A JSON list (strings, or objects with a `text` field) or JSONL (one such item a line).
-    `paper_id` is the text's index in the file."""
+    """A JSON list (strings, or objects with a `text` field) or JSONL (one such item a line). `paper_id` is
+    the text's index in the file. An object may also say where the text is from: `source` (a label for the
+    per-source tables, default "file"), `published` (YYYY-MM-DD or ISO 8601: checked against the models'
+    training cutoffs), `title`, `url`, `licence`."""
     from ..options import read_utf8_file
 
     path = Path(path)
@@ -116,21 +127,34 @@ def read_papers_file(path: str | Path) -> list[Paper]:
                         f"got a JSON {type(items).__name__}")
     if not items:
         raise UserError(f"{path} holds an empty list: no texts to score")
-    papers = []
-    for i, item in enumerate(items):
-        if isinstance(item, dict):
-            text = item.get("text")
-            if not isinstance(text, str):
-                raise UserError(f"{path}: item {i} is an object without a string 'text' field")
-        elif isinstance(item, str):
-            text = item
-        else:
-            raise UserError(f"{path}: item {i} is a {type(item).__name__}, expected a string or an object "
-                            "with a 'text' field")
-        if not text.strip():
-            raise UserError(f"{path}: text {i} is empty")
-        papers.append(Paper(str(i), text, "file"))
-    return papers
+    return [file_item(path, i, item) for i, item in enumerate(items)]
+
+
+FILE_ITEM_FIELDS = ("title", "url", "licence")
+
+
+def file_item(path: Path, i: int, item) -> Paper:
+    if isinstance(item, str):
+        item = {"text": item}
+    if not isinstance(item, dict):
+        raise UserError(f"{path}: item {i} is a {type(item).__name__}, expected a string or an object "
+                        "with a 'text' field")
+    text = item.get("text")
+    if not isinstance(text, str):
+        raise UserError(f"{path}: item {i} is an object without a string 'text' field")
+    if not text.strip():
+        raise UserError(f"{path}: text {i} is empty")
+    info = {k: str(item[k]) for k in FILE_ITEM_FIELDS if item.get(k) is not None}
+    if item.get("published") is not None:
+        try:
+            info["published"] = parse_timestamp(item["published"]).isoformat()
+        except ValueError:
+            raise UserError(f"{path}: item {i} has a malformed date {item['published']!r} "
+                            "(use YYYY-MM-DD or ISO 8601)") from None
+    source = str(item.get("source") or "file")
+    if not source.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"{path}: item {i} has source {source!r}: use letters, digits, '-' or '_'")
+    return Paper(str(i), text, "file", info.pop("title", ""), info, source=source)
 
 
 def read_jsonl(path: Path, content: str, whole_error: json.JSONDecodeError) -> list:

@@ -1,0 +1,108 @@
+"""Where the uncheatable eval's texts come from: one plug-in per source, one interface.
+
+What `uncheatable` asks of a source (`Source`): the texts published in a window of dates, newest first
+where the API allows, each with an id, a date, a title and its text (`records`); the same from its cache
+alone (`cached`, for --offline); one text by id (`get`, for --resume). Every source fetches through one
+polite session (`http.PoliteSession`: spaced requests, urllib3 retries honouring Retry-After) and caches
+each text as soon as it has it (`cache.Cache`), so a fetch that stops resumes where it stopped.
+
+    arxiv      new arXiv papers (API + first-version PDF text)            sources/arxiv.py
+    wikipedia  articles created in the window (MediaWiki API, --wikipedia-lang)  sources/wikipedia.py
+    github     source files of public repositories created in the window  sources/github.py
+    biorxiv    preprints posted in the window (details API + JATS full text)  sources/biorxiv.py
+    file       a user's JSON/JSONL file (--papers-file)                    sources/file.py
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+CACHE_MAX_CHARS = 50_000    # a cached record keeps at most this much text (more if --chars asks for more)
+SOURCES = {"arxiv": "arxiv:ArxivSource", "wikipedia": "wikipedia:WikipediaSource", "github": "github:GithubSource",
+           "biorxiv": "biorxiv:BiorxivSource", "file": "file:FileSource"}
+
+
+@dataclass(frozen=True)
+class Window:
+    """Publication dates kept, inclusive, UTC."""
+    since: dt.date
+    until: dt.date
+
+    def holds(self, day: dt.date) -> bool:
+        return self.since <= day <= self.until
+
+
+@dataclass
+class FetchSettings:
+    """How every source fetches (the parsed options)."""
+    cache_dir: Path | None
+    delay: float                        # seconds between requests (settle checks each source's min_delay)
+    retries: int
+    page_size: int
+    max_chars: int                      # text kept per cached record
+    categories: list[str] = field(default_factory=list)     # arXiv
+    wikipedia_lang: str = "en"
+    github_extensions: tuple[str, ...] = (".py",)
+    papers_file: Path | None = None
+
+
+@dataclass
+class Skipped:
+    """A listed item that gave no text, and why: the run says each one in a line and keeps the list."""
+    id: str
+    why: str
+
+
+class Source(ABC):
+    """A plug-in: `records` yields (record, came from the cache); a record has id, source, title, published
+    (ISO 8601), text, text_source, and `to_paper()`. Items that cannot give a text go to `self.skipped`."""
+    name: str
+    min_delay: float = 1.0              # the API's own terms, if stricter than --delay
+
+    def __init__(self, settings: FetchSettings, session=None):
+        self.settings = settings
+        self.skipped: list[Skipped] = []
+        self._session = session
+
+    @property
+    def session(self):
+        if self._session is None:
+            from .http import PoliteSession
+
+            self._session = PoliteSession(self.settings.delay, self.settings.retries, headers=self.headers())
+        return self._session
+
+    def headers(self) -> dict:
+        return {}
+
+    def skip(self, text_id: str, why: str) -> None:
+        log.warning("%s: skipping %s: %s", self.name, text_id, why)
+        self.skipped.append(Skipped(text_id, why))
+
+    @abstractmethod
+    def records(self, window: Window) -> Iterator[tuple[object, bool]]:
+        """Texts published in `window`, fetched (and cached) as they are asked for."""
+
+    @abstractmethod
+    def cached(self, window: Window) -> list:
+        """The cached texts published in `window`, newest first."""
+
+    @abstractmethod
+    def get(self, text_id: str):
+        """The text `text_id` as it was fetched (from the cache), or None."""
+
+    def describe(self) -> dict:
+        """What meta.json records about where this source's texts came from."""
+        return {}
+
+
+def make_source(name: str, settings: FetchSettings, session=None) -> Source:
+    module, cls = SOURCES[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(settings, session)

@@ -1,0 +1,141 @@
+"""The bioRxiv source: preprints first posted in the window.
+
+Listing: bioRxiv's public details API (https://api.biorxiv.org/details/biorxiv/{from}/{to}/{cursor}: 100
+preprints a page, oldest first, `messages[0].total` in all; https://api.biorxiv.org). Only first versions
+are kept (a later version's preprint was first posted earlier, maybe before the window). Text: title,
+abstract and, where bioRxiv serves it, the body of the full-text JATS XML (`jatsxml`); when the full text
+cannot be had the text is title + abstract and the row says so (`text_source` "abstract", `note` why).
+Each record keeps the preprint's licence (cc_by, cc_no, ...).
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Iterator
+
+from ...errors import UserError
+from ..texts import normalize, parse_timestamp
+from . import Source, Window
+from .cache import Cache, Record
+from .http import FetchError, base_url, fetch
+
+SITE = "https://www.biorxiv.org"
+
+
+def read_page(resp) -> dict:
+    try:
+        data = resp.json()
+    except ValueError:
+        raise ValueError("the details API answer is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+        raise ValueError("the details API answer has no messages")
+    return data
+
+
+def jats_body(content: bytes) -> str:
+    """The body of a JATS article as text: section titles and paragraphs, one a line. ValueError if the XML
+    cannot be read or has no body."""
+    try:
+        root = ET.fromstring(content)
+    except ET.ParseError as exc:
+        raise ValueError(f"the full text is not XML ({exc})") from None
+    body = root.find(".//body")
+    if body is None:
+        raise ValueError("the full text has no body")
+    lines = []
+    for node in body.iter():
+        if node.tag in ("title", "p"):
+            text = " ".join("".join(node.itertext()).split())
+            if text:
+                lines.append(text)
+    return "\n".join(lines)
+
+
+def compose(title: str, abstract: str, body: str) -> str:
+    parts = [" ".join(title.split()), " ".join(abstract.split()), body.strip()]
+    return normalize("\n\n".join(p for p in parts if p))
+
+
+class BiorxivSource(Source):
+    name = "biorxiv"
+    min_delay = 1.0
+
+    def __init__(self, settings, session=None):
+        super().__init__(settings, session)
+        self.api = base_url("biorxiv", "https://api.biorxiv.org")
+        self.site = base_url("biorxiv_site", SITE)
+        self.cache = Cache(settings.cache_dir, "biorxiv")
+
+    def entries(self, window: Window) -> Iterator[dict]:
+        cursor = 0
+        while True:
+            url = f"{self.api}/details/biorxiv/{window.since}/{window.until}/{cursor}/json"
+            try:
+                data = fetch(self.session, url, read_page, tries=self.settings.retries + 1)
+            except FetchError as exc:
+                raise UserError(f"the bioRxiv API failed ({exc.note}); preprints fetched so far are cached: "
+                                "rerun later to resume, or use --offline") from None
+            page = data.get("collection") or []
+            yield from page
+            message = data["messages"][0] if data["messages"] else {}
+            total = int(message.get("total") or 0) if str(message.get("total") or "0").isdigit() else 0
+            cursor += len(page)
+            if not page or cursor >= total:
+                return
+
+    def records(self, window: Window) -> Iterator[tuple[Record, bool]]:
+        for entry in self.entries(window):
+            doi = str(entry.get("doi", "")).strip()
+            if not doi:
+                self.skip("?", "an entry without a DOI")
+                continue
+            try:
+                posted = parse_timestamp(entry.get("date", ""))
+            except ValueError:
+                self.skip(doi, f"a malformed date {entry.get('date')!r}")
+                continue
+            if str(entry.get("version", "1")) != "1":
+                self.skip(doi, f"version {entry.get('version')}: first posted before this version's date")
+                continue
+            if not window.holds(posted.date()):
+                self.skip(doi, f"posted {posted.date()}, outside the window")
+                continue
+            if (cached := self.cache.get(doi)) is not None and not cached.retry_text:
+                yield cached, True
+                continue
+            record = self.preprint(doi, entry, posted)
+            self.cache.put(record)
+            yield record, False
+
+    def full_text(self, entry: dict) -> tuple[str, str, bool]:
+        """(body or "", why there is none, whether a later try may help)."""
+        url = str(entry.get("jatsxml") or "")
+        if not url:
+            return "", "no full text listed", False
+        if url.startswith(SITE):
+            url = self.site + url[len(SITE):]
+        try:
+            body = fetch(self.session, url, lambda r: jats_body(r.content), tries=1)
+        except FetchError as exc:
+            return "", f"full text: {exc.note}", exc.transient
+        if len(body) < 200:
+            return "", "the full text has no body to speak of", False
+        return body, "", False
+
+    def preprint(self, doi: str, entry: dict, posted) -> Record:
+        title, abstract = str(entry.get("title", "")), str(entry.get("abstract", ""))
+        body, note, transient = self.full_text(entry)
+        text = compose(title, abstract, body)[:self.settings.max_chars]
+        return Record.make(id=doi, source=self.name, title=normalize(" ".join(title.split())), published=posted,
+                           text=text, text_source="fulltext" if body else "abstract", note=note,
+                           retry_text=transient, licence=str(entry.get("license", "")),
+                           url=f"{SITE}/content/{doi}v1")
+
+    def cached(self, window: Window) -> list[Record]:
+        chosen = [r for r in self.cache.records() if window.holds(r.published_date)]
+        return sorted(chosen, key=lambda r: (r.published, r.id), reverse=True)
+
+    def get(self, text_id: str) -> Record | None:
+        return self.cache.get(text_id)
+
+    def describe(self) -> dict:
+        return {"api": self.api}
