@@ -1,0 +1,154 @@
+"""The WKV-7 operator of RWKV-7 ("Goose", x070): compiled kernels for CPU and CUDA, a PyTorch reference beside them.
+
+    y = wkv7(r, w, k, v, a, b, state)          updates `state` in place
+
+Per head, the state S is an N x N matrix (rows: value channels, columns: key channels) and each token does
+
+    S <- S diag(w) + (S a) b^T + v k^T          y = S r
+
+r, w, k, v, a, b: (B, T, C) with C = H x N (RWKV-7 passes a = -kk, b = kk * a, w = the decay in (0, 1));
+state: (B, H, N, N) float32, updated in place (its batch stride may be anything: the model keeps it inside a
+bigger state tensor). y has r's dtype. Forward only (no autograd): the harness runs inference.
+
+Which implementation runs (`implementation_name(device)` says it):
+  * CPU tensors  -> the C++ kernel (kernels/wkv7_cpu.cpp), float32 arithmetic; other dtypes are cast to it.
+  * CUDA tensors -> the CUDA kernel (kernels/wkv7_cuda.cu); float32 and bfloat16 inputs read as they are,
+    float32 state and arithmetic.
+  * anything else, or a kernel that failed to build -> the reference, with one warning saying why.
+  RWKV_BENCH_WKV=reference forces the reference, RWKV_BENCH_WKV=kernel forces the kernel (raising if it
+  cannot be built), as for the WKV-4 kernels (ops/wkv.py). They are built and cached the same way
+  (kernel_build.load_extension: content-keyed, locked, no stale-lock hangs).
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from .kernel_build import load_extension
+
+ENV_VAR = "RWKV_BENCH_WKV"
+KERNEL_FILES = ("wkv7_step.h", "wkv7_cpu.cpp", "wkv7_cuda.cu")
+_SOURCES = {"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu",)}
+_HEADERS = ("wkv7_step.h",)
+_CUDA_DTYPES = (torch.float32, torch.bfloat16)
+
+_lock = threading.Lock()
+_extensions: dict[str, object] = {}
+_failures: dict[str, str] = {}
+
+
+# ------------------------------------------------------------------------------------------------ reference
+def wkv7_reference(r, w, k, v, a, b, state: torch.Tensor) -> torch.Tensor:
+    """The recurrence written out token by token in PyTorch, in float32 (float64 inputs stay float64)."""
+    B, T, C = r.shape
+    H, N = state.shape[1], state.shape[2]
+    dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
+    r, w, k, v, a, b = (t.to(dtype).reshape(B, T, H, N) for t in (r, w, k, v, a, b))
+    S = state.to(dtype)
+    y = torch.empty(B, T, H, N, dtype=dtype, device=r.device)
+    for t in range(T):
+        sa = S @ a[:, t].unsqueeze(-1)                                      # (B, H, N, 1)
+        S = S * w[:, t].unsqueeze(-2) + sa * b[:, t].unsqueeze(-2) + v[:, t].unsqueeze(-1) * k[:, t].unsqueeze(-2)
+        y[:, t] = (S @ r[:, t].unsqueeze(-1)).squeeze(-1)
+    state.copy_(S)
+    return y.reshape(B, T, C)
+
+
+# ----------------------------------------------------------------------------------------- kernels / build
+def kernel_source_dir() -> Path:
+    """<repo>/kernels in a checkout, rwkv_bench/_kernels in a wheel (setup.py copies every .h/.cpp/.cu)."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "kernels", package / "_kernels"):
+        if all((candidate / name).is_file() for name in KERNEL_FILES):
+            return candidate
+    raise FileNotFoundError(f"WKV-7 kernel sources ({', '.join(KERNEL_FILES)}) are neither in "
+                            f"{package.parent / 'kernels'} nor in {package / '_kernels'}")
+
+
+def _flags(kind: str) -> dict:
+    """torch's extra_* build arguments: -O3, plus OpenMP (threads and SIMD reductions) and -march=native on
+    the CPU where the compiler takes them (the same probe as the WKV-4 kernel's)."""
+    if kind == "cuda":
+        return dict(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"])
+    from .wkv import _compiler_accepts
+
+    cflags, ldflags = ["-O3"], []
+    if _compiler_accepts(["-fopenmp"]):
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")  # libgomp.so.1 with gcc: the OpenMP runtime torch has loaded, one pool
+    if _compiler_accepts(["-march=native"]):
+        cflags.append("-march=native")
+    return dict(extra_cflags=cflags, extra_ldflags=ldflags)
+
+
+def _mode() -> str:
+    from .wkv import _mode as wkv_mode
+
+    return wkv_mode()
+
+
+def _extension(kind: str, strict: bool):
+    with _lock:
+        if kind in _extensions:
+            return _extensions[kind]
+        if kind not in _failures:
+            try:
+                if kind == "cuda" and not torch.cuda.is_available():
+                    raise RuntimeError("torch has no usable CUDA")
+                _extensions[kind] = load_extension(kind, kernel_source_dir(), _SOURCES[kind], _HEADERS,
+                                                   lambda: _flags(kind))
+                return _extensions[kind]
+            except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
+                from .wkv import _one_line
+
+                _failures[kind] = f"{type(exc).__name__}: {_one_line(exc)}"
+                if not strict:
+                    warnings.warn(f"rwkv_bench: the WKV-7 {kind} kernel is unavailable, using the PyTorch "
+                                  f"reference instead ({_failures[kind]})", RuntimeWarning, stacklevel=3)
+        if strict:
+            raise RuntimeError(f"{ENV_VAR}=kernel but the WKV-7 {kind} kernel is unavailable: {_failures[kind]}")
+        return None
+
+
+def _select(device) -> tuple[str, object]:
+    device = torch.device(device)
+    mode = _mode()
+    if mode == "reference":
+        return "reference", None
+    if device.type not in _SOURCES:
+        if mode == "kernel":
+            raise RuntimeError(f"{ENV_VAR}=kernel but there is no WKV-7 kernel for {device.type} tensors")
+        return "reference", None
+    ext = _extension(device.type, strict=mode == "kernel")
+    return ("reference", None) if ext is None else (f"{device.type}-kernel", ext)
+
+
+def implementation_name(device: torch.device | str = "cpu") -> str:
+    """What `wkv7` runs for tensors on `device`: "cpu-kernel", "cuda-kernel" or "reference"."""
+    return _select(device)[0]
+
+
+def wkv7(r, w, k, v, a, b, state: torch.Tensor) -> torch.Tensor:
+    """y (B, T, C) in r's dtype; `state` (B, H, N, N) float32 is updated in place."""
+    if r.dim() != 3 or state.dim() != 4 or state.shape[2] != state.shape[3] or \
+            state.shape[1] * state.shape[2] != r.shape[2] or state.shape[0] != r.shape[0]:
+        raise ValueError(f"wkv7: r must be (B, T, H*N) and state (B, H, N, N), got {tuple(r.shape)} and "
+                         f"{tuple(state.shape)}")
+    if state.dtype != torch.float32:
+        raise ValueError(f"wkv7: the state must be float32, got {state.dtype}")
+    name, ext = _select(r.device)
+    if ext is None:
+        return wkv7_reference(r, w, k, v, a, b, state)
+    out_dtype = r.dtype
+    compute = r.dtype if name == "cuda-kernel" and r.dtype in _CUDA_DTYPES else torch.float32
+    inputs = [t.to(compute).contiguous() for t in (r, w, k, v, a, b)]
+    if state.stride(3) != 1 or state.stride(2) != state.shape[3] or state.stride(1) != state.shape[2] ** 2:
+        work = state.contiguous()          # the kernel needs each sequence's H x N x N block contiguous
+        y = ext.forward(*inputs, work)
+        state.copy_(work)
+    else:
+        y = ext.forward(*inputs, state)
+    return y.to(out_dtype)
