@@ -32,7 +32,7 @@ void forward_block(const ForwardArgs& a, int64_t b, int64_t c0, int n_runtime) {
     u[i] = a.u[c0 + i];
     aa[i] = s0[state_offset(d, b, 0) + i];
     bb[i] = s0[state_offset(d, b, 1) + i];
-    pp[i] = s0[state_offset(d, b, 2) + i];
+    pp[i] = initial_pp(bb[i], s0[state_offset(d, b, 2) + i]);
   }
   for (int64_t t = 0; t < d.T; ++t) {
     if (Save) {

@@ -37,7 +37,7 @@ __global__ void forward_kernel(const ForwardArgs a) {
   const float w = a.w[c], u = a.u[c];
   float aa = a.state0[state_offset(d, b, 0) + c];
   float bb = a.state0[state_offset(d, b, 1) + c];
-  float pp = a.state0[state_offset(d, b, 2) + c];
+  float pp = initial_pp(bb, a.state0[state_offset(d, b, 2) + c]);
   int64_t i = b * d.T * d.C + c;
   for (int64_t t = 0; t < d.T; ++t, i += d.C) {
     if (a.scratch) {

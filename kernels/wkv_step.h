@@ -65,6 +65,17 @@ WKV_HD float exp_poly(float x) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The initial state. An empty state is aa = bb = 0, pp = kEmptyPP (wkv_reference.EMPTY_PP), which loses
+// every max. Contract: any state with bb = 0 holds no past (b = bb e^pp = 0, and so a = 0) and is read as
+// the empty one whatever its pp, in the kernels and the reference alike; its aa and pp get no gradient.
+// Without this, a finite pp more than 87 above the first token's exponent flushes the token's weight to
+// 0 (exp_poly) and y = 0/0, where exact arithmetic gives y = v.
+// ---------------------------------------------------------------------------------------------------
+constexpr float kEmptyPP = -1e38f;
+
+WKV_HD float initial_pp(float bb, float pp) { return bb == 0.0f ? kEmptyPP : pp; }
+
+// ---------------------------------------------------------------------------------------------------
 // Forward step: reads the state before the token, writes y_t and the state after it.
 // Same formulas as wkv_reference.wkv_step; only the exp rounding differs.
 // ---------------------------------------------------------------------------------------------------
@@ -139,12 +150,13 @@ WKV_HD void backward_step(float w, float u, float k, float v, float aa, float bb
   GB = f1 * GB - r * y;
 }
 
-// Gradient of the initial state from the (GA, GB, h) left after step 0.
+// Gradient of the initial state from the (GA, GB, h) left after step 0. A state with bb0 = 0 was read
+// as the empty one (initial_pp), so its pp gets none.
 WKV_HD void initial_state_grad(float aa0, float bb0, float GA, float GB, float h,
                                float& g_aa, float& g_bb, float& g_pp) {
   g_aa = GA;
   g_bb = GB;
-  g_pp = GA * aa0 + GB * bb0 + h;
+  g_pp = bb0 == 0.0f ? 0.0f : GA * aa0 + GB * bb0 + h;
 }
 
 // (GA, GB, h) at the end of the sequence from the upstream gradient of the returned state.

@@ -56,15 +56,22 @@ def register(app: typer.Typer) -> None:
         channels: int = typer.Option(768, "--channels", "-C", help="Channels C."),
         batch: int = typer.Option(1, help="Batch size B."),
         device: str = typer.Option("cpu", help="cpu or cuda."),
+        allow_reference: bool = typer.Option(False, "--allow-reference",
+                                             help="Without the compiled kernel, time the others anyway "
+                                                  "(default: stop with one line)."),
         as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list."),
     ):
         """Time the WKV implementations (reference, CPU/CUDA kernels, transformers) and check they agree."""
         Ts = parse_int_list(lengths, "--lengths")
         positive(channels, "--channels")
         positive(batch, "--batch")
+        device = parse_device(device)
         from .ops.kernel_bench import run_kernel_benchmark
+        from .ops.wkv import require_kernel
 
-        rows = run_kernel_benchmark(lengths=Ts, channels=channels, batch=batch, device=parse_device(device))
+        if not allow_reference:
+            require_kernel(device)
+        rows = run_kernel_benchmark(lengths=Ts, channels=channels, batch=batch, device=device)
         if as_json:
             print(json.dumps(rows))
             return

@@ -1,13 +1,22 @@
 """`make gpu-check` (python -m rwkv_bench.gpu_check): what this project has to verify on its first CUDA machine.
 
-On one CUDA device, in under 10 minutes:
+On the CUDA machine, in under 10 minutes (the plan and its time estimate: ESTIMATE_S below):
   1. the CUDA WKV kernel against the float64 PyTorch reference, forward and backward (values, the returned
-     state and the gradients of w, u, k, v and the initial state), for float32, bfloat16 and float16 k, v,
-     B > 1, T = 1, 4,096 and 100,000, with and without an initial state;
-  2. our rwkv4-169m (random weights) parallel vs recurrent on CUDA;
-  3. a short scaling sweep on CUDA through the console script, as a user runs it:
-     rwkv-bench scaling --device cuda --models rwkv4-169m,gptneox-169m --max-len 16384 --out <dir>;
-then prints a pass/fail table with timings and exits 0 only if everything passed.
+     state and the gradients of w, u, k, v and the initial state) and forward-only (no autograd, no scratch),
+     each in float32, bfloat16 and float16 k, v (`wkv_cases`):
+     - T = 1, 4,096 and 100,000, B > 1;
+     - shapes whose B x C is not a multiple of the 128-thread block (B = 3, C = 200; B = 1, C = 1);
+     - non-contiguous inputs (k and the gradient of y transposed views, v, w, u and the state slices);
+     - initial states: empty, as a prefix leaves it, mixed in one batch, and bb = 0 with a finite pp (the
+       contract: read as empty, kernels/wkv_step.h initial_pp);
+     - extreme values: k up to 60 and down to -60, decay -1e-8 and -1e4, from a non-empty state;
+  2. a case on a non-default stream (a launch on another stream reads the inputs before they exist) and,
+     with two GPUs, one on cuda:1 while cuda:0 is current (a missing device guard); one GPU: "not checked";
+  3. our rwkv4-169m (random weights) parallel vs recurrent on CUDA;
+  4. a short scaling sweep on CUDA through the console script, as a user runs it:
+     rwkv-bench scaling --device cuda --models rwkv4-169m,gptneox-169m --max-len 16384 --out <dir>,
+     with what is left of the time budget;
+then prints a pass/fail table with timings and exits 0 only if nothing failed.
 
 Without CUDA it exits at once with one line on stderr and exit code 3 (the checks themselves take a device,
 so the tests run them on the CPU kernel, which shares kernels/wkv_step.h with the CUDA one).
@@ -30,7 +39,16 @@ from pathlib import Path
 import torch
 
 EXIT_NO_CUDA = 3
+# Time on one H100 (item 6 of issue 24). Estimates, as no GPU has run this yet: the CUDA build ~80 s per
+# architecture (one here); the float64 references on the host CPU, autograd through a Python loop, ~45 s
+# for the T = 100,000 case (one case: empty and prefix states share its batch) and ~25 s for the rest
+# together (measured ~2x that on the project's shared 2-core Xeon); the kernel runs, the stream and device
+# checks ~15 s; the model ~15 s; the sweep up to SWEEP_TIMEOUT_S. The sweep is last and gets what is left
+# of BUDGET_S, so the whole check stays under 10 minutes even when the estimates are off.
+ESTIMATE_S = {"build": 80, "references": 70, "kernels": 15, "model": 15, "sweep": 360}
+BUDGET_S = 570
 SWEEP_TIMEOUT_S = 420
+MIN_SWEEP_S = 60
 
 # ------------------------------------------------------------------------------------------ tolerances
 # Errors are max |got - want| over a tensor divided by max |want| (each state row on its own), against
@@ -50,9 +68,23 @@ SWEEP_TIMEOUT_S = 420
 #   unit roundoff, 2^-8 = 3.9e-3 (bf16) or 2^-11 = 4.9e-4 (fp16), added to the float32 bound.
 # T = 100,000 with the state carried through the whole sequence: per-step rounding persists for the
 #   channel's memory, ~1/|w| steps (the slowest random decay here is ~e^-5, ~150 steps), so the bound on y
-#   and the state is 5e-5; gw, gu sum 2 x 100,000 terms in float32 (error ~ sqrt(n) ulp), 1e-3.
+#   and the state is 5e-5; gw, gu sum 4 x 100,000 terms in float32 (error ~ sqrt(n) ulp), 1e-3.
+# The state's aa, bb are compared on the reference's scale e^pp (see _same_scale), pp on its own.
+# Extreme values, T = 512 (measured on the CPU build, which runs the same kernels/wkv_step.h):
+#   k up to 60: every exponent difference (u + k - pp, w + pp - k) is rounded to float32's spacing near 60,
+#     3.8e-6, 16x that of the normal cases' exponents (~3), and the state's a, b carry one such rounding a
+#     step for the channel's memory: state 1.1e-4 (torch's own float32 reference: the same), y 2.7e-5, the
+#     gradients 8.8e-5; bounds 5x: y 1e-4, state and gradients 5e-4.
+#   k down to -60, decay -1e-8 (float32 cannot tell w + pp from pp: a plain running average) and -1e4
+#     (e^w = 0: only the current token counts): within the normal float32 bounds (worst 3e-6, state).
 F32_Y, F32_STATE, F32_GRADS = 1e-5, 2e-5, 1e-4
 LONG_T, LONG_VALUES, LONG_GRADS = 100_000, 5e-5, 1e-3
+EXTREME_BOUNDS = {
+    "k_large": (1e-4, 5e-4, 5e-4),
+    "k_very_negative": (F32_Y, F32_STATE, F32_GRADS),
+    "w_near_zero": (F32_Y, F32_STATE, F32_GRADS),
+    "w_huge": (F32_Y, F32_STATE, F32_GRADS),
+}
 HALF_STORED = {torch.float32: 0.0, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
 # rwkv4-169m parallel (chunked WKV kernel, GEMMs) vs recurrent (WKV steps in torch, GEMVs): the same
 # float32 math in another order through 12 layers of random weights; ~1e-6 relative per layer, and the
@@ -64,7 +96,7 @@ MODEL_REL = 1e-4
 @dataclass
 class Result:
     check: str
-    ok: bool
+    ok: bool | None          # None: not checked (say, no second GPU)
     seconds: float
     detail: str
 
@@ -78,31 +110,94 @@ def _max_rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------------------ WKV cases
-def _case_inputs(B: int, T: int, C: int, with_state: bool, seed: int):
+@dataclass(frozen=True)
+class Case:
+    """One kernel check: shapes, the initial state, the input values and the memory layout.
+
+    state: "empty", "prefix" (as a real prefix leaves it), "mixed" (even sequences empty, odd ones with a
+      prefix) or "cleared" (bb = 0 with a finite pp far above every token's exponent: read as empty).
+    values: "normal" (random_inputs: decays over orders of magnitude, k ~ N(0, 1)), "k_large" (k up to 60:
+      e^k overflows float32 without the running max), "k_very_negative" (down to -60), "w_near_zero"
+      (decay -1e-8: a plain running average) or "w_huge" (decay -1e4: forgets everything at once).
+    layout: "contiguous" or "strided" (k and gy transposed views, v, w, u and the state slices).
+    """
+    dtype: torch.dtype
+    B: int
+    T: int
+    C: int
+    state: str = "empty"
+    values: str = "normal"
+    layout: str = "contiguous"
+
+    @property
+    def name(self) -> str:
+        extras = [x for x in (self.values, self.layout) if x not in ("normal", "contiguous")]
+        return " ".join([f"wkv {str(self.dtype).removeprefix('torch.')} B={self.B} T={self.T} C={self.C}",
+                         self.state, *extras])
+
+
+def _case_inputs(B: int, T: int, C: int, state: str, values: str, seed: int):
     from .ops.kernel_bench import random_inputs
     from .ops.wkv_reference import empty_state, wkv_reference
 
     time_decay, u, k, v = random_inputs(B, T, C, "cpu", seed=seed)
     w = -torch.exp(time_decay)
-    if with_state:
-        # a state as a real prefix leaves it (bb > 0, pp a log scale)
-        _, _, pk, pv = random_inputs(B, 9, C, "cpu", seed=seed + 1)
-        state0 = wkv_reference(w, u, pk, pv)[1]
-    else:
-        state0 = empty_state(B, C)
     g = torch.Generator().manual_seed(seed + 2)
+    if values == "k_large":
+        k = torch.rand(B, T, C, generator=g) * 60.0
+    elif values == "k_very_negative":
+        k = -torch.rand(B, T, C, generator=g) * 60.0
+    elif values == "w_near_zero":
+        w = torch.full((C,), -1e-8)
+    elif values == "w_huge":
+        w = torch.full((C,), -1e4)
+    # a state as a real prefix leaves it (bb > 0, pp a log scale)
+    _, _, pk, pv = random_inputs(B, 9, C, "cpu", seed=seed + 1)
+    prefix = wkv_reference(w, u, pk, pv)[1]
+    if state == "empty":
+        state0 = empty_state(B, C)
+    elif state == "prefix":
+        state0 = prefix
+    elif state == "mixed":
+        state0 = torch.where((torch.arange(B) % 2 == 1)[:, None, None], prefix, empty_state(B, C))
+    else:  # cleared: bb = 0 means no past, whatever aa and pp hold
+        state0 = torch.stack([torch.randn(B, C, generator=g), torch.zeros(B, C),
+                              100.0 + 50.0 * torch.rand(B, C, generator=g)], dim=1)
     gy, gs = torch.randn(B, T, C, generator=g), torch.randn(B, 3, C, generator=g)
+    if values == "w_near_zero":
+        # float32 cannot tell w + pp from pp here, so which of (w + pp, k) wins the max differs from the
+        # float64 reference wherever they are close, and with it the gradient that the state's aa, bb, pp
+        # *as numbers* pass back (a max has a jump in its gradient). The loss reaches y only: a smooth function.
+        gs = torch.zeros_like(gs)
     return w, u, k, v, state0, gy, gs
 
 
-def _run(fn, device, dtype, w, u, k, v, state0, gy, gs):
-    """fn's outputs and the gradients of (y . gy + state . gs) in w, u, k, v and the initial state."""
+def _strided(x: torch.Tensor) -> torch.Tensor:
+    """A non-contiguous view holding x's values: a transposed copy (3-D) or every other element of a wider one."""
+    if x.dim() == 3 and x.shape[1] > 1 and x.shape[2] > 1:
+        return x.transpose(1, 2).contiguous().transpose(1, 2)
+    return torch.stack([x, torch.zeros_like(x)], dim=-1)[..., 0]
+
+
+def _leaves(device, dtype, layout, w, u, k, v, state0) -> list[torch.Tensor]:
+    """w, u, k, v and the initial state on `device` (k, v in `dtype`), as leaves that take gradients."""
     wide = torch.float64 if dtype == torch.float64 else torch.float32   # w, u and the state
-    leaves = [t.to(device=device, dtype=dt).clone().requires_grad_()
-              for t, dt in ((w, wide), (u, wide), (k, dtype), (v, dtype), (state0, wide))]
+    leaves = []
+    for t, dt in ((w, wide), (u, wide), (k, dtype), (v, dtype), (state0, wide)):
+        t = t.to(device=device, dtype=dt)
+        if layout == "strided":
+            t = _strided(t)
+            if t.numel() > 1:
+                assert not t.is_contiguous(), "a strided case must hand the kernel non-contiguous inputs"
+        leaves.append(t.detach().requires_grad_())
+    return leaves
+
+
+def _forward_backward(fn, leaves, gy: torch.Tensor, gs: torch.Tensor):
+    """fn's outputs and the gradients of (y . gy + state . gs) in every leaf."""
     y, state = fn(*leaves)
     # the loss reaches y and every row of the returned state, pp included
-    loss = (y.to(gy.dtype) * gy.to(device)).sum() + (state.to(gs.dtype) * gs.to(device)).sum()
+    loss = (y.to(gy.dtype) * gy).sum() + (state.to(gs.dtype) * gs).sum()
     loss.backward()
     return y, state, [t.grad for t in leaves]
 
@@ -115,52 +210,147 @@ def _on_every_grid(x: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=1)
-def _reference_case(B: int, T: int, C: int, with_state: bool, seed: int):
+def _reference_case(B: int, T: int, C: int, state: str, values: str, seed: int):
     """Inputs and the float64 reference's outputs and gradients on the CPU (autograd through the loop)."""
     from .ops.wkv_reference import wkv_reference
 
-    w, u, k, v, state0, gy, gs = _case_inputs(B, T, C, with_state, seed)
+    w, u, k, v, state0, gy, gs = _case_inputs(B, T, C, state, values, seed)
     k, v, gy = _on_every_grid(k), _on_every_grid(v), _on_every_grid(gy)
     with torch.enable_grad():
-        want = _run(wkv_reference, "cpu", torch.float64, w, u, k, v, state0, gy.double(), gs.double())
+        leaves = _leaves("cpu", torch.float64, "contiguous", w, u, k, v, state0)
+        want = _forward_backward(wkv_reference, leaves, gy.double(), gs.double())
     return (w, u, k, v, state0, gy, gs), want
 
 
-def check_wkv_case(device: str, dtype: torch.dtype, B: int, T: int, C: int, with_state: bool,
-                   seed: int = 0) -> tuple[bool, str]:
-    """The kernel on `device` against the float64 reference on the CPU; (passed, worst error / bound)."""
+def _bounds(case: Case) -> tuple[float, float, float]:
+    """(y, state, gradients) bounds for float32 arithmetic (see the tolerances above)."""
+    if case.T >= LONG_T:
+        return LONG_VALUES, LONG_VALUES, LONG_GRADS
+    if case.values in EXTREME_BOUNDS:
+        return EXTREME_BOUNDS[case.values]
+    return F32_Y, F32_STATE, F32_GRADS
+
+
+def _same_scale(state: torch.Tensor, want: torch.Tensor):
+    """(got, want) pairs of the rows aa, bb, pp, with got's aa, bb rescaled to want's pp.
+
+    (aa, bb, pp) stands for (aa e^pp, bb e^pp): a rounding of pp (absolute, ~ulp(pp) a step) moves aa, bb
+    by the same relative amount without changing the numbers they stand for, so they are compared on the
+    reference's scale, and pp on its own.
+    """
+    state, want = state.detach().double().cpu(), want.detach().double().cpu()
+    shift = torch.exp(state[:, 2] - want[:, 2])
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    return [(state[:, 0] * shift, want[:, 0]), (state[:, 1] * shift, want[:, 1]), (state[:, 2], want[:, 2])]
+
+
+def _errors(case: Case, got, want, no_grad) -> dict[str, tuple[float, float]]:
+    """name -> (error, bound) for every output and gradient, and the forward-only outputs."""
+    y_bound, state_bound, grads = _bounds(case)
+    stored = HALF_STORED[case.dtype]
+    errors: dict[str, tuple[float, float]] = {}
+    for prefix, (y, state) in (("", got[:2]), ("no_grad.", no_grad)):
+        errors[f"{prefix}y"] = (_max_rel(y, want[0]), y_bound + stored)
+        for name, (row, row_want) in zip(("aa", "bb", "pp"), _same_scale(state, want[1])):
+            errors[f"{prefix}state.{name}"] = (_max_rel(row, row_want), state_bound)
+    for name, g_got, g_want in zip(("w", "u", "k", "v", "state0"), got[2], want[2]):
+        errors[f"grad.{name}"] = (_max_rel(g_got, g_want), grads + (stored if name in ("k", "v") else 0.0))
+    return errors
+
+
+def _verdict(errors: dict[str, tuple[float, float]]) -> tuple[bool, str]:
+    worst = max(errors, key=lambda n: errors[n][0] / errors[n][1])
+    err, bound = errors[worst]
+    return (True, f"worst {worst} {err:.2g} <= {bound:.2g}") if err <= bound else \
+        (False, f"{worst} {err:.3g} > {bound:.2g}")
+
+
+def _on_device(t: torch.Tensor, device: str) -> bool:
+    want = torch.device(device)
+    return t.device.type == want.type and (want.index is None or t.device.index == want.index)
+
+
+def check_wkv_case(device: str, case: Case, seed: int = 0) -> tuple[bool, str]:
+    """The kernel on `device` against the float64 reference on the CPU, with and without autograd;
+    (passed, worst error / bound)."""
     from .ops import wkv as wkv_ops
 
-    inputs, want = _reference_case(B, T, C, with_state, seed)
+    inputs, want = _reference_case(case.B, case.T, case.C, case.state, case.values, seed)
     w, u, k, v, state0, gy, gs = inputs
     # k, v and gy (which the kernel casts to k's dtype) are exact in `dtype`: only the kernel's arithmetic
     # and the rounding of what it stores in `dtype` are measured
-    got = _run(wkv_ops.wkv, device, dtype, w, u, k, v, state0, gy, gs)
-    long = T >= LONG_T
-    y_bound, state_bound, grads = (LONG_VALUES, LONG_VALUES, LONG_GRADS) if long else (F32_Y, F32_STATE, F32_GRADS)
-    stored = HALF_STORED[dtype]
-    errors: dict[str, tuple[float, float]] = {"y": (_max_rel(got[0], want[0]), y_bound + stored)}
-    for row, name in enumerate(("aa", "bb", "pp")):
-        errors[f"state.{name}"] = (_max_rel(got[1][:, row], want[1][:, row]), state_bound)
-    for name, g_got, g_want in zip(("w", "u", "k", "v", "state0"), got[2], want[2]):
-        if name == "state0" and not with_state:
-            # empty state: pp = -1e38 loses every max, so only aa, bb's gradients mean anything
-            g_got, g_want = g_got[:, :2], g_want[:, :2]
-        errors[f"grad.{name}"] = (_max_rel(g_got, g_want), grads + (stored if name in ("k", "v") else 0.0))
-    worst = max(errors, key=lambda n: errors[n][0] / errors[n][1])
-    err, bound = errors[worst]
-    return err <= bound, f"worst {worst} {err:.2g} <= {bound:.2g}" if err <= bound else \
-        f"{worst} {err:.3g} > {bound:.2g}"
+    leaves = _leaves(device, case.dtype, case.layout, w, u, k, v, state0)
+    gy = gy.to(device)
+    gy = _strided(gy) if case.layout == "strided" else gy
+    got = _forward_backward(wkv_ops.wkv, leaves, gy, gs.to(device))
+    with torch.no_grad():                                  # the forward-only path (no scratch saved)
+        no_grad = wkv_ops.wkv(*leaves)
+    misplaced = [t for t in (got[0], got[1], no_grad[0]) if not _on_device(t, device)]
+    if misplaced:
+        return False, f"outputs on {misplaced[0].device}, not {device}"
+    return _verdict(_errors(case, got, want, no_grad))
 
 
-def wkv_cases(quick: bool = False) -> list[tuple[torch.dtype, int, int, int, bool]]:
-    """(dtype, B, T, C, with_state) for every kernel check; `quick` keeps short sequences (the tests)."""
-    lengths = [(1, 3, 768), (4096, 2, 256), (LONG_T, 2, 64)]
+def wkv_cases(quick: bool = False) -> list[Case]:
+    """Every kernel check; `quick` keeps short sequences (the tests run them on the CPU kernel).
+
+    Shapes: B x C = 600 and 1 are not multiples of the CUDA block (128 threads) nor of the CPU kernel's
+    64-channel block, so both kernels' partial-block paths run.
+    """
     if quick:
-        lengths = [(1, 3, 80), (300, 2, 70)]
+        groups = [(3, 1, 80, ["empty", "prefix"]), (2, 300, 70, ["empty", "prefix strided"]), (4, 600, 16, ["mixed"]),
+                  (3, 37, 200, ["prefix"]), (1, 50, 1, ["empty"]), (2, 16, 200, ["cleared"])]
+        extremes = (3, 64, 200)
+    else:
+        groups = [(3, 1, 768, ["empty", "prefix"]), (2, 4096, 256, ["empty", "prefix strided"]),
+                  (4, LONG_T, 64, ["mixed"]), (3, 257, 200, ["prefix"]), (1, 1000, 1, ["empty"]),
+                  (2, 64, 200, ["cleared"])]
+        extremes = (3, 512, 200)
+    specs = [(B, T, C, *(v.split() + ["contiguous"])[:2], "normal") for B, T, C, variants in groups for v in variants]
+    specs += [(*extremes, "prefix", "contiguous", values) for values in EXTREME_BOUNDS]
     # dtype innermost: the three share one reference run
-    return [(dtype, B, T, C, with_state) for T, B, C in lengths for with_state in (False, True)
+    return [Case(dtype, B, T, C, state, values, layout) for B, T, C, state, layout, values in specs
             for dtype in (torch.float32, torch.bfloat16, torch.float16)]
+
+
+# ------------------------------------------------------------------------------------------ devices, streams
+def check_side_stream(device: str = "cuda", sleep_cycles: int = 500_000_000) -> tuple[bool, str]:
+    """A case run on a non-default stream that first waits ~0.3 s and then writes the inputs: a kernel
+    launched on any other stream runs at once, reads NaN and fails the comparison."""
+    from .ops import wkv as wkv_ops
+
+    case = Case(torch.float32, 3, 257, 200, "prefix")
+    inputs, want = _reference_case(case.B, case.T, case.C, case.state, case.values, 0)
+    w, u, k, v, state0, gy, gs = inputs
+    true = [t.detach() for t in _leaves(device, case.dtype, case.layout, w, u, k, v, state0)]
+    gy, gs = gy.to(device), gs.to(device)
+    leaves = [torch.full_like(t, float("nan")) for t in true]
+    torch.cuda.synchronize(device)
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(sleep_cycles)
+        for leaf, t in zip(leaves, true):
+            leaf.copy_(t)
+            leaf.requires_grad_()
+        got = _forward_backward(wkv_ops.wkv, leaves, gy, gs)
+        with torch.no_grad():
+            no_grad = wkv_ops.wkv(*leaves)
+    torch.cuda.synchronize(device)
+    ok, detail = _verdict(_errors(case, got, want, no_grad))
+    return ok, f"{case.name} on a side stream: {detail}"
+
+
+def check_second_device(device_count: int | None = None) -> tuple[bool | None, str]:
+    """A case on cuda:1 while cuda:0 is the current device (a missing device guard launches on cuda:0)."""
+    count = torch.cuda.device_count() if device_count is None else device_count
+    if count < 2:
+        return None, "one GPU: not checked"
+    case = Case(torch.float32, 3, 257, 200, "prefix")
+    current = torch.cuda.current_device()
+    ok, detail = check_wkv_case("cuda:1", case)
+    if torch.cuda.current_device() != current:
+        return False, f"the current device changed from {current} to {torch.cuda.current_device()}"
+    return ok, f"{case.name} on cuda:1 (current device {current}): {detail}"
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -220,33 +410,52 @@ def _timed(name: str, fn) -> Result:
     except Exception as exc:  # noqa: BLE001  (a crash is a failed check, reported in one line)
         ok, detail = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     result = Result(name, ok, time.perf_counter() - t0, detail)
-    print(f"{'PASS' if ok else 'FAIL'}  {name}  ({result.seconds:.1f} s)  {detail}", flush=True)
+    print(f"{_verdict_word(ok).upper()}  {name}  ({result.seconds:.1f} s)  {detail}", flush=True)
     return result
 
 
-def run_checks(device: str, quick: bool = False, model: bool = True, sweep_out: Path | None = None) -> list[Result]:
+def _verdict_word(ok: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "n/a"}[ok]
+
+
+def run_checks(device: str, quick: bool = False, model: bool = True, sweep_out: Path | None = None,
+               deadline: float | None = None) -> list[Result]:
+    """Every check on `device`; the sweep gets what is left until `deadline` (time.perf_counter())."""
     from .ops.wkv import implementation_name
 
     results = [_timed(f"build {device} kernel", lambda: (implementation_name(device) != "reference",
                                                          implementation_name(device)))]
     if not results[0].ok:
         return results
-    for dtype, B, T, C, with_state in wkv_cases(quick):
-        name = f"wkv {str(dtype).removeprefix('torch.')} B={B} T={T} C={C} {'state' if with_state else 'empty'}"
-        results.append(_timed(name, lambda: check_wkv_case(device, dtype, B, T, C, with_state)))
+    for case in wkv_cases(quick):
+        results.append(_timed(case.name, lambda: check_wkv_case(device, case)))
+    if device.startswith("cuda"):
+        results.append(_timed("wkv on a non-default stream", lambda: check_side_stream(device)))
+        results.append(_timed("wkv on a second device", check_second_device))
     if model:
         results.append(_timed("rwkv4-169m parallel vs recurrent", lambda: check_model(device)))
     if sweep_out is not None:
-        results.append(_timed("scaling sweep to 16,384 tokens", lambda: check_sweep(sweep_out, device)))
+        left = SWEEP_TIMEOUT_S if deadline is None else deadline - time.perf_counter()
+        timeout = max(MIN_SWEEP_S, min(SWEEP_TIMEOUT_S, left))
+        results.append(_timed("scaling sweep to 16,384 tokens", lambda: check_sweep(sweep_out, device,
+                                                                                   timeout_s=timeout)))
     return results
 
 
 def table(results: list[Result]) -> str:
     width = max(len(r.check) for r in results)
     lines = [f"| {'check'.ljust(width)} | result | seconds | detail |", f"|{'-' * (width + 2)}|--------|--------:|--------|"]
-    lines += [f"| {r.check.ljust(width)} | {'pass' if r.ok else 'FAIL'}   | {r.seconds:7.1f} | {r.detail} |"
+    lines += [f"| {r.check.ljust(width)} | {_verdict_word(r.ok).ljust(6)} | {r.seconds:7.1f} | {r.detail} |"
               for r in results]
     return "\n".join(lines)
+
+
+def plan() -> str:
+    """What the check runs and how long it should take on one H100 (estimates: no GPU has run it yet)."""
+    total = sum(ESTIMATE_S.values())
+    parts = ", ".join(f"{name} ~{seconds} s" for name, seconds in ESTIMATE_S.items())
+    return (f"plan: {len(wkv_cases())} WKV kernel cases, a side stream, a second device, the model, the sweep; "
+            f"estimated {parts}: ~{total / 60:.1f} min (bound {BUDGET_S / 60:.1f} min: the sweep gets what is left)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,16 +468,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-check: no CUDA device (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
               "nothing was checked", file=sys.stderr)
         return EXIT_NO_CUDA
-    print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}",
-          flush=True)
+    print(f"gpu-check on {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
+          f"CUDA {torch.version.cuda}", flush=True)
+    print(plan(), flush=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rwkv-bench-gpu-check-") as tmp:
         sweep_out = None if args.skip_sweep else (args.out or Path(tmp) / "scaling")
-        results = run_checks("cuda", model=not args.skip_model, sweep_out=sweep_out)
+        results = run_checks("cuda", model=not args.skip_model, sweep_out=sweep_out, deadline=t0 + BUDGET_S)
     print()
     print(table(results))
-    failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - failed} passed, {failed} failed in {time.perf_counter() - t0:.0f} s")
+    failed = sum(r.ok is False for r in results)
+    unchecked = sum(r.ok is None for r in results)
+    print(f"\n{len(results) - failed - unchecked} passed, {failed} failed, {unchecked} not checked "
+          f"in {time.perf_counter() - t0:.0f} s")
     return 1 if failed else 0
 
 

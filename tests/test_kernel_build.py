@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from torch.utils.cpp_extension import include_paths
 
 from rwkv_bench.ops.wkv import KERNEL_FILES, kernel_source_dir
@@ -85,10 +86,39 @@ def test_build_key_follows_the_sources_content_not_their_path(tmp_path):
     a, b = copy_sources(tmp_path / "checkout-a"), copy_sources(tmp_path / "venv-b" / "_kernels")
     name_a, parts = kernel_build.build_key("cpu", a, CPU_FILES)
     assert name_a == kernel_build.build_key("cpu", b, CPU_FILES)[0]
-    assert {"torch", "cxx", "python", "cpu"} <= set(parts)
+    assert {"torch", "cxx", "python", "cpu", "flags"} <= set(parts)
     assert kernel_build.build_key("cuda", a, CPU_FILES)[0] != name_a
     (b / "wkv_step.h").write_text((b / "wkv_step.h").read_text() + "\n// changed\n")
     assert kernel_build.build_key("cpu", b, CPU_FILES)[0] != name_a
+
+
+def test_build_key_follows_the_compile_flags(tmp_path, monkeypatch):
+    src = copy_sources(tmp_path / "src")
+    o3 = kernel_build.build_key("cuda", src, CPU_FILES, {"extra_cuda_cflags": ["-O3"]})[0]
+    assert o3 != kernel_build.build_key("cuda", src, CPU_FILES, {"extra_cuda_cflags": ["-O2"]})[0]
+    # the CUDA build's flags and the CPU build's recipe for choosing them are in the names wkv uses
+    names = {kind: wkv_ops.extension_name(kind, src) for kind in ("cpu", "cuda")}
+    monkeypatch.setattr(wkv_ops, "_CUDA_FLAGS", {**wkv_ops._CUDA_FLAGS, "extra_cuda_cflags": ["-O3"]})
+    assert wkv_ops.extension_name("cuda", src) != names["cuda"]
+    monkeypatch.setattr(wkv_ops, "_CPU_FLAGS", {**wkv_ops._CPU_FLAGS, "always": ["-O2"]})
+    assert wkv_ops.extension_name("cpu", src) != names["cpu"]
+
+
+def test_flags_given_as_a_dict_key_the_build_and_reach_the_compiler(tmp_path, monkeypatch):
+    monkeypatch.setenv(kernel_build.CACHE_ENV, str(tmp_path / "cache"))
+    src = copy_sources(tmp_path / "src")
+    seen = {}
+
+    def fake_load(name, **kwargs):
+        seen.update(name=name, **kwargs)
+        raise RuntimeError("stop before compiling")
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", fake_load)
+    flags = {"extra_cflags": ["-O1", "-DWHATEVER"]}
+    with pytest.raises(RuntimeError, match="stop before compiling"):
+        kernel_build.load_extension("cpu", src, wkv_ops._SOURCES["cpu"], wkv_ops._HEADERS, flags)
+    assert seen["extra_cflags"] == ["-O1", "-DWHATEVER"]
+    assert seen["name"] == kernel_build.build_key("cpu", src, CPU_FILES, flags)[0]
 
 
 def test_another_checkout_loads_the_existing_build_without_compiling(tmp_path, monkeypatch):
@@ -99,7 +129,7 @@ def test_another_checkout_loads_the_existing_build_without_compiling(tmp_path, m
         raise AssertionError("rebuilt although this machine has a build of these sources")
 
     monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiling)
-    module = kernel_build.load_extension("cpu", other, wkv_ops._SOURCES["cpu"], wkv_ops._HEADERS, dict)
+    module = wkv_ops.build_extension("cpu", other)
     assert module.backend == "cpu"
     assert Path(module.__file__).parent.parent == kernel_build.cache_root()
 
@@ -124,14 +154,16 @@ def test_a_held_lock_is_waited_for_in_one_line_then_given_up(tmp_path, monkeypat
     monkeypatch.setenv(kernel_build.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(kernel_build.TIMEOUT_ENV, "1.5")
     src = copy_sources(tmp_path / "src")
-    name, _ = kernel_build.build_key("cpu", src, CPU_FILES)
-    holder = hold_lock(tmp_path / "cache" / f"{name}.lock")
+    holder = hold_lock(tmp_path / "cache" / f"{wkv_ops.extension_name('cpu', src)}.lock")
     try:
+        start = time.monotonic()
         with pytest.raises(kernel_build.BuildLockTimeout, match=f"pid {holder.pid}.*{kernel_build.TIMEOUT_ENV}"):
-            kernel_build.load_extension("cpu", src, wkv_ops._SOURCES["cpu"], wkv_ops._HEADERS, dict)
+            wkv_ops.build_extension("cpu", src)
+        waited = time.monotonic() - start
     finally:
         holder.kill()
         holder.wait()
+    assert 1.5 <= waited < 10, waited                       # the bound, not forever
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"waiting for pid {holder.pid}" in err[0], err
 
@@ -144,6 +176,18 @@ def test_the_lock_of_a_killed_holder_is_taken_over_at_once(tmp_path):
     assert path.read_text().strip() == str(holder.pid)      # the file stays, naming a dead pid
     with kernel_build.BuildLock(path, timeout_s=0, what="a test"):
         assert path.read_text().strip() == str(os.getpid())
+
+
+def test_the_lock_is_filelocks_flock(tmp_path):
+    # filelock's FileLock (fcntl.flock, released by the OS with its holder) under the wait line and the pid
+    lock = kernel_build.BuildLock(tmp_path / "x.lock", timeout_s=0, what="a test")
+    assert isinstance(lock.lock, FileLock)
+    with lock:
+        assert lock.lock.is_locked
+        with pytest.raises(kernel_build.BuildLockTimeout):   # another open of the file cannot take it
+            with kernel_build.BuildLock(tmp_path / "x.lock", timeout_s=0, what="a test"):
+                pass
+    assert not lock.lock.is_locked
 
 
 BUILD = "from rwkv_bench.ops import wkv; print(wkv._extension('cpu', strict=True).__file__)"

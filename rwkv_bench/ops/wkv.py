@@ -10,10 +10,12 @@ Which implementation runs (`implementation_name(device)` says it without running
   * CPU tensors  -> the C++ kernel (kernels/wkv_cpu.cpp), float32; other dtypes are cast around it.
   * CUDA tensors -> the CUDA kernel (kernels/wkv_cuda.cu); float32, bfloat16 and float16 k, v are read as
     they are (float32 arithmetic), other dtypes are cast to float32.
-  * anything else, or a kernel that failed to build -> the reference, with one warning saying why.
+  * anything else, or a kernel that failed to build -> the reference, with one line on stderr saying why.
   The kernels compute in float32 even for float64 inputs (gradcheck the reference for float64 work).
   RWKV_BENCH_WKV=reference forces the reference; RWKV_BENCH_WKV=kernel forces the kernel and raises
-  if it cannot be built (default: auto).
+  if it cannot be built (default: auto). A benchmark must not quietly measure the slow path instead:
+  commands call `require_kernel(device)` first, which raises KernelUnavailable (a UserError: one line,
+  exit code 2) naming the --allow-reference flag that lets a user measure the reference on purpose.
 
 The extensions are compiled on first use with torch.utils.cpp_extension (ninja) once per machine, torch
 and compiler version, into the user cache directory, and later processes import the built library directly;
@@ -27,17 +29,20 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 from .kernel_build import cxx, load_extension
 from .wkv_reference import empty_state, wkv_reference  # noqa: F401  (empty_state is public API)
 
-__all__ = ["wkv", "implementation_name", "empty_state", "kernel_source_dir"]
+__all__ = ["wkv", "implementation_name", "require_kernel", "KernelUnavailable", "empty_state", "kernel_source_dir"]
+
+ALLOW_REFERENCE_FLAG = "--allow-reference"
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,12 @@ _CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _lock = threading.Lock()
 _extensions: dict[str, object] = {}      # "cpu" / "cuda" -> the loaded module
-_failures: dict[str, str] = {}           # "cpu" / "cuda" -> why it could not be built (warned once)
+_failures: dict[str, str] = {}           # "cpu" / "cuda" -> why it could not be built
+_announced: set[str] = set()             # kinds whose fallback to the reference has been said on stderr
+
+
+class KernelUnavailable(UserError):
+    """The compiled WKV kernel for a device cannot be had; the message is one line naming --allow-reference."""
 
 
 # ------------------------------------------------------------------------------------------ sources / build
@@ -87,30 +97,43 @@ def _compiler_accepts(flags: list[str]) -> bool:
         return proc.returncode == 0
 
 
-def _cpu_flags() -> tuple[list[str], list[str]]:
-    """(cflags, ldflags) for the CPU extension: -O3, OpenMP for at::parallel_for, -march=native if possible."""
-    cflags, ldflags = ["-O3"], []
-    if _compiler_accepts(["-fopenmp"]):
-        # at::parallel_for is header code that only runs in parallel when compiled with OpenMP; with gcc
-        # this links libgomp.so.1, the same soname torch has already loaded, so there is one thread pool
-        cflags.append("-fopenmp")
-        ldflags.append("-fopenmp")
-    if _compiler_accepts(["-march=native"]):
-        cflags.append("-march=native")
-    return cflags, ldflags
+# -O3, plus what the compiler accepts of these (OpenMP for at::parallel_for, -march=native); the probes run
+# only when building, so the build key holds this recipe (with the compiler and CPU it depends on)
+_CPU_FLAGS = dict(always=["-O3"], if_accepted=[["-fopenmp"], ["-march=native"]])
+_CUDA_FLAGS = dict(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"])
 
 
-def _flags(kind: str) -> dict:
+def _cpu_flags() -> dict:
+    """torch's extra_* arguments for the CPU extension, from _CPU_FLAGS and the compiler's answers."""
+    cflags, ldflags = list(_CPU_FLAGS["always"]), []
+    for candidate in _CPU_FLAGS["if_accepted"]:
+        if _compiler_accepts(candidate):
+            cflags += candidate
+            # -fopenmp links libgomp.so.1 (with gcc), the soname torch has already loaded: one thread pool
+            ldflags += [f for f in candidate if f == "-fopenmp"]
+    return dict(extra_cflags=cflags, extra_ldflags=ldflags)
+
+
+def build_extension(kind: str, src_dir: Path | None = None):
+    """Load (building it once per machine if needed) the "cpu" or "cuda" extension from `src_dir`'s sources."""
+    src_dir = src_dir or kernel_source_dir()
     if kind == "cpu":
-        cflags, ldflags = _cpu_flags()
-        return dict(extra_cflags=cflags, extra_ldflags=ldflags)
-    return dict(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"])
+        return load_extension("cpu", src_dir, _SOURCES["cpu"], _HEADERS, _cpu_flags, flags_key=_CPU_FLAGS)
+    return load_extension("cuda", src_dir, _SOURCES["cuda"], _HEADERS, _CUDA_FLAGS)
+
+
+def extension_name(kind: str, src_dir: Path | None = None) -> str:
+    """The cache directory name `build_extension(kind, src_dir)` uses (for tests and diagnostics)."""
+    from .kernel_build import build_key
+
+    flags = _CPU_FLAGS if kind == "cpu" else _CUDA_FLAGS
+    return build_key(kind, src_dir or kernel_source_dir(), (*_HEADERS, *_SOURCES[kind]), flags)[0]
 
 
 def _build(kind: str):
     if kind == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("torch has no usable CUDA")
-    return load_extension(kind, kernel_source_dir(), _SOURCES[kind], _HEADERS, lambda: _flags(kind))
+    return build_extension(kind)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -125,24 +148,29 @@ def _one_line(exc: BaseException) -> str:
     return (reason if len(reason) <= 300 else reason[:297] + "...")
 
 
-def _extension(kind: str, strict: bool):
-    """The loaded extension for "cpu" or "cuda", or None (after one warning) if it cannot be built."""
+def _load(kind: str):
+    """The loaded extension for "cpu" or "cuda", or None if it cannot be built (the reason in _failures)."""
     with _lock:
-        if kind in _extensions:
-            return _extensions[kind]
-        if kind not in _failures:
+        if kind not in _extensions and kind not in _failures:
             try:
                 _extensions[kind] = _build(kind)
-                return _extensions[kind]
-            except Exception as exc:  # noqa: BLE001  (any build failure means: use the reference)
+            except Exception as exc:  # noqa: BLE001  (any build failure means: the kernel is unavailable)
                 log.debug("building the WKV %s kernel failed", kind, exc_info=True)
                 _failures[kind] = f"{type(exc).__name__}: {_one_line(exc)}"
-                if not strict:
-                    warnings.warn(f"rwkv_bench: the WKV {kind} kernel is unavailable, using the PyTorch "
-                                  f"reference instead ({_failures[kind]})", RuntimeWarning, stacklevel=3)
+        return _extensions.get(kind)
+
+
+def _extension(kind: str, strict: bool):
+    """The loaded extension, or None after one line on stderr saying why the reference runs instead."""
+    ext = _load(kind)
+    if ext is None:
         if strict:
             raise RuntimeError(f"{ENV_VAR}=kernel but the WKV {kind} kernel is unavailable: {_failures[kind]}")
-        return None
+        if kind not in _announced:
+            _announced.add(kind)
+            print(f"rwkv-bench: the WKV {kind} kernel is unavailable, using the PyTorch reference instead "
+                  f"({_failures[kind]})", file=sys.stderr, flush=True)
+    return ext
 
 
 def _select(device) -> tuple[str, object]:
@@ -164,6 +192,23 @@ def implementation_name(device: torch.device | str = "cpu") -> str:
     Builds (or loads) the kernel if needed, so that the answer is what would actually run.
     """
     return _select(device)[0]
+
+
+def require_kernel(device: torch.device | str = "cpu") -> str:
+    """"cpu-kernel" or "cuda-kernel": the compiled kernel `wkv` will run on `device` (built or loaded now).
+
+    Raises KernelUnavailable, one line saying why and naming --allow-reference, when that kernel cannot be
+    had: a benchmark stops rather than quietly measuring the PyTorch reference.
+    """
+    device = torch.device(device)
+    hint = f"pass {ALLOW_REFERENCE_FLAG} to measure the PyTorch reference instead"
+    if _mode() == "reference":
+        raise KernelUnavailable(f"{ENV_VAR}=reference turns the WKV kernels off; unset it, or {hint}")
+    if device.type not in _SOURCES:
+        raise KernelUnavailable(f"there is no WKV kernel for {device.type} tensors; {hint}")
+    if _load(device.type) is None:
+        raise KernelUnavailable(f"the WKV {device.type} kernel is unavailable ({_failures[device.type]}); {hint}")
+    return f"{device.type}-kernel"
 
 
 # ------------------------------------------------------------------------------------------------- autograd

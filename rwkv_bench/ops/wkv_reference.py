@@ -8,7 +8,10 @@ for the current token ("time_first"):
 
 a and b overflow for large k, so the state is kept as (aa, bb, pp) with a = aa * e^pp, b = bb * e^pp and
 pp the running maximum exponent (the paper's appendix). An empty state is aa = bb = 0, pp = -1e38
-(a large finite number rather than -inf, so that pp - pp never gives NaN).
+(a large finite number rather than -inf, so that pp - pp never gives NaN). Any state with bb = 0 holds
+no past (b = 0, hence a = 0) and is read as the empty one whatever its pp (`clear_empty`), here and in the
+compiled kernels (kernels/wkv_step.h, initial_pp): a finite pp far above the first token's exponent would
+otherwise underflow that token's weight to 0 and give y = 0/0, where exact arithmetic gives y = v.
 """
 from __future__ import annotations
 
@@ -22,6 +25,12 @@ def empty_state(batch: int, channels: int, device=None) -> torch.Tensor:
     state = torch.zeros(batch, 3, channels, dtype=torch.float32, device=device)
     state[:, 2] = EMPTY_PP
     return state
+
+
+def clear_empty(state: torch.Tensor) -> torch.Tensor:
+    """The state with pp = EMPTY_PP wherever bb = 0 (such a state is empty; its pp gets no gradient)."""
+    aa, bb, pp = state.unbind(1)
+    return torch.stack([aa, bb, torch.where(bb == 0, torch.full_like(pp, EMPTY_PP), pp)], dim=1)
 
 
 def wkv_step(w, u, kt, vt, aa, bb, pp):
@@ -50,7 +59,7 @@ def wkv_reference(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
     if state is None:
         state = empty_state(B, C, k.device).to(compute)
     w, u, k, v, state = (x.to(compute) for x in (w, u, k, v, state))
-    aa, bb, pp = state[:, 0], state[:, 1], state[:, 2]
+    aa, bb, pp = clear_empty(state).unbind(1)
     ys = []
     # unbind, not k[:, t]: the backward of T slices would write T full-size gradients (O(T^2) time)
     for kt, vt in zip(k.unbind(1), v.unbind(1)):
