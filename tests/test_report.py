@@ -13,6 +13,7 @@ import scipy.stats
 from rwkv_bench.report.command import report_runs
 from rwkv_bench.report.figures import pyplot, save_figure
 from rwkv_bench.report.tables import fmt, markdown_table, pct_change
+from rwkv_bench.scaling import figures as scaling_figures
 from rwkv_bench.scaling import report as scaling_report
 from rwkv_bench.scaling.table1 import fit_loglog
 from rwkv_bench.uncheatable import report as uncheatable_report
@@ -165,7 +166,7 @@ def test_timeout_marker_sits_at_the_length_that_timed_out_on_top_of_the_axes(tmp
         figures[Path(path).name] = fig
         return save_figure(fig, path)
 
-    monkeypatch.setattr(scaling_report, "save_figure", save)
+    monkeypatch.setattr(scaling_figures, "save_figure", save)
     scaling_report.render(scaling_points(tmp_path / "run"))
     for name in ("prefill_latency", "peak_memory"):
         ax = figures[name].axes[0]

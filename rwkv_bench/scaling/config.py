@@ -1,9 +1,19 @@
-"""The scaling sweep's options: defaults and help text in one place (CLI flags, meta.json, resume)."""
+"""The scaling sweep's options: defaults and help text in one place (CLI flags, meta.json, resume), each one
+parsed and checked once, when the config is built, into the typed fields the sweep uses."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from ..options import ModelOptions, option
+from ..errors import UserError
+from ..options import ModelOptions, canonical_dtype, merge_options, option, parse_device, parse_size, positive
+from ..specs import ModelSpec, parse_models
+from .points import geometric_grid, parse_scenarios
+
+
+def parsed(default=None):
+    """A field computed from the options in __post_init__: not a flag, not stored in meta.json."""
+    return dataclasses.field(default=default, init=False, repr=False, compare=False, metadata={"internal": True})
 
 
 @dataclass
@@ -49,3 +59,52 @@ class ScalingConfig(ModelOptions):
     threads: int | None = option(None, "torch threads in each child (default: torch's).")
     seed: int = option(0, "Seed of the weights and the token ids.", fixed=True)
     chunk_size: int = option(1024, "Tokens per chunk of RWKV's parallel mode.", fixed=True)
+    allow_reference: bool = option(False, (
+        "Let our RWKV models run the PyTorch reference WKV when the compiled kernel cannot be had (without "
+        "it the sweep stops before measuring anything)."), flags=("--allow-reference",))
+
+    # parsed from the options above by __post_init__
+    specs: list[ModelSpec] = parsed()
+    scenarios: list[str] = parsed()
+    lengths: dict[str, list[int]] = parsed()        # scenario -> its grid of T
+    memory_limit_bytes: int | None = parsed()
+
+    def __post_init__(self):
+        self.specs = parse_models(self.models)
+        self.scenarios = parse_scenarios(str(self.scenario))
+        for name in ("min_len", "max_len", "repeats", "prompt_len", "time_budget", "chunk_size", "decode_steps"):
+            positive(getattr(self, name), f"--{name.replace('_', '-')}")
+        for name in ("warmup", "decode_ref_len", "repeat_time"):
+            positive(getattr(self, name), f"--{name.replace('_', '-')}", zero_ok=True)
+        positive(self.threads, "--threads")
+        positive(self.points, "--points")
+        if self.ratio is not None and not self.ratio > 1:
+            raise UserError(f"--ratio must be greater than 1, got {self.ratio:g}")
+        if self.points is not None and self.ratio is not None:
+            raise UserError("give --points or --ratio, not both")
+        if self.min_len > self.max_len:
+            raise UserError(f"--min-len {self.min_len} is larger than --max-len {self.max_len}")
+        grid = geometric_grid(self.min_len, self.max_len, self.points, self.ratio)
+        gen_max = positive(self.gen_max_len if self.gen_max_len is not None else self.max_len, "--gen-max-len")
+        gen_grid = [t for t in grid if t <= gen_max]
+        if "generate" in self.scenarios and not gen_grid:
+            raise UserError(f"--gen-max-len {gen_max} is below --min-len {self.min_len}: no generate lengths")
+        self.lengths = {"prefill": grid, "decode": grid, "generate": gen_grid}
+        self.memory_limit_bytes = parse_size(self.memory_limit)
+        self.device = parse_device(self.device)
+        self.dtype = canonical_dtype(self.dtype)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [spec.text for spec in self.specs]
+
+
+def resolve(given: dict, stored: dict | None = None) -> ScalingConfig:
+    """The config of a run: defaults, then a resumed run's stored options, then the flags given now. The grid
+    is set by --points or --ratio: one given now replaces the other stored."""
+    stored = dict(stored or {})
+    if given.get("points") is not None:
+        stored.pop("ratio", None)
+    if given.get("ratio") is not None:
+        stored.pop("points", None)
+    return merge_options(ScalingConfig, given, stored)

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from ..trackers import (CudaPeakMemory, latency, maxrss_bytes, peak_rss_bytes, reset_peak_rss,
                         rss_bytes, sync)
-from .points import PointSpec, kv_label, region_files
+from .points import PointSpec, region_files
+from .store import kv_label
 
 WARMUP_PREFILL_TOKENS = 1024
 WARMUP_DECODE_STEPS = 8
@@ -196,6 +197,10 @@ def run_point(spec: PointSpec, save=None) -> dict:
     from ..backends import resolve
 
     t_start = time.perf_counter()
+    if spec.wkv:  # the parent checked the kernel once: a child never falls back to the reference unasked
+        from ..ops.wkv import ENV_VAR
+
+        os.environ[ENV_VAR] = spec.wkv
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     dtype = getattr(torch, spec.dtype)

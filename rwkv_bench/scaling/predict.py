@@ -93,3 +93,21 @@ def available_bytes() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+MEMORY_HEADROOM = 0.9    # a point may plan on this share of the memory free when it starts
+
+
+def memory_refusal(predicted: int | None, limit: int | None) -> str | None:
+    """Why a point predicted to need `predicted` bytes is not attempted, or None when it may run."""
+    if not predicted:
+        return None
+    gib = 2 ** 30
+    free = available_bytes()
+    if limit and predicted > limit:
+        return (f"not run: predicted memory {predicted / gib:.2f} GiB (KV cache and activations) exceeds "
+                f"--memory-limit {limit / gib:.2f} GiB")
+    if predicted > MEMORY_HEADROOM * free:
+        return (f"not run: predicted memory {predicted / gib:.2f} GiB (KV cache and activations) exceeds "
+                f"{MEMORY_HEADROOM:.0%} of the free memory ({free / gib:.2f} GiB)")
+    return None

@@ -17,8 +17,15 @@ from scipy.stats import linregress
 
 from ..report.tables import MISSING, markdown_table
 from . import integrate
+from .facts import protocol_label, weights_label
+from .noise import MIN_MEMORY_FLOOR, MIN_R2, flat_memory, flat_time
 
 FIT_POINTS = 4  # the longest successful lengths used for each fit
+NOISE_RULE = (f"An exponent is shown only where the fitted values rise above the run's noise, else \"flat within "
+              f"±x\" (x: half their range): memory when they differ by more than twice the spread of the "
+              f"children's repeated baselines (at least {MIN_MEMORY_FLOOR // 2 ** 20} MiB) and lie on a line "
+              f"(R² >= {MIN_R2}); time when R² >= {MIN_R2} or they differ by more than the median spread of each "
+              f"point's samples (min to max).")
 
 # Peng et al. (2023), Table 1: inference complexity; T = sequence length, d = feature dimension,
 # c = MEGA's chunk size of quadratic attention, s = the size of AFT-local's window.
@@ -108,13 +115,16 @@ def exponent_rows(points: pd.DataFrame, n: int = FIT_POINTS) -> list[dict]:
         for what, column in (("time", time_column(scenario)), ("mem", "peak_mem_bytes")):
             df = longest_ok(points, model, scenario, column, n)
             row[f"{what}_fit"] = fit_loglog(df["seq_len"], df[column]) if len(df) >= 2 else None
+            flat = flat_memory if what == "mem" else flat_time if column == "latency_s" else None
+            row[f"{what}_flat"] = flat(df, row[f"{what}_fit"]) if flat else None
         if scenario == "generate":
             sample = integrate.samples(points, model, "decode")
             direct = group[group["status"] == "ok"]["seq_len"]
             if len(sample) >= 2 and (direct.empty or sample["seq_len"].max() > direct.max()):
                 row["time_fit"] = fit_tail(integrate.at_grid(sample), "cumulative_s", n)
-                row["mem_fit"] = fit_tail(points[(points["model"] == model) & (points["scenario"] == "decode")
-                                                 & (points["status"] == "ok")], "peak_mem_bytes", n)
+                decode = longest_ok(points, model, "decode", "peak_mem_bytes", n)
+                row["mem_fit"] = fit_tail(decode, "peak_mem_bytes", n)
+                row["time_flat"], row["mem_flat"] = None, flat_memory(decode, row["mem_fit"])
                 row["source"] = (f"integrated from decode samples (direct generation to T={int(direct.max())})"
                                  if len(direct) else "integrated from decode samples")
                 row["ok_points"] = len(sample)
@@ -125,7 +135,8 @@ def exponent_rows(points: pd.DataFrame, n: int = FIT_POINTS) -> list[dict]:
                 rows.append({**row, "kv_cache": "false", "source": "paper's no-cache protocol, integrated from "
                                                                    "prefill samples (a step = a forward over t tokens)",
                              "time_fit": fit_tail(integrate.at_grid(sample), "cumulative_s", n),
-                             "mem_fit": None, "failed": "", "ok_points": len(sample)})
+                             "mem_fit": None, "time_flat": None, "mem_flat": None, "failed": "",
+                             "ok_points": len(sample)})
     return rows
 
 
@@ -133,27 +144,20 @@ def fmt_fit(fit: Fit | None, lengths: bool = False) -> str:
     """"0.95 (R² 1.00)", with `lengths` "0.95 (R² 1.00, T=1265–100000)"; "n/a" without a fit."""
     if fit is None:
         return "n/a"
-    return f"{fit.slope:.2f} (R² {fit.r2:.2f}" + (f", T={_lengths(fit)})" if lengths else ")")
+    return f"{fit.slope:.2f} (R² {fit.r2:.2f}" + (f", T={fit_range(fit)})" if lengths else ")")
 
 
-def _lengths(fit: Fit) -> str:
+def fmt_exponent(row: dict, what: str, lengths: bool = False) -> str:
+    """A row's time or memory exponent, or "flat within ±x" where the fit is within the run's noise
+    (noise.py)."""
+    flat, fit = row.get(f"{what}_flat"), row[f"{what}_fit"]
+    if flat:
+        return f"{flat} (T={fit_range(fit)})" if lengths else flat
+    return fmt_fit(fit, lengths)
+
+
+def fit_range(fit: Fit) -> str:
     return f"{round(fit.x_min)}–{round(fit.x_max)}"
-
-
-def protocol_label(scenario: str, family: str, kv_cache: str) -> str:
-    if scenario == "prefill":
-        return "prefill (one pass)"
-    if scenario == "decode":
-        if family == "transformer":
-            return "decode per token, KV cache" if kv_cache == "true" else "decode per token, no cache (paper)"
-        return "decode per token, recurrent"
-    if family == "transformer":
-        return "generate, KV cache" if kv_cache == "true" else "generate, no cache (paper)"
-    return "generate, recurrent"
-
-
-def weights_label(random_weights, random: str = "random") -> str:
-    return random if random_weights else "trained" if random_weights is False else "?"
 
 
 def render_table1(points: pd.DataFrame, meta: dict, n: int = FIT_POINTS) -> str:
@@ -171,9 +175,9 @@ def render_table1(points: pd.DataFrame, meta: dict, n: int = FIT_POINTS) -> str:
             "model": r["model"], "weights": weights_label(r["random_weights"]), "implementation": r["implementation"],
             "scenario": protocol_label(r["scenario"], r["family"], r["kv_cache"]),
             "source": r.get("source", "measured"),
-            "fit range T (points)": f"{_lengths(fit)} ({fit.n})" if fit else "n/a",
-            "time exponent": fmt_fit(r["time_fit"]), "paper time": paper_time,
-            "memory exponent": fmt_fit(r["mem_fit"]), "paper space": paper_space,
+            "fit range T (points)": f"{fit_range(fit)} ({fit.n})" if fit else "n/a",
+            "time exponent": fmt_exponent(r, "time"), "paper time": paper_time,
+            "memory exponent": fmt_exponent(r, "mem"), "paper space": paper_space,
             "not ok": r["failed"] or MISSING})
     return "\n".join([
         "# Table 1: inference complexity, as published and as measured", "",
@@ -186,7 +190,7 @@ def render_table1(points: pd.DataFrame, meta: dict, n: int = FIT_POINTS) -> str:
         "model (`peak_mem_bytes`; decode: at context T, state or KV cache included). The paper's exponents are "
         "those of its Table 1 row for the model's family (per token: one less). `source`: a generate row "
         "fitted on the direct token-by-token runs says `measured`; beyond them Figure 7 is integrated from the "
-        f"decode samples ({integrate.METHOD}), and the fit uses those integrated values.", "",
+        f"decode samples ({integrate.METHOD}), and the fit uses those integrated values. {NOISE_RULE}", "",
         markdown_table(measured), "",
         "Random-weight models measure speed and memory only. On a CPU with a 50k-token vocabulary the "
         "head's fixed per-token cost hides the attention term at short T, so transformer exponents approach "

@@ -1,0 +1,60 @@
+"""What a sweep is about to run: its points in order, grouped by child process, and their rough cost.
+
+Order: lengths ascending, then model, so a run stopped early still compares the models at the lengths it
+reached; the scenarios of one (T, model) run in one child, in points.SCENARIOS' order (the prefill
+builds the state decode starts from).
+"""
+from __future__ import annotations
+
+from .config import ScalingConfig
+from .estimate import LOAD_S, estimated_cost_s
+from .predict import memory_refusal, predict
+
+Point = tuple[str, int, str]  # (scenario, T, model)
+
+
+def plan_points(c: ScalingConfig) -> list[Point]:
+    """Every point of the sweep in the order it runs."""
+    grid = sorted({T for s in c.scenarios for T in c.lengths[s]})
+    return [(s, T, model) for T in grid for model in c.model_names for s in c.scenarios if T in c.lengths[s]]
+
+
+def children(todo: list[Point]) -> list[tuple[list[str], int, str]]:
+    """The points to run grouped by child: (phases, T, model), the scenarios of one (T, model) together."""
+    out = []
+    for scenario, T, model in todo:
+        if out and out[-1][1:] == (T, model):
+            out[-1][0].append(scenario)
+        else:
+            out.append(([scenario], T, model))
+    return out
+
+
+def point_cost_s(point: Point, c: ScalingConfig, sizes: dict, dims: dict) -> float:
+    """The estimate of one point: nothing for a point predicted not to fit, at most its time budget."""
+    scenario, T, model = point
+    predicted = predict(dims.get(model), T, [scenario], c.kv_cache, c.dtype, c.prompt_len)
+    if memory_refusal(predicted.get("predicted_mem_bytes"), c.memory_limit_bytes):
+        return 0.0
+    return min(estimated_cost_s(scenario, T, sizes[model]), float(c.time_budget) + LOAD_S)
+
+
+def plan_text(c: ScalingConfig, todo: list[Point], costs: dict, sizes: dict) -> str:
+    """What the sweep is about to do, and roughly how long it takes, before it starts."""
+    models = c.model_names
+    lines = [f"plan: {len(models)} model(s): {', '.join(models)}"]
+    for scenario in c.scenarios:
+        grid = c.lengths[scenario]
+        how = {"generate": " (every token decoded and timed one by one: the direct Figure 7)",
+               "decode": " (prefill to T in the prefill's child, then timed steps at context T; Figure 7 is "
+                         "integrated from these)"}.get(scenario, "")
+        lines.append(f"  {scenario}: {len(grid)} lengths, T = {grid[0]:,} ... {grid[-1]:,}{how}")
+    estimate = sum(costs.values())
+    unknown = [m for m in models if not sizes[m].known]
+    lines.append(f"  {len(todo)} points in {len(children(todo))} child processes; rough estimate "
+                 f"{estimate / 60:.0f} min with 1 thread of a 2-core Xeon"
+                 + (f" ({', '.join(unknown)}: size unknown, counted as tiny)" if unknown else "")
+                 + " (a point past --time-budget is cut off, and longer lengths of its model are skipped; a "
+                 "transformer point predicted not to fit in memory is skipped)")
+    return "\n".join(lines)
+
