@@ -401,7 +401,8 @@ def test_429_waits_out_retry_after(serve, pdfs):
 
 
 def test_default_delay_is_polite():
-    assert src.ArxivSource.min_delay >= 3 and UncheatableConfig().delay >= 3
+    assert src.ArxivSource.min_delay >= 3 and UncheatableConfig().delay is None
+    assert src.ArxivSource(fetch_settings(Path("."), delay=None)).session.delay >= 3
 
 
 def test_delay_below_three_seconds_rejected(tmp_path, capsys):

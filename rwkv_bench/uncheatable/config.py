@@ -43,7 +43,8 @@ class UncheatableConfig(ModelOptions):
     offline: bool = option(False, "Use only cached texts; no network.", flags=("--offline/--online",))
     stride: int | None = option(None, "Sliding-window stride for transformers (default: half the context).",
                                 fixed=True)
-    delay: float = option(3.0, "Seconds between requests to a source (at least 3 for arXiv, 1 for the others).")
+    delay: float | None = option(None, "Seconds between requests to a source (default and least: 3 for arXiv, "
+                                       "1 for the others).")
     page_size: int = option(100, "Results per API page.")
     retries: int = option(3, "Retries of a failed request.")
     bootstrap: int = option(10_000, "Bootstrap resamples for the intervals.")

@@ -76,7 +76,7 @@ def gather_fetched(st: Settings, source: Source) -> tuple[list[Paper], dict]:
     f = st.fetch
     info = {"source": source.name, "window": {"since": str(window.since), "until": str(window.until)},
             "categories": cats, "cache_dir": str(source.cache.root), "offline": st.offline, "fetch": stats,
-            "fetch_settings": {"delay_s": f.delay, "page_size": f.page_size, "retries": f.retries},
+            "fetch_settings": {"delay_s": source.delay, "page_size": f.page_size, "retries": f.retries},
             "dropped": selector.dropped(), "shortfall": max(0, wanted - len(kept)),
             "skipped": [dataclasses.asdict(s) for s in source.skipped], **source.describe()}
     return kept, info

@@ -126,10 +126,6 @@ def settle(o: UncheatableConfig) -> Settings:
     positive(o.retries, "--retries", zero_ok=True)
     sources = parse_sources(o)
     fetched = [s for s in sources if s in FETCHED]
-    for name in fetched:
-        floor = 3.0 if name == "arxiv" else 1.0
-        if o.delay < floor:
-            raise UserError(f"--delay must be at least {floor:g} seconds for {name} (its API's terms), got {o.delay:g}")
     specs = parse_models(o.models)
     rule = date_rule(specs, parse_date(o.after, "--after") if o.after else None)
     window = parse_window(o, rule)
@@ -139,7 +135,10 @@ def settle(o: UncheatableConfig) -> Settings:
                           github_extensions=tuple(split_list(o.github_extensions, "--github-extensions")),
                           papers_file=Path(o.papers_file) if o.papers_file else None)
     for name in fetched:
-        make_source(name, fetch)  # a source checks its own options (a language code, an extension) here
+        source = make_source(name, fetch)  # a source checks its own options (a language code, an extension) here
+        if o.delay is not None and o.delay < source.min_delay:
+            raise UserError(f"--delay must be at least {source.min_delay:g} seconds for {name} (its API's terms), "
+                            f"got {o.delay:g}")
     check_reachable(specs, hint="pass local models instead, e.g. --models smollm2-135m")
     return Settings(options=o, specs=specs, sources=sources, papers=o.papers, chars=o.chars or WHOLE_TEXT,
                     min_chars=o.min_chars, rule=rule, window=window, fetch=fetch, offline=o.offline,

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
-
-log = logging.getLogger(__name__)
 
 CACHE_MAX_CHARS = 50_000    # a cached record keeps at most this much text (more if --chars asks for more)
 SOURCES = {"arxiv": "arxiv:ArxivSource", "wikipedia": "wikipedia:WikipediaSource", "github": "github:GithubSource",
@@ -43,7 +40,7 @@ class Window:
 class FetchSettings:
     """How every source fetches (the parsed options)."""
     cache_dir: Path | None
-    delay: float                        # seconds between requests (settle checks each source's min_delay)
+    delay: float | None                 # seconds between requests (None: each source's min_delay)
     retries: int
     page_size: int
     max_chars: int                      # text kept per cached record
@@ -64,7 +61,7 @@ class Source(ABC):
     """A plug-in: `records` yields (record, came from the cache); a record has id, source, title, published
     (ISO 8601), text, text_source, and `to_paper()`. Items that cannot give a text go to `self.skipped`."""
     name: str
-    min_delay: float = 1.0              # the API's own terms, if stricter than --delay
+    min_delay: float = 1.0              # seconds between requests: the default, and the least --delay allowed
 
     def __init__(self, settings: FetchSettings, session=None):
         self.settings = settings
@@ -76,14 +73,18 @@ class Source(ABC):
         if self._session is None:
             from .http import PoliteSession
 
-            self._session = PoliteSession(self.settings.delay, self.settings.retries, headers=self.headers())
+            self._session = PoliteSession(self.delay, self.settings.retries, headers=self.headers())
         return self._session
+
+    @property
+    def delay(self) -> float:
+        return self.min_delay if self.settings.delay is None else self.settings.delay
 
     def headers(self) -> dict:
         return {}
 
     def skip(self, text_id: str, why: str) -> None:
-        log.warning("%s: skipping %s: %s", self.name, text_id, why)
+        """An item that gives no text: kept with its reason (gather says each in a line; meta.json lists them)."""
         self.skipped.append(Skipped(text_id, why))
 
     @abstractmethod
