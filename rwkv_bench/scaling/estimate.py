@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..specs import ModelSpec
 from .predict import Dims
 
+CALIBRATED_ON = "1 thread of a 2-core Intel Xeon"  # the machine the constants below were measured on
 LOAD_S = 4.0             # interpreter, torch and the model in a fresh child
 PREFILL_S_PER_TOKEN = 7.9e-5
 ATTENTION_S = 2.2e-11    # per T^2 x layers x d

@@ -7,7 +7,8 @@ builds the state decode starts from).
 from __future__ import annotations
 
 from .config import ScalingConfig
-from .estimate import LOAD_S, estimated_cost_s
+from ..recording import cpu_name
+from .estimate import CALIBRATED_ON, LOAD_S, estimated_cost_s
 from .predict import memory_refusal, predict
 
 Point = tuple[str, int, str]  # (scenario, T, model)
@@ -51,10 +52,20 @@ def plan_text(c: ScalingConfig, todo: list[Point], costs: dict, sizes: dict) -> 
         lines.append(f"  {scenario}: {len(grid)} lengths, T = {grid[0]:,} ... {grid[-1]:,}{how}")
     estimate = sum(costs.values())
     unknown = [m for m in models if not sizes[m].known]
+    threads = f"{c.threads} thread{'s' if c.threads != 1 else ''}" if c.threads else "torch's default threads"
     lines.append(f"  {len(todo)} points in {len(children(todo))} child processes; rough estimate "
-                 f"{estimate / 60:.0f} min with 1 thread of a 2-core Xeon"
+                 f"{duration(estimate)} (calibrated on {CALIBRATED_ON}; this machine: {cpu_name()}, {threads} "
+                 "per child)"
                  + (f" ({', '.join(unknown)}: size unknown, counted as tiny)" if unknown else "")
                  + " (a point past --time-budget is cut off, and longer lengths of its model are skipped; a "
                  "transformer point predicted not to fit in memory is skipped)")
     return "\n".join(lines)
 
+
+def duration(seconds: float) -> str:
+    """"45 s", "12 min", "2.5 h": seconds under a minute, so a short sweep is not "0 min"."""
+    if seconds < 59.5:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3570:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
