@@ -20,7 +20,8 @@ class NlpConfig(ModelOptions):
     # the paper's smallest pair, as in the uncheatable eval; offline: --models rwkv4-tiny,smollm2-135m
     models: str | list[str] = option("RWKV/rwkv-4-169m-pile,EleutherAI/pythia-160m", (
         "Comma-separated model specs: rwkv-bench's own recurrent models (RWKV) run in its lm-eval model with "
-        "state reuse, others in lm-eval's hf model (transformers:SPEC forces hf)."), fixed=True, flags=("--models", "-m"))
+        "state reuse, others in lm-eval's hf model (transformers:SPEC forces hf)."),
+        fixed=True, flags=("--models", "-m"))
     tasks: str = option("paper", (
         "Comma-separated lm-eval task/group/tag names; 'paper' = the paper's twelve (their datasets download "
         "once); rwkv_bench_local = our offline tasks in tasks/."), flags=("--tasks", "-t"))

@@ -129,8 +129,9 @@ def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
     if selected.empty:
         return []
     models = model_columns(meta, table)
-    panels = [("accuracy-type metrics", selected[~selected.metric.isin(LOWER_IS_BETTER)], "score (higher is better)", False),
-              ("perplexity-type metrics", selected[selected.metric.isin(LOWER_IS_BETTER)], "value (lower is better, log scale)", True)]
+    lower = selected.metric.isin(LOWER_IS_BETTER)
+    panels = [("accuracy-type metrics", selected[~lower], "score (higher is better)", False),
+              ("perplexity-type metrics", selected[lower], "value (lower is better, log scale)", True)]
     panels = [p for p in panels if not p[1].empty]
     widths = [max(3, 0.9 * p[1].groupby(["task", "metric"]).ngroups + 1.5) for p in panels]
     fig, axes = pyplot().subplots(1, len(panels), figsize=(sum(widths) + 1, 4.8), squeeze=False,
