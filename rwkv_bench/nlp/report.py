@@ -69,7 +69,7 @@ def score_rows(table: pd.DataFrame, meta: dict) -> pd.DataFrame:
 def markdown(meta: dict, table: pd.DataFrame, tokens: pd.DataFrame) -> str:
     models = model_columns(meta, table)
     versions = meta.get("versions") or {}
-    options = {**meta, **(meta.get("options") or {})}  # runs before the config dataclass kept options at the top
+    options = store.run_options(meta)
     shots = options.get("num_fewshot", 0)
     limit = options.get("limit")
     lines = ["# NLP benchmarks through lm-evaluation-harness", "",
@@ -155,7 +155,7 @@ def scores_figure(run_dir: Path, meta: dict, table: pd.DataFrame) -> list[Path]:
         if log:
             ax.set_yscale("log")
         finish_axes(ax, xlabel="task / metric", ylabel=ylabel, title=title, grid="y", legend=ax is axes[0][0])
-    shots = (meta.get("options") or meta).get("num_fewshot", 0)
+    shots = store.run_options(meta).get("num_fewshot", 0)
     fig.suptitle(f"lm-eval {'zero-shot' if not shots else f'{shots}-shot'} scores (± standard error) — "
                  f"{meta.get('device', '?')}, {meta.get('dtype', '?')}")
     fig.tight_layout()

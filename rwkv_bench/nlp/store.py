@@ -110,6 +110,12 @@ def read_meta(run_dir: Path) -> dict:
     return recording.read_meta(run_dir)
 
 
+def run_options(meta: dict) -> dict:
+    """A run's options: meta.json's "options", over its top-level keys, where the committed
+    results/reference/nlp-local keeps them."""
+    return {**meta, **(meta.get("options") or {})}
+
+
 def read_table(run_dir: Path) -> pd.DataFrame:
     return read_rows(Path(run_dir) / TABLE_CSV)
 
