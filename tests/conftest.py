@@ -24,12 +24,10 @@ ALLOWED_SKIP_MARKERS = ("needs_gpu", "needs_nvcc")
 _forbidden_skips: list[str] = []
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.skipped and not any(item.get_closest_marker(m) for m in ALLOWED_SKIP_MARKERS):
-        _forbidden_skips.append(item.nodeid)
+def pytest_runtest_logreport(report):
+    # called where results are gathered: in the one process, or in pytest-xdist's controller
+    if report.skipped and not any(m in report.keywords for m in ALLOWED_SKIP_MARKERS):
+        _forbidden_skips.append(report.nodeid)
 
 
 def pytest_sessionfinish(session, exitstatus):
