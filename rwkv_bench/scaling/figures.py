@@ -26,6 +26,13 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#17becf"]
 
 
+def measured(df: pd.DataFrame, column: str) -> bool:
+    """Whether df has an ok row with a positive `column`: a log axis needs one (a run whose every point
+    failed has nothing to draw)."""
+    ok = df[df["status"] == "ok"]
+    return column in ok and bool((pd.to_numeric(ok[column], errors="coerce") > 0).any())
+
+
 def log_axes(ax, y: bool = True) -> None:
     """Log scales with plain tick labels (16, 1024, 1e+05) rather than 2x10^1."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -67,7 +74,7 @@ def mark_failure(ax, rows: pd.DataFrame, color: str) -> None:
 
 def figure_prefill(points, meta, facts, run_dir) -> list[Path]:
     df = points[points["scenario"] == "prefill"]
-    if df.empty:
+    if not measured(df, "latency_s"):
         return []
     fig, (ax,), cmap = new_figure(points)
     for model, rows, ok in per_model(df):
@@ -84,7 +91,8 @@ def figure_prefill(points, meta, facts, run_dir) -> list[Path]:
 
 
 def figure_memory(points, meta, facts, run_dir) -> list[Path]:
-    scenarios = [s for s in ("prefill", "decode", "generate") if (points["scenario"] == s).any()]
+    scenarios = [s for s in ("prefill", "decode", "generate")
+                 if measured(points[points["scenario"] == s], "peak_mem_bytes")]
     if not scenarios:
         return []
     fig, axes, cmap = new_figure(points, len(scenarios))
@@ -123,7 +131,7 @@ def figure_decode(points, meta, facts, run_dir) -> list[Path]:
     """Per-token latency and memory at context T; transformers' analytic KV cache (dashed) and the predicted
     memory of points not run (hollow)."""
     df = points[points["scenario"] == "decode"]
-    if df.empty:
+    if not measured(df, "latency_s"):
         return []
     fig, (ax_t, ax_m), cmap = new_figure(points, 2)
     for model, rows, ok in per_model(df):
@@ -186,7 +194,7 @@ def figure7_curves(points: pd.DataFrame, facts: dict) -> list[dict]:
 def figure_cumulative(points, tokens, meta, facts, run_dir) -> list[Path]:
     gen = points[points["scenario"] == "generate"]
     integrated = figure7_curves(points, facts)
-    if gen.empty and not integrated:
+    if not measured(gen, "cumulative_s") and not integrated:
         return []
     fig, (ax,), cmap = new_figure(points)
     fig.set_size_inches(9, 6)
