@@ -33,6 +33,7 @@ def nlp_run(tmp_path_factory):
     return single_process_run(tmp_path_factory)
 
 
+@pytest.mark.slow  # end to end: the nlp command's run
 def test_run_writes_lm_evals_json_and_the_tables(nlp_run):
     table = pd.read_csv(nlp_run / "table.csv")
     assert {"task", "metric", "model", "value", "stderr"} <= set(table.columns)
@@ -52,6 +53,7 @@ def test_run_writes_lm_evals_json_and_the_tables(nlp_run):
     assert (nlp_run / "nlp_scores.png").stat().st_size > 1000 and (nlp_run / "nlp_scores.svg").is_file()
 
 
+@pytest.mark.slow  # end to end: the nlp command's run
 def test_report_rebuilds_the_tables(nlp_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(nlp_run, run)
@@ -68,12 +70,13 @@ def test_paper_expands_to_the_twelve_tasks():
     assert expand_task_names("paper,rwkv_bench_mc")[-1] == "rwkv_bench_mc"
 
 
+# unknown and standard task names index lm-eval's ~15k task YAMLs (seconds): slow
 @pytest.mark.parametrize("args,needle", [
-    (["--models", "rwkv4-tiny", "--tasks", "no_such_task"], "no_such_task"),
+    pytest.param(["--models", "rwkv4-tiny", "--tasks", "no_such_task"], "no_such_task", marks=pytest.mark.slow),
     (["--models", "no-such-model", "--tasks", "rwkv_bench_mc"], "no-such-model"),
     (["--models", "rwkv4-tiny", "--tasks", "rwkv_bench_mc", "--limit", "0"], "--limit"),
     # a standard task whose dataset is not in the (offline) Hugging Face cache
-    (["--models", "rwkv4-tiny", "--tasks", "piqa"], "piqa"),
+    pytest.param(["--models", "rwkv4-tiny", "--tasks", "piqa"], "piqa", marks=pytest.mark.slow),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, args, needle):
     assert main(["nlp", *args, "--out", str(tmp_path / "run")]) == 2
@@ -93,6 +96,7 @@ def test_a_saved_random_preset_stays_labelled_random(tmp_path):
     assert not plan_model(parse(str(saved))).random_weights
 
 
+@pytest.mark.slow  # end to end: the nlp command's run
 def test_a_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, nlp_run):
     run = tmp_path / "run"
     shutil.copytree(nlp_run, run)

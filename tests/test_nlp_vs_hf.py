@@ -10,6 +10,8 @@ or token would be off by whole nats. Accuracies must be identical.
 """
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: lm-eval runs both models on four tasks (about 30 s)
+
 REL, ABS = 1e-5, 1e-4
 TASKS = ["rwkv_bench_mc", "rwkv_bench_hellaswag", "rwkv_bench_lambada", "rwkv_bench_rolling"]
 LIMIT = 10  # documents per task: 40 multiple-choice requests, 10 HellaSwag-length contexts
