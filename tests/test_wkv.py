@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 
+from rwkv_bench.errors import UserError
 from rwkv_bench.ops import wkv as wkv_ops
 from rwkv_bench.ops.wkv_reference import EMPTY_PP, empty_state, wkv_reference
 
@@ -252,7 +253,7 @@ def test_environment_variable_forces_the_reference(monkeypatch):
     monkeypatch.setenv(wkv_ops.ENV_VAR, "reference")
     assert wkv_ops.implementation_name("cpu") == "reference"
     monkeypatch.setenv(wkv_ops.ENV_VAR, "bogus")
-    with pytest.raises(ValueError, match="RWKV_BENCH_WKV"):
+    with pytest.raises(UserError, match="RWKV_BENCH_WKV"):
         wkv_ops.implementation_name("cpu")
 
 

@@ -76,7 +76,7 @@ def kernel_source_dir() -> Path:
 def _mode() -> str:
     mode = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
     if mode not in ("auto", "reference", "kernel"):
-        raise ValueError(f"{ENV_VAR}={mode!r}: expected 'reference', 'kernel' or unset (auto)")
+        raise UserError(f"{ENV_VAR}={mode!r}: expected 'reference', 'kernel' or unset (auto)")
     return mode
 
 
