@@ -87,6 +87,21 @@ def toy_backend(neox_tokenizer_path):
     return RWKVBackend(ToyRNN(50277, seed=5), neox_tokenizer(str(neox_tokenizer_path)), "toy", random_weights=True)
 
 
+@pytest.fixture(scope="module")
+def rwkv7_backend(neox_tokenizer_path):
+    from rwkv_bench.backends.rwkv import RWKVBackend
+    from rwkv_bench.models.rwkv7 import RWKV7, RWKV7Config, init_random_
+    from rwkv_bench.tokenizer import neox_tokenizer
+
+    model = init_random_(RWKV7(RWKV7Config(vocab_size=50277, n_layer=2, n_embd=128)), seed=1)  # 2 heads of 64
+    return RWKVBackend(model, neox_tokenizer(str(neox_tokenizer_path)), "rwkv7-test", random_weights=True)
+
+
+@pytest.fixture
+def models(backend, toy_backend, rwkv7_backend):
+    return {"rwkv4": backend, "toy": toy_backend, "rwkv7": rwkv7_backend}
+
+
 def make_lm(backend, **kwargs):
     from rwkv_bench.nlp.lm_eval_model import RWKVBenchLM
 
@@ -149,13 +164,13 @@ def test_small_chunks_and_ragged_passes_equal_scratch(backend):
     assert counts.forward_passes > 0 and counts.tokens_padding > 0
 
 
-@pytest.mark.parametrize("which", ["rwkv4", "toy"])
-def test_ragged_rows_each_get_their_own_state(which, backend, toy_backend):
+@pytest.mark.parametrize("which", ["rwkv4", "rwkv7", "toy"])
+def test_ragged_rows_each_get_their_own_state(which, models, backend):
     """Rows of different lengths, right-padded, one pass (`hidden(..., lengths=)`): each row's state is the
     one it reaches alone, whatever the model's state layout."""
     from rwkv_bench.nlp.prefix_batches import right_padded
 
-    model = (backend if which == "rwkv4" else toy_backend).model
+    model = models[which].model
     seqs = [backend.encode(t) for t in ("One two three four five six", "Short", "A middle length text here")]
     assert len({len(s) for s in seqs}) == 3
     start = model.advance(torch.tensor([backend.encode("Some shared prefix")]))
@@ -167,14 +182,17 @@ def test_ragged_rows_each_get_their_own_state(which, backend, toy_backend):
         torch.testing.assert_close(model.select_rows(state, torch.tensor([b])), alone, rtol=1e-5, atol=1e-5)
 
 
-def test_a_recurrent_lm_of_another_state_layout_runs_unchanged(toy_backend):
+@pytest.mark.parametrize("which", ["toy", "rwkv7"])
+def test_a_recurrent_lm_of_another_state_layout_runs_unchanged(which, models):
     """The shared-prefix path (prefix tree, ragged passes, rows selected, put back and concatenated, one
-    head per continuation) on a model whose state has its batch on dim 0: the same log-likelihoods as
-    scoring every request from scratch, in one pass or chunk by chunk; and greedy generation by hand."""
-    expected = make_lm(toy_backend, state_reuse=False).loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
+    head per continuation) on models whose states have their batch elsewhere than RWKV-4's (dim 0 for the
+    toy, dim 1 for RWKV-7): the same log-likelihoods as scoring every request from scratch, in one pass or
+    chunk by chunk; and greedy generation by hand."""
+    chosen = models[which]
+    expected = make_lm(chosen, state_reuse=False).loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
     assert len({round(x, 3) for x, _ in expected}) > len(PAIRS) // 2   # real, distinct numbers
     for batch_size, chunk_size in ((1, 1024), (16, 1024), (3, 3)):
-        lm = make_lm(toy_backend, batch_size=batch_size)
+        lm = make_lm(chosen, batch_size=batch_size)
         lm.chunk_size = chunk_size
         got = lm.loglikelihood(ll_instances(PAIRS), disable_tqdm=True)
         assert [g for _, g in got] == [g for _, g in expected]
@@ -184,8 +202,8 @@ def test_a_recurrent_lm_of_another_state_layout_runs_unchanged(toy_backend):
     prompts = ["Once upon a time", "The capital of France is", "1, 2, 3,"]
     reqs = [Instance("generate_until", {}, (p, {"until": ["\u2603never"], "max_gen_toks": 5}), i)
             for i, p in enumerate(prompts)]
-    got = make_lm(toy_backend, batch_size=3).generate_until(reqs, disable_tqdm=True)
-    assert got == [toy_backend.tokenizer.decode(greedy_by_hand(toy_backend, p, 5)) for p in prompts]
+    got = make_lm(chosen, batch_size=3).generate_until(reqs, disable_tqdm=True)
+    assert got == [chosen.tokenizer.decode(greedy_by_hand(chosen, p, 5)) for p in prompts]
 
 
 def test_a_backend_without_a_recurrent_lm_is_refused():
