@@ -40,13 +40,13 @@ from .. import distributed
 from ..errors import UserError
 from ..models.recurrent import RecurrentLM
 from ..options import parse_number, positive
+from . import MODEL_NAME
 from .library_internals import strip_rank_padding
 from .meter import TokenMeter
 from .shared_prefix import SharedPrefixScorer
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "rwkv-bench"
 DEFAULT_BATCH_SIZE = 8
 
 

@@ -33,7 +33,7 @@ class Counts:
         self.tokens_reencode += tokens
         self.forward_passes += -(-tokens // chunk_size)
 
-    def count_pass(self, positions: int, padding: int = 0) -> None:
+    def count_positions(self, positions: int, padding: int = 0) -> None:
         self.tokens_processed += positions
         self.tokens_padding += padding
 

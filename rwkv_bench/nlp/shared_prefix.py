@@ -102,7 +102,7 @@ class SharedPrefixScorer:
                 for start in range(0, tokens.shape[1], self.chunk_size):
                     self.advance_chunk(tokens, lengths, state, start)
                     self.counts.forward_passes += 1
-                self.counts.count_pass(tokens.numel(), padding=tokens.numel() - int(lengths.sum()))
+                self.counts.count_positions(tokens.numel(), padding=tokens.numel() - int(lengths.sum()))
                 store.append(state)
                 for row, i in enumerate(ids):
                     where[i] = (len(store) - 1, row)
@@ -141,7 +141,7 @@ class SharedPrefixScorer:
                 self.counts.forward_passes += 1
                 chunk_mask = mask[:, start:end]
                 hidden[flat[:, start:end][chunk_mask]] = x[chunk_mask]
-            self.counts.count_pass(tokens.numel(), padding=tokens.numel() - hidden.shape[0])
+            self.counts.count_positions(tokens.numel(), padding=tokens.numel() - hidden.shape[0])
             # one element per (continuation, target token): the position that predicts it
             offsets = [0]
             for i in batch:
@@ -172,7 +172,7 @@ class SharedPrefixScorer:
         """The reference: one request, context + continuation[:-1] run from the empty state."""
         inputs = ctx + cont[:-1]
         logits, _ = self.model(self.index([inputs]), None, chunk_size=self.chunk_size)
-        self.counts.count_pass(len(inputs))
+        self.counts.count_positions(len(inputs))
         self.counts.forward_passes += -(-len(inputs) // self.chunk_size)
         logp = F.log_softmax(logits[0, len(ctx) - 1:].float(), dim=-1)
         target = self.index(cont)

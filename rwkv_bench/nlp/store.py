@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import recording
 from ..fileio import write_atomically
+from . import MODEL_NAME
 from ..recording import append_rows, read_rows, rewrite_rows
 
 KIND = "nlp"
@@ -29,7 +30,7 @@ TOKENS_CSV = "tokens.csv"
 RESULT_FILES = (TABLE_CSV, TOKENS_CSV, "results_*.json", "samples_*.jsonl")  # a directory holding any has results
 
 # the `runner` column: which lm-eval model ran a spec
-RWKV_BENCH_LM = "rwkv-bench"   # ours (lm_eval_model.py): state reuse, shared prefixes
+RWKV_BENCH_LM = MODEL_NAME     # ours (lm_eval_model.py), as registered with lm-eval: state reuse
 HF_LM = "lm-eval hf"           # lm-eval's own HFLM
 
 TABLE_COLUMNS = ["task", "metric", "filter", "model", "value", "stderr", "higher_is_better", "n_samples",
