@@ -423,10 +423,9 @@ def _verdict_word(ok: bool | None) -> str:
 def run_checks(device: str, quick: bool = False, model: bool = True, sweep_out: Path | None = None,
                deadline: float | None = None) -> list[Result]:
     """Every check on `device`; the sweep gets what is left until `deadline` (time.perf_counter())."""
-    from .ops.wkv import implementation_name
+    from .ops.wkv import require_kernel
 
-    results = [_timed(f"build {device} kernel", lambda: (implementation_name(device) != "reference",
-                                                         implementation_name(device)))]
+    results = [_timed(f"build {device} kernel", lambda: (True, require_kernel(device)))]
     if not results[0].ok:
         return results
     for case in wkv_cases(quick):

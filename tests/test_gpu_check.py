@@ -148,3 +148,16 @@ def test_sweep_check_reads_the_run_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "console_script", lambda: fake_console_script(tmp_path, "exit 2\n"))
     ok, detail = gpu_check.check_sweep(tmp_path / "out2")
     assert not ok and "exit code 2" in detail
+
+
+def test_without_the_kernel_it_stops_after_the_build_check_saying_why(monkeypatch):
+    from rwkv_bench.ops import wkv as wkv_ops
+
+    def broken_build(kind):
+        raise RuntimeError("Error building extension 'wkv': [1/2] nvcc ...\nwkv_cuda.cu:3: error: boom")
+
+    monkeypatch.setattr(wkv_ops, "_extensions", {})
+    monkeypatch.setattr(wkv_ops, "_failures", {})
+    monkeypatch.setattr(wkv_ops, "_build", broken_build)
+    (result,) = gpu_check.run_checks("cpu", quick=True, model=False)
+    assert result.ok is False and "error: boom" in result.detail and "\n" not in result.detail, result.detail

@@ -72,6 +72,7 @@ def test_kernels_stops_with_one_line_when_the_kernel_cannot_be_had(tmp_path, mon
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the WKV cpu kernel is unavailable"), proc.stderr
     assert "--allow-reference" in lines[0] and "Traceback" not in proc.stderr
+    assert "fakecc: error: cannot compile anything" in lines[0]              # the compiler's own reason
     assert proc.stdout == ""
     # asked for, the reference runs, said in one plain line (no Python warning), and the rows name it
     proc = run([*KERNELS, "--allow-reference"], env)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,8 +142,9 @@ def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
-    reason = lines[0]
-    errors = [line for line in lines[1:] if "error" in line.lower()]
+    # torch's first line is "Error building extension '<name>': [1/2] <the whole compiler command>"
+    reason = lines[0].split(": [", 1)[0]
+    errors = [line for line in lines[1:] if re.search(r"\berror\b", line, re.IGNORECASE)]
     if errors:
         reason += " | " + errors[0]
     return (reason if len(reason) <= 300 else reason[:297] + "...")
