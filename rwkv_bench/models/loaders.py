@@ -1,4 +1,5 @@
-"""Load RWKV-4 weights into our model: BlinkDL `.pth`, `.safetensors`, Hugging Face `RwkvForCausalLM` dirs.
+"""Load RWKV weights into our models: BlinkDL `.pth`, `.safetensors`, Hugging Face `RwkvForCausalLM` dirs (RWKV-4)
+and RWKV-7 directories in fla's naming (rwkv7_loaders.py). The version is read from the tensors themselves.
 
 Everything goes through `torch.load(weights_only=True)` or safetensors: a checkpoint can never run code.
 The model's shape is read from the weights themselves (or the HF config), so any size loads.
@@ -114,35 +115,57 @@ def load_failure(exc: BaseException) -> str:
     return f"not a PyTorch checkpoint of tensors, or a corrupt one ({detail.group(1).strip() if detail else text[:80]})"
 
 
-def load_checkpoint(path: str | Path, dtype=torch.float32) -> RWKV4:
-    """A BlinkDL `.pth` or a `.safetensors` file in either naming."""
+def load_checkpoint(path: str | Path, dtype=torch.float32):
+    """A BlinkDL `.pth` or a `.safetensors` file in either naming: our RWKV-4 or RWKV-7, as the tensors say."""
+    from . import rwkv7_loaders
+
     sd = read_tensors(Path(path))
+    if rwkv7_loaders.detect_version(sd) == "rwkv7":
+        return rwkv7_loaders.model_from_state_dict(sd, dtype=dtype)
     if any(k.startswith("rwkv.") for k in sd):
         sd = {hf_to_blinkdl_name(k): v for k, v in sd.items()}
     return model_from_state_dict(sd, dtype=dtype)
 
 
-def load_hf_dir(path: str | Path, dtype=torch.float32) -> RWKV4:
-    """A Hugging Face RwkvForCausalLM directory (config.json + safetensors or bin shards)."""
+def load_hf_dir(path: str | Path, dtype=torch.float32):
+    """A Hugging Face RwkvForCausalLM directory (config.json + safetensors or bin shards), or an RWKV-7 one in
+    fla's RWKV7ForCausalLM naming (its config's model_type starts with "rwkv7")."""
     path = Path(path)
     try:
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path / 'config.json'}: {exc}") from None
+    if is_rwkv7_config(cfg):
+        from . import rwkv7_loaders
+
+        sd = read_weight_files(path)
+        if "lm_head.weight" not in sd and cfg.get("tie_word_embeddings"):
+            sd["lm_head.weight"] = sd["model.embeddings.weight"]
+        rwkv7_loaders.detect_version(sd)
+        return rwkv7_loaders.model_from_state_dict(sd, dtype=dtype)
     if cfg.get("attention_hidden_size") not in (None, cfg["hidden_size"]):
         raise UserError("RWKV-4 with attention_hidden_size != hidden_size is not supported")
     config = RWKVConfig(vocab_size=cfg["vocab_size"], n_layer=cfg["num_hidden_layers"], n_embd=cfg["hidden_size"],
                         ffn_dim=cfg.get("intermediate_size") or 0, layer_norm_eps=cfg.get("layer_norm_epsilon", 1e-5))
+    sd = {hf_to_blinkdl_name(k): v for k, v in read_weight_files(path).items()}
+    if "head.weight" not in sd and cfg.get("tie_word_embeddings"):
+        sd["head.weight"] = sd["emb.weight"]
+    return model_from_state_dict(sd, config, dtype=dtype)
+
+
+def is_rwkv7_config(cfg: dict) -> bool:
+    """fla names RWKV-7's model_type "rwkv7" (or "rwkv7_fla" in later versions)."""
+    return str(cfg.get("model_type", "")).startswith("rwkv7")
+
+
+def read_weight_files(path: Path) -> dict:
     files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
     if not files:
         raise UserError(f"{path} has a config.json but no *.safetensors or pytorch_model*.bin weights")
     sd = {}
     for f in files:
         sd.update(read_tensors(f))
-    sd = {hf_to_blinkdl_name(k): v for k, v in sd.items()}
-    if "head.weight" not in sd and cfg.get("tie_word_embeddings"):
-        sd["head.weight"] = sd["emb.weight"]
-    return model_from_state_dict(sd, config, dtype=dtype)
+    return sd
 
 
 def save_blinkdl_pth(model: RWKV4, path: str | Path) -> None:

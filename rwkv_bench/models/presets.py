@@ -1,5 +1,6 @@
-"""Named model sizes: the paper's six RWKV-4 sizes (random weights, Appendix E init) plus a tiny one,
-and transformer configurations matched to each (GPT-NeoX as in Pythia, and a Llama-style one).
+"""Named model sizes: the paper's six RWKV-4 sizes, RWKV-7's published sizes, a tiny and a small one; our
+RWKV-4 (Appendix E init) and RWKV-7 (RWKV-LM's x070 init) with random weights at each, and transformer
+configurations matched to each (GPT-NeoX as in Pythia, and a Llama-style one): `<family>-<size>`.
 
 Random-weight models are for speed and memory measurements only; every table that uses one says so.
 """
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"  # in a directory saved from a random preset: every loader labels it random
 VOCAB = 50277  # GPT-NeoX-20B tokenizer, shared by RWKV-4 Pile models and Pythia
+RWKV7_VOCAB = 50304  # the same tokenizer, padded, as in BlinkDL's RWKV-7 Pile models (RWKV-x070-Pile-*)
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,17 @@ SIZES = {
     "3b": Size(32, 2560),
     "7b": Size(32, 4096),
     "14b": Size(40, 5120),
+    # RWKV-7 "Goose" (x070) as published, keyed by BlinkDL's names (World / G1 0.1B ... 13.3B)
+    "0.1b": Size(12, 768),
+    "0.4b": Size(24, 1024),
+    "1.5b": Size(24, 2048),
+    "2.9b": Size(32, 2560),
+    "7.2b": Size(32, 4096),
+    "13.3b": Size(61, 4096),
 }
 
-FAMILIES = ("rwkv4", "gptneox", "llama")
+FAMILIES = ("rwkv4", "rwkv7", "gptneox", "llama")
+RWKV_FAMILIES = ("rwkv4", "rwkv7")   # run by our own models
 PRESETS = [f"{family}-{size}" for family in FAMILIES for size in SIZES]
 
 
@@ -62,15 +72,25 @@ def transformer_config(family: str, size: Size, max_positions: int = 4096):
     raise ValueError(family)
 
 
+def is_rwkv_preset(name: str) -> bool:
+    return name.partition("-")[0] in RWKV_FAMILIES and split_preset(name) is not None
+
+
 def random_preset_model(preset: str, seed: int = 0):
-    """Our RWKV-4 at a preset's size with the paper's Appendix-E random init, seeded."""
+    """Our RWKV-4 (the paper's Appendix-E init) or RWKV-7 (RWKV-LM's x070 init) at a preset's size, seeded."""
     import torch
 
+    family_size = split_preset(preset)
+    if family_size is None or family_size[0] not in RWKV_FAMILIES:
+        raise ValueError(f"not an rwkv4 or rwkv7 preset: {preset}")
+    family, size = family_size
+    generator = torch.Generator().manual_seed(seed)
+    if family == "rwkv7":
+        from .rwkv7 import RWKV7, RWKV7Config, init_x070_
+
+        model = RWKV7(RWKV7Config(vocab_size=RWKV7_VOCAB, n_layer=size.n_layer, n_embd=size.n_embd))
+        return init_x070_(model, generator)
     from .rwkv4 import RWKV4, RWKVConfig, init_paper_
 
-    family_size = split_preset(preset)
-    if family_size is None or family_size[0] != "rwkv4":
-        raise ValueError(f"not an rwkv4 preset: {preset}")
-    size = family_size[1]
     model = RWKV4(RWKVConfig(vocab_size=VOCAB, n_layer=size.n_layer, n_embd=size.n_embd))
-    return init_paper_(model, torch.Generator().manual_seed(seed))
+    return init_paper_(model, generator)

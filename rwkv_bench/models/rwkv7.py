@@ -286,11 +286,10 @@ def init_x070_(model: RWKV7, generator: torch.Generator | None = None) -> RWKV7:
     return model
 
 
-def orthogonal_(weight: torch.Tensor, scale: float, generator=None) -> None:
-    """Orthogonal init with RWKV-LM's gain (sqrt(rows / cols) for tall matrices) times `scale`."""
-    rows, cols = weight.shape
-    gain = math.sqrt(rows / cols) if rows > cols else 1.0
-    nn.init.orthogonal_(weight, gain=gain * scale, generator=generator)
+def orthogonal_(weight: torch.Tensor, gain: float, generator=None) -> None:
+    """RWKV-LM's generate_init_weight: orthogonal with the given gain (its LoRA up-projections are wide, so
+    their ortho_init's sqrt(rows / cols) factor is 1 too)."""
+    nn.init.orthogonal_(weight, gain=gain, generator=generator)
 
 
 @torch.no_grad()

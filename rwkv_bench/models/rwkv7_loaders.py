@@ -59,24 +59,27 @@ def is_fla_naming(sd: dict) -> bool:
 
 
 def detect_version(sd: dict) -> str:
-    """"rwkv4" or "rwkv7" from the tensor names (BlinkDL or HF naming); anything else is one line."""
+    """"rwkv4" or "rwkv7" from the tensor names (BlinkDL or HF naming); anything else is one line saying what
+    was found and what is supported."""
     names = set(sd)
-    if is_fla_naming(sd):
+    if is_fla_naming(sd) or (any(k.endswith("att.r_k") for k in names) and any(k.endswith("att.k_k") for k in names)):
         return "rwkv7"
-    if any(k.endswith("att.r_k") for k in names) and any(k.endswith("att.k_k") for k in names):
-        return "rwkv7"
-    if any(k.endswith("att.time_first") for k in names) or any(k.startswith("rwkv.") for k in names):
+    if any(k.startswith("rwkv.") for k in names):
+        return "rwkv4"                      # transformers' RwkvForCausalLM names RWKV-4 only
+    has_ln_x = any(k.endswith("att.ln_x.weight") for k in names)
+    if any(k.endswith("att.time_first") for k in names) and not has_ln_x:
         return "rwkv4"
-    if any(k.endswith("att.time_faaaa") for k in names):
-        found = "RWKV-6" if any("time_maa" in k for k in names) else "RWKV-5"
-    elif any(k.endswith("att.time_decay") for k in names):
-        found = "an RWKV-5/6-like checkpoint"
-    elif "emb.weight" in names or "blocks.0.ln1.weight" in names:
-        found = "an RWKV checkpoint of an unknown version (no att.time_first, no att.r_k)"
+    if any(k.endswith(("att.time_maa_x", "att.time_maa_w1")) for k in names):
+        found = "an RWKV-6 checkpoint"
+    elif has_ln_x or any(k.endswith("att.time_faaaa") for k in names):
+        found = "an RWKV-5 checkpoint"
+    elif "emb.weight" in names or any(k.startswith("blocks.") for k in names):
+        found = "an RWKV checkpoint of an unknown version (neither att.time_first nor att.r_k)"
     else:
-        found = f"no RWKV tensors (e.g. {sorted(names)[0]!r})" if names else "no tensors"
-        raise UserError(f"not an RWKV checkpoint: found {found}; supported: {SUPPORTED}")
-    raise UserError(f"found {found}; supported: {SUPPORTED}")
+        example = f" (e.g. {sorted(names)[0]!r})" if names else ""
+        raise UserError(f"not an RWKV-4 checkpoint nor an RWKV-7 one: it holds no RWKV tensors{example}; "
+                        f"supported: {SUPPORTED}")
+    raise UserError(f"{found}: not supported; supported: {SUPPORTED}")
 
 
 def config_from_state_dict(sd: dict) -> RWKV7Config:
@@ -89,12 +92,12 @@ def config_from_state_dict(sd: dict) -> RWKV7Config:
     vocab, C = shape("emb.weight")
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
     r_k = shape("blocks.0.att.r_k")
-    if len(r_k) != 2 or r_k[0] * r_k[1] != C:
-        raise UserError(f"blocks.0.att.r_k has shape {r_k}; expected (heads, head size) with heads x head size = "
-                        f"the width {C}")
-    head_size = r_k[1]
-    if C % head_size:
-        raise UserError(f"width {C} is not divisible by the head size {head_size}")
+    head_size = r_k[-1]
+    if len(r_k) != 2 or C % head_size:
+        raise UserError(f"RWKV-7 width {C} (emb.weight) is not divisible by the head size {head_size} "
+                        f"(blocks.0.att.r_k has shape {r_k})")
+    if r_k[0] != C // head_size:
+        raise UserError(f"blocks.0.att.r_k has shape {r_k}; expected ({C // head_size}, {head_size}) for width {C}")
     v_lora = shape("blocks.1.att.v1")[-1] if "blocks.1.att.v1" in sd else 0
     return RWKV7Config(vocab_size=vocab, n_layer=max(layers) + 1, n_embd=C, head_size=head_size,
                        ffn_dim=shape("blocks.0.ffn.key.weight")[0], decay_lora=shape("blocks.0.att.w1")[-1],
