@@ -330,7 +330,7 @@ def test_report_ranks_the_models_within_each_source(tmp_path):
     assert {"summary_by_source.csv", "pairwise_by_source.csv", "bits_per_byte_by_source.png"} <= written
     by = pd.read_csv(run_dir / "summary_by_source.csv")
     assert list(zip(by.source, by.model, by["rank"])) == [("wikipedia", "a", 1), ("wikipedia", "b", 2),
-                                                         ("github", "a", 2), ("github", "b", 1)]
+                                                         ("github", "b", 1), ("github", "a", 2)]
     assert by.compression_rate_pct.round(6).tolist() == (by.mean_bits_per_byte / 8 * 100).round(6).tolist()
     md = (run_dir / "summary.md").read_text()
     assert "## By source" in md and "| github | 1 | b | 6 |" in md.replace("  ", " ")

@@ -130,7 +130,7 @@ def per_source(rows: pd.DataFrame, sources: list[str], models: list[str], *, n_b
         table = stats.summarize(subset, models=present, n_boot=n_boot, level=level, seed=seed)
         table.insert(0, "rank", table["mean_bits_per_byte"].rank(method="min").astype(int))
         table.insert(0, "source", source)
-        summaries.append(table)
+        summaries.append(table.sort_values("rank", kind="stable"))
         pair = stats.pairwise(subset, models=present, n_boot=n_boot, level=level, seed=seed)
         pair.insert(0, "source", source)
         pairs.append(pair)
