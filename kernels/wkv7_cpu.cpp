@@ -1,7 +1,7 @@
-// WKV-7 on the CPU, float32. A job is one (sequence, head): its N x N state is copied into an aligned local
-// array (16 KB at N = 64, so it stays in L1 for the whole chunk), every token walks its rows with
-// wkv7_step.h's row_step (vectorised along the row: build with -O3 -march=native and OpenMP SIMD), and the
-// state is written back at the end. Jobs are spread over threads with at::parallel_for, but only when each
+// WKV-7 on the CPU, float32. A job is one (sequence, head): its N x N state is copied, transposed, into an
+// aligned local array (16 KB at N = 64, so it stays in L1 for the whole chunk), every token goes through
+// wkv7_step.h's token_step (vectorised over the rows: build with -O3 -march=native), and the state is written
+// back at the end. Jobs are spread over threads with at::parallel_for, but only when each
 // thread gets enough work (see kMinWorkPerThread): a decode step stays on the calling thread.
 //
 // Layouts: r, w, k, v, a, b, y (B, T, C) contiguous, C = H * N; state (B, H, N, N) float32, updated in place,
@@ -39,20 +39,18 @@ struct Args {
 constexpr int64_t kMinWorkPerThread = int64_t{1} << 21;
 
 template <int NT>
-void head_job(const Args& d, int64_t bsel, int64_t h, float* s) {
+void head_job(const Args& d, int64_t bsel, int64_t h, float* st) {
   const int64_t N = d.N;
   float* global = d.state + bsel * d.state_batch_stride + h * N * N;
-  std::copy(global, global + N * N, s);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < N; ++j) st[j * N + i] = global[i * N + j];
   for (int64_t t = 0; t < d.T; ++t) {
     const int64_t base = (bsel * d.T + t) * d.C + h * N;
-    const float *r = d.r + base, *w = d.w + base, *k = d.k + base, *v = d.v + base, *a = d.a + base,
-                *b = d.b + base;
-    float* y = d.y + base;
-    for (int64_t i = 0; i < N; ++i) {
-      y[i] = row_step<NT>(s + i * N, w, k, a, b, r, v[i], static_cast<int>(N));
-    }
+    token_step<NT>(st, d.w + base, d.k + base, d.a + base, d.b + base, d.r + base, d.v + base, d.y + base,
+                   static_cast<int>(N));
   }
-  std::copy(s, s + N * N, global);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < N; ++j) global[i * N + j] = st[j * N + i];
 }
 
 int64_t grain_for(int64_t T, int64_t N) {
@@ -92,6 +90,7 @@ at::Tensor forward(const at::Tensor& r, const at::Tensor& w, const at::Tensor& k
   const int64_t B = r.size(0), T = r.size(1), C = r.size(2), H = state.size(1), N = state.size(2);
   TORCH_CHECK(state.size(0) == B && state.size(3) == N && H * N == C, "wkv7: state ", state.sizes(),
               " does not fit r ", r.sizes());
+  TORCH_CHECK(N <= 256, "wkv7: head sizes up to 256");
   TORCH_CHECK(state.stride(3) == 1 && state.stride(2) == N && state.stride(1) == N * N,
               "wkv7: each sequence's state must be one contiguous (H, N, N) block");
   at::Tensor y = at::empty_like(r);

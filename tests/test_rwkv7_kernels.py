@@ -134,3 +134,12 @@ def test_cuda_kernel_compiles_with_nvcc(tmp_path):
     symbols = subprocess.run(["nm", "-C", str(out)], capture_output=True, text=True).stdout
     for dtype in ("float", "c10::BFloat16"):
         assert f"forward_kernel<{dtype}>" in symbols, dtype
+
+
+def test_kernels_command_times_and_checks_wkv7(kernel):
+    from rwkv_bench.ops.kernel_bench import run_kernel_benchmark
+
+    rows = [r for r in run_kernel_benchmark([16], channels=128, progress=False) if r["op"] == "wkv7"]
+    assert {r["impl"] for r in rows} == {"reference", "cpu-kernel"}
+    for r in rows:
+        assert r["ms"] > 0 and r["max_abs_err"] < 1e-4 and (r["B"], r["T"], r["C"]) == (1, 16, 128)

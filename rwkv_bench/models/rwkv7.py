@@ -131,30 +131,30 @@ class TimeMix(nn.Module):
         """x, shifted: (B, T, C); wkv_state (B, H, N, N) updated in place. Returns (output, v_first)."""
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
-        diff = shifted - x
-        xr, xw, xk, xv, xa, xg = (torch.addcmul(x, diff, mix) for mix in
-                                  (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g))
+        mixes = torch.stack([self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g]).view(6, 1, 1, C)
+        xr, xw, xk, xv, xa, xg = torch.addcmul(x, shifted - x, mixes).unbind(0)   # six token-shift mixes
         r = self.receptance(xr)
         k = self.key(xk)
         v = self.value(xv)
         if self.layer_id == 0:
             v_first = v
         else:
-            v = torch.lerp(v, v_first, torch.sigmoid(self.v0 + self.v_lora(xv)))
-        a = torch.sigmoid(self.a0 + self.a_lora(xa))
+            v = torch.lerp(v, v_first, torch.sigmoid(self.v_lora(xv).add_(self.v0)))
+        a = torch.sigmoid(self.a_lora(xa).add_(self.a0))
         g = self.g_lora(xg, torch.sigmoid)
         kk = F.normalize((k * self.k_k).view(B, T, H, N), dim=-1).view(B, T, C)
-        k = k * (1 + (a - 1) * self.k_a)
-        decay = torch.exp(-DECAY_SCALE * torch.sigmoid((self.w0 + self.w_lora(xw, torch.tanh)).float()))
+        k = torch.addcmul(k, k * self.k_a, a - 1)                                   # k (1 + (a - 1) k_a)
+        decay = torch.sigmoid(self.w_lora(xw, torch.tanh).add_(self.w0).float()).mul_(-DECAY_SCALE).exp_()
         remove, write = -kk, kk * a
         if pad is not None:   # padded positions leave the state exactly as it is: w = 1, k = 0, b = 0
             decay, k_in, write = decay.masked_fill(pad, 1.0), k.masked_fill(pad, 0.0), write.masked_fill(pad, 0.0)
         else:
             k_in = k
         y = wkv7(r, decay, k_in, v, remove, write, wkv_state)
-        y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
-        bonus = (r * k * self.r_k.view(C)).view(B, T, H, N).sum(-1, keepdim=True) * v.view(B, T, H, N)
-        return self.output((y + bonus.view(B, T, C)) * g), v_first
+        y = self.ln_x(y.view(B * T, C)).view(B, T, H, N)
+        bonus = torch.mul(r, k).mul_(self.r_k.view(C)).view(B, T, H, N).sum(-1, keepdim=True)   # r.k per head
+        y = torch.addcmul(y, bonus, v.view(B, T, H, N)).view(B, T, C)
+        return self.output(y.mul_(g)), v_first
 
 
 class ChannelMix(nn.Module):
@@ -167,7 +167,7 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(ffn_dim, C, bias=False)
 
     def forward(self, x, shifted):
-        k = torch.relu(self.key(torch.addcmul(x, shifted - x, self.x_k))).square_()
+        k = self.key(torch.addcmul(x, shifted - x, self.x_k)).relu_().square_()
         return self.value(k)
 
 
