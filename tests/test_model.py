@@ -101,3 +101,19 @@ def test_hf_state_continues_like_ours(tmp_path):
     _, state = ours(tokens[:, :12])
     logits, _ = ours(tokens[:, 12:], state)
     assert rel_err(logits, out2.logits) < 1e-5
+
+
+def test_a_cleared_state_reads_as_empty_in_both_modes():
+    """bb = 0 holds no past whatever pp says (the WKV contract of the kernels and the reference): a state with
+    bb = 0 and a finite pp gives the empty state's logits, in parallel and in recurrent mode, never NaN."""
+    from rwkv_bench.models.rwkv4 import PP
+
+    model = small_model()
+    tokens = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(3))
+    cleared = model.init_state(2)
+    cleared[:, PP] = 120.0
+    expected, _ = model(tokens)
+    for mode in ("parallel", "recurrent"):
+        logits, _ = model(tokens, cleared, mode=mode)
+        assert not torch.isnan(logits).any()
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)

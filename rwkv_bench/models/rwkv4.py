@@ -113,8 +113,9 @@ class TimeMix(nn.Module):
         """One token, x of shape (B, C)."""
         r, k, v = self.projections(x, state[ATT_SHIFT].to(x.dtype))
         w = -torch.exp(self.time_decay.float())
+        pp = torch.where(state[BB] == 0, EMPTY_PP, state[PP])  # bb = 0 holds no past: empty, as the kernels read it
         y, state[AA], state[BB], state[PP] = wkv_step(w, self.time_first.float(), k.float(), v.float(),
-                                                      state[AA], state[BB], state[PP])
+                                                      state[AA], state[BB], pp)
         state[ATT_SHIFT] = x.float()
         return self.output(r * y.to(x.dtype))
 
