@@ -98,7 +98,10 @@ def rwkv7_backend(neox_tokenizer_path):
 
 
 @pytest.fixture
-def models(backend, toy_backend, rwkv7_backend):
+def models(backend, toy_backend, rwkv7_backend, monkeypatch):
+    # the WKV-7 operator's PyTorch reference: these tests are about the interface, and a first kernel build
+    # (tests/test_rwkv7*.py check the kernels) would cost them tens of seconds
+    monkeypatch.setenv("RWKV_BENCH_WKV", "reference")
     return {"rwkv4": backend, "toy": toy_backend, "rwkv7": rwkv7_backend}
 
 
@@ -176,7 +179,8 @@ def test_ragged_rows_each_get_their_own_state(which, models, backend):
     start = model.advance(torch.tensor([backend.encode("Some shared prefix")]))
     tokens, lengths, _ = right_padded(seqs, "cpu")
     state = model.select_rows(start, torch.zeros(len(seqs), dtype=torch.long))
-    model.hidden(tokens, state, recurrent=False, lengths=lengths)
+    with torch.no_grad():  # as in shared_prefix.py: hidden updates the state in place
+        model.hidden(tokens, state, recurrent=False, lengths=lengths)
     for b, seq in enumerate(seqs):
         alone = model.advance(torch.tensor([seq]), start)
         torch.testing.assert_close(model.select_rows(state, torch.tensor([b])), alone, rtol=1e-5, atol=1e-5)
