@@ -21,8 +21,9 @@ setup: $(STAMP)
 run: setup
 	$(VENV)/bin/rwkv-bench scaling
 
+# -n auto: pytest-xdist, one worker per core; tests that share a module fixture stay in one worker (loadscope)
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 # On a machine with CUDA: the CUDA WKV kernel against the reference, the model on CUDA and a short scaling
 # sweep, in under 10 minutes (rwkv_bench/gpu_check.py). Without CUDA it says so and fails at once.
