@@ -43,3 +43,20 @@ def test_a_memory_change_above_the_baselines_spread_but_off_a_line_is_flat():
     points = pd.DataFrame(rows("rwkv", "rwkv", [100, 140, 100, 135], [5, 5, 5, 5], 1, [300, 330, 310, 320]))
     (row,) = exponent_rows(points)[:1]
     assert row["mem_flat"] == "flat within ±20 MiB"
+
+
+def test_a_change_between_two_generate_lengths_is_judged_against_the_noise_too():
+    def generate(model, peaks_mib, latencies_ms, spread_ms):
+        return [{"model": model, "family": "rwkv", "implementation": "x", "scenario": "generate", "seq_len": t,
+                 "status": "ok", "latency_s": lat / 1000, "latency_min_s": (lat - spread_ms / 2) / 1000,
+                 "latency_max_s": (lat + spread_ms / 2) / 1000, "cumulative_s": t * lat / 1000,
+                 "peak_mem_bytes": peak * MIB, "peak_total_bytes": (400 + peak) * MIB, "baseline_bytes": 400 * MIB,
+                 "kv_cache": "n.a.", "random_weights": True}
+                for t, peak, lat in zip((16, 904), peaks_mib, latencies_ms)]
+
+    points = pd.DataFrame(generate("quiet", [0.99, 1.93], [5.8, 6.1], 2.0) + generate("grows", [1, 30], [5, 9], 1.0))
+    lines = {line.split("**")[1]: line for line in findings(points, pd.DataFrame(), model_facts(points))
+             if "generation: per-token" in line}
+    assert "0.99 → 1.93 MiB: flat within the noise floor (1 MiB)" in lines["quiet"]
+    assert "(+5.2%, within the spread of their samples)" in lines["quiet"]
+    assert "flat" not in lines["grows"] and "within the spread" not in lines["grows"]

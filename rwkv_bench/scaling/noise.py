@@ -10,6 +10,8 @@ floor and lie on a line (R² >= MIN_R2); otherwise it is flat within ± half the
 Time (latency_s): every point's samples spread from latency_min_s to latency_max_s (repeated passes, or decode
 steps). A time fit with R² below MIN_R2 whose values over the fit range differ by less than the median of
 those spreads is flat within ± half their range. Cumulative times (generate) always grow: never flat.
+A change between two lengths is judged the same way: memory against the floor of the rows it comes from,
+time against the two points' own spreads.
 """
 from __future__ import annotations
 
@@ -59,3 +61,14 @@ def flat_time(rows: pd.DataFrame, fit) -> str | None:
     if change > time_floor(rows):
         return None
     return f"flat within ±{fmt(change / 2, '.2g', 1000)} ms"
+
+
+def memory_change_is_noise(first, last, rows: pd.DataFrame) -> bool:
+    """Whether two points' peak_mem_bytes differ by no more than the noise floor of `rows`."""
+    return abs(float(last["peak_mem_bytes"]) - float(first["peak_mem_bytes"])) <= memory_floor(rows)
+
+
+def time_change_is_noise(first, last) -> bool:
+    """Whether two points' latency_s differ by no more than the median spread of their samples."""
+    pair = pd.DataFrame([first, last])
+    return abs(float(last["latency_s"]) - float(first["latency_s"])) <= time_floor(pair)

@@ -8,6 +8,7 @@ import pandas as pd
 from ..recording import busy_warning
 from ..report.tables import fmt, markdown_table, pct_change
 from . import integrate
+from .noise import memory_change_is_noise, memory_floor, time_change_is_noise
 from .facts import model_facts, model_order, per_model, protocol_label, weights_label
 from .figures import longest_curves
 from .store import FAILED
@@ -87,12 +88,15 @@ def findings(points: pd.DataFrame, tokens: pd.DataFrame, facts: dict) -> list[st
         gen = gen.sort_values("seq_len")
         if len(gen) >= 2:
             s, l = gen.iloc[0], gen.iloc[-1]
+            time_noise = ", within the spread of their samples" if time_change_is_noise(s, l) else ""
+            mem_noise = (f": flat within the noise floor ({fmt(memory_floor(gen), '.2g', 1 / MIB)} MiB)"
+                         if memory_change_is_noise(s, l, gen) else "")
             out.append(f"- **{m}** generation: per-token latency (mean of the last 10% of positions) "
                        f"{fmt(s['latency_s'], '.3g', 1000)} ms at T={s['seq_len']} vs "
                        f"{fmt(l['latency_s'], '.3g', 1000)} ms at T={l['seq_len']} "
-                       f"({pct_change(l['latency_s'], s['latency_s'])}); peak memory above the loaded model "
-                       f"{fmt(s['peak_mem_bytes'], '.3g', 1 / MIB)} → {fmt(l['peak_mem_bytes'], '.3g', 1 / MIB)} MiB, "
-                       f"process total {fmt(s['peak_total_bytes'], '.4g', 1 / MIB)} → "
+                       f"({pct_change(l['latency_s'], s['latency_s'])}{time_noise}); peak memory above the loaded "
+                       f"model {fmt(s['peak_mem_bytes'], '.3g', 1 / MIB)} → {fmt(l['peak_mem_bytes'], '.3g', 1 / MIB)} "
+                       f"MiB{mem_noise}, process total {fmt(s['peak_total_bytes'], '.4g', 1 / MIB)} → "
                        f"{fmt(l['peak_total_bytes'], '.4g', 1 / MIB)} MiB "
                        f"({pct_change(l['peak_total_bytes'], s['peak_total_bytes'])}).")
         if m in curves and (within := first_and_last_tenth(curves[m])) is not None:
