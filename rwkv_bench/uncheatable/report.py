@@ -69,7 +69,7 @@ def where(meta: dict) -> str:
 
 
 def sources_of(rows: pd.DataFrame) -> list[str]:
-    """The sources the rows came from, in order of appearance ([] for a run from before rows had one)."""
+    """The sources the rows came from, in order of appearance ([] when the rows carry none)."""
     return [s for s in dict.fromkeys(rows["source"]) if s]
 
 

@@ -98,7 +98,7 @@ def parse_window(o: UncheatableConfig, rule: DateRule) -> Window:
     return Window(since, until)
 
 
-def check_lengths(chars: int, min_chars: int) -> None:
+def check_char_limits(chars: int, min_chars: int) -> None:
     if chars < 0:
         raise UserError(f"--chars must be positive, or 0 to keep whole texts, got {chars}")
     if min_chars < 1:
@@ -113,7 +113,7 @@ def settle(o: UncheatableConfig) -> Settings:
     from ..backends import check_reachable
 
     positive(o.papers, "--papers")
-    check_lengths(o.chars, o.min_chars)
+    check_char_limits(o.chars, o.min_chars)
     positive(o.stride, "--stride")
     positive(o.chunk_tokens, "--chunk-tokens", zero_ok=True)
     if o.chunk_tokens and o.stride:

@@ -53,8 +53,8 @@ def write_papers(run_dir: Path, rows: list[dict]) -> None:
 
 
 def read_papers(run_dir: Path) -> pd.DataFrame:
-    """papers.csv as text: ids, digests, sources ('2501.01230' must not become a float). A run begun
-    before texts had sources has none: its meta.json's source, for every row."""
+    """papers.csv as text: ids, digests, sources ('2501.01230' must not become a float). Without a source
+    column, every row has meta.json's source."""
     rows = pd.read_csv(run_dir / PAPERS, dtype=str, keep_default_na=False)
     if "source" not in rows:
         rows["source"] = read_meta(run_dir).get("source", "file")
@@ -73,8 +73,8 @@ def append_score(path: Path, row: dict) -> None:
 
 
 def read_per_paper(path: Path) -> pd.DataFrame:
-    """A row file (per_paper.csv or a rank's part) with ids kept as strings; a run begun before rows had a
-    source column reads it as empty."""
+    """A row file (per_paper.csv or a rank's part) with ids kept as strings; without a source column, the
+    source reads as empty."""
     rows = read_rows(path, PER_PAPER_COLUMNS, dtype={"paper_id": str, "model": str, "source": str},
                      keep_default_na=False, na_values={"logprob_nats": [""]})
     if "source" not in rows:

@@ -3,7 +3,8 @@
 Listing: bioRxiv's public details API (https://api.biorxiv.org/details/biorxiv/{from}/{to}/{cursor}: 100
 preprints a page, oldest first, `messages[0].total` in all; https://api.biorxiv.org). Only first versions
 are kept (a later version's preprint was first posted earlier, maybe before the window). Text: title,
-abstract and, where bioRxiv serves it, the body of the full-text JATS XML (`jatsxml`); when the full text
+abstract and, where bioRxiv serves it, the body of the full-text JATS XML (`jatsxml`, in newer answers
+`jats_xml_path`); when the full text
 cannot be had the text is title + abstract and the row says so (`text_source` "abstract", `note` why).
 Each record keeps the preprint's licence (cc_by, cc_no, ...).
 """
@@ -108,7 +109,7 @@ class BiorxivSource(Source):
 
     def full_text(self, entry: dict) -> tuple[str, str, bool]:
         """(body or "", why there is none, whether a later try may help)."""
-        url = str(entry.get("jatsxml") or "")
+        url = str(entry.get("jatsxml") or entry.get("jats_xml_path") or "")   # the field's two names seen
         if not url:
             return "", "no full text listed", False
         if url.startswith(SITE):

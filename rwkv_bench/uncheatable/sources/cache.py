@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Iterator, TypeVar
@@ -26,7 +25,7 @@ def default_cache_dir() -> Path:
 
 
 def safe_filename(text_id: str) -> str:
-    """A file name for an id that is safe and reversible: [A-Za-z0-9.-] kept, anything else (a '/', '_'
+    """A file name for an id that is safe and one-to-one: [A-Za-z0-9.-] kept, anything else (a '/', '_'
     itself) as _xx hex, a leading '.' escaped too."""
     if not text_id:
         raise ValueError("empty text id")
@@ -37,11 +36,6 @@ def safe_filename(text_id: str) -> str:
         else:
             out.extend(f"_{b:02x}" for b in ch.encode("utf-8"))
     return "".join(out)
-
-
-def id_from_filename(name: str) -> str:
-    return re.sub(rb"_([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]),
-                  name.encode("ascii")).decode("utf-8")
 
 
 @dataclass

@@ -41,7 +41,7 @@ def read_json(resp):
         raise ValueError("the API answer is not JSON") from None
 
 
-def rate_limit_note(exc: FetchError, resp_headers: dict | None = None) -> str:
+def rate_limit_note(exc: FetchError) -> str:
     return f"{exc.note}: GitHub's rate limit? Set {TOKEN_ENV} to a token for more requests, or rerun later"
 
 
@@ -93,6 +93,7 @@ class GithubSource(Source):
                 return
 
     def records(self, window: Window) -> Iterator[tuple[Record, bool]]:
+        cached = {r.id.split("/", 2)[0] + "/" + r.id.split("/", 2)[1]: r for r in self.cache.records()}
         for repo in self.repositories(window):
             name = str(repo.get("full_name", ""))
             try:
@@ -106,9 +107,8 @@ class GithubSource(Source):
             if repo.get("fork"):
                 self.skip(name, "a fork (its code predates it)")
                 continue
-            done = [r for r in self.cache.records() if r.id.startswith(name + "/")]
-            if done:
-                yield done[0], True
+            if name in cached:       # one file per repository, fetched once
+                yield cached[name], True
                 continue
             record = self.repository_file(repo, name, created)
             if record is not None:
@@ -130,10 +130,12 @@ class GithubSource(Source):
         if not isinstance(top, list):
             return []
         wanted = [f for f in top if f.get("type") == "file" and str(f.get("name", "")).endswith(self.extensions)]
-        for folder in [f for f in top if f.get("type") == "dir"][:3] if not wanted else []:
+        folders = [f for f in top if f.get("type") == "dir"][:3] if not wanted else []
+        for folder in folders:
             inside = self.get_json(f"/repos/{name}/contents/{quote(folder['path'])}")
-            wanted += [f for f in inside if isinstance(inside, list) and f.get("type") == "file"
-                       and str(f.get("name", "")).endswith(self.extensions)]
+            if isinstance(inside, list):
+                wanted += [f for f in inside if f.get("type") == "file"
+                           and str(f.get("name", "")).endswith(self.extensions)]
         wanted = [f for f in wanted if 0 < int(f.get("size") or 0) <= MAX_FILE_BYTES]
         return sorted(wanted, key=lambda f: (-int(f.get("size") or 0), f.get("path", "")))
 
