@@ -26,7 +26,6 @@ Options: --out DIR (the sweep's run directory; default a temporary one), --skip-
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import subprocess
 import sys
@@ -395,13 +394,18 @@ def check_sweep(out: Path, device: str = "cuda", models: str = "rwkv4-169m,gptne
     points = sorted(out.rglob("points.csv"))
     if proc.returncode != 0 or not points:
         return False, f"exit code {proc.returncode}, points.csv {'found' if points else 'missing'} under {out}"
-    rows = list(csv.DictReader(points[-1].open()))
-    status: dict[str, int] = {}
-    for row in rows:
-        status[row.get("status", "?")] = status.get(row.get("status", "?"), 0) + 1
-    longest = max((int(r["T"]) for r in rows if r.get("status") == "ok" and r.get("T", "").isdigit()), default=0)
+    return sweep_verdict(points[-1].parent)
+
+
+def sweep_verdict(run_dir: Path) -> tuple[bool, str]:
+    """Passed when some point ran and none failed with an error; the counts and the longest T that ran."""
+    from .scaling.store import read_points
+
+    rows = read_points(run_dir)
+    status = rows["status"].value_counts().to_dict() if len(rows) else {}
+    longest = int(rows.loc[rows["status"] == "ok", "seq_len"].max()) if status.get("ok") else 0
     ok = status.get("ok", 0) > 0 and status.get("error", 0) == 0
-    return ok, f"{len(rows)} points {status}, longest ok T={longest}, {points[-1].parent}"
+    return ok, f"{len(rows)} points {status}, longest ok T={longest}, {run_dir}"
 
 
 # ------------------------------------------------------------------------------------------ driver

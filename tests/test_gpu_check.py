@@ -138,10 +138,12 @@ def fake_console_script(tmp_path, body: str) -> str:
 
 
 def test_sweep_check_reads_the_run_directory(tmp_path, monkeypatch):
-    # the CLI writes <out>/.../points.csv; the check reports its statuses and the longest length measured
+    # the CLI writes <out>/.../points.csv in the scaling store's columns; the check reports its statuses and
+    # the longest length measured
     script = fake_console_script(tmp_path, 'out=$(echo "$@" | sed "s/.*--out //")\nmkdir -p "$out/run"\n'
-                                           'printf "model,T,status\\nrwkv4-169m,16,ok\\nrwkv4-169m,16384,ok\\n'
-                                           'gptneox-169m,16384,oom\\n" > "$out/run/points.csv"\n')
+                                           'printf "model,scenario,seq_len,status\\nrwkv4-169m,prefill,16,ok\\n'
+                                           'rwkv4-169m,prefill,16384,ok\\ngptneox-169m,prefill,16384,oom\\n" '
+                                           '> "$out/run/points.csv"\n')
     monkeypatch.setattr(gpu_check, "console_script", lambda: script)
     ok, detail = gpu_check.check_sweep(tmp_path / "out")
     assert ok and "longest ok T=16384" in detail and "'oom': 1" in detail, detail

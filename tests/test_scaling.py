@@ -112,7 +112,7 @@ def test_report_rebuilds_the_same_tables_from_the_csvs(tiny_run, capsys):
 
 
 def test_report_without_arguments_leaves_the_committed_reference_runs_alone(tmp_path):
-    from rwkv_bench.report import find_run_dirs
+    from rwkv_bench.report.build import find_run_dirs
 
     for run in ("scaling/run1", "reference/scaling-100k", "nlp/run2", "scratch"):
         (tmp_path / run).mkdir(parents=True)

@@ -19,7 +19,7 @@ import requests
 
 from ...errors import UserError
 from ..texts import Paper, normalize, sha256
-from . import Source, Window
+from .base import Source, Window
 from .cache import Cache
 from .http import FetchError, base_url, fetch
 from .pdf_text import body_from_pdf_text, pdf_text

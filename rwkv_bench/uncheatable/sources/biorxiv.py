@@ -15,7 +15,7 @@ from typing import Iterator
 
 from ...errors import UserError
 from ..texts import normalize, parse_timestamp
-from . import Source, Window
+from .base import Source, Window
 from .cache import Cache, Record
 from .http import FetchError, base_url, fetch
 

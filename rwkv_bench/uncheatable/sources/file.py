@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..texts import Paper, parse_timestamp, read_papers_file
-from . import Source, Window
+from .base import Source, Window
 
 
 class FileSource(Source):
