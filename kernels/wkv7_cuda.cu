@@ -29,7 +29,7 @@ __device__ __forceinline__ float load(const scalar_t* p, int64_t i) {
 
 template <typename scalar_t>
 __global__ void forward_kernel(int64_t T, int64_t C, int64_t H, const scalar_t* __restrict__ r,
-                               const scalar_t* __restrict__ w, const scalar_t* __restrict__ k,
+                               const float* __restrict__ w, const scalar_t* __restrict__ k,
                                const scalar_t* __restrict__ v, const scalar_t* __restrict__ a,
                                const scalar_t* __restrict__ b, scalar_t* __restrict__ y,
                                float* __restrict__ state, int64_t state_batch_stride) {
@@ -43,7 +43,7 @@ __global__ void forward_kernel(int64_t T, int64_t C, int64_t H, const scalar_t* 
   for (int64_t t = 0; t < T; ++t) {
     const int64_t base = (bsel * T + t) * C + h * kN;
     __syncthreads();  // the previous token's values are no longer read
-    sw[i] = load(w, base + i);
+    sw[i] = w[base + i];
     sk[i] = load(k, base + i);
     sa[i] = load(a, base + i);
     sb[i] = load(b, base + i);
@@ -59,10 +59,12 @@ __global__ void forward_kernel(int64_t T, int64_t C, int64_t H, const scalar_t* 
 at::Tensor forward(const at::Tensor& r, const at::Tensor& w, const at::Tensor& k, const at::Tensor& v,
                    const at::Tensor& a, const at::Tensor& b, at::Tensor state) {
   TORCH_CHECK(r.dim() == 3 && r.is_cuda(), "wkv7: r must be a CUDA tensor (B, T, C)");
-  for (const at::Tensor* t : {&w, &k, &v, &a, &b}) {
+  for (const at::Tensor* t : {&k, &v, &a, &b}) {
     TORCH_CHECK(t->sizes() == r.sizes() && t->scalar_type() == r.scalar_type() && t->is_contiguous() &&
-                t->device() == r.device(), "wkv7: r, w, k, v, a, b must share shape, dtype and device");
+                t->device() == r.device(), "wkv7: r, k, v, a, b must share shape, dtype and device");
   }
+  TORCH_CHECK(w.sizes() == r.sizes() && w.scalar_type() == at::kFloat && w.is_contiguous() && w.device() == r.device(),
+              "wkv7: w must be float32, contiguous, shaped and placed like r");
   TORCH_CHECK(r.is_contiguous(), "wkv7: r must be contiguous");
   TORCH_CHECK(r.scalar_type() == at::kFloat || r.scalar_type() == at::kBFloat16,
               "wkv7: the CUDA kernel takes float32 or bfloat16 inputs");
@@ -84,7 +86,7 @@ at::Tensor forward(const at::Tensor& r, const at::Tensor& w, const at::Tensor& k
   } else {
     using bf16 = c10::BFloat16;
     forward_kernel<bf16><<<B * H, kN, 0, stream>>>(
-        T, C, H, r.data_ptr<bf16>(), w.data_ptr<bf16>(), k.data_ptr<bf16>(), v.data_ptr<bf16>(),
+        T, C, H, r.data_ptr<bf16>(), w.data_ptr<float>(), k.data_ptr<bf16>(), v.data_ptr<bf16>(),
         a.data_ptr<bf16>(), b.data_ptr<bf16>(), y.data_ptr<bf16>(), state.data_ptr<float>(), state.stride(0));
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();

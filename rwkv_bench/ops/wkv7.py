@@ -12,8 +12,8 @@ bigger state tensor). y has r's dtype. Forward only (no autograd): the harness r
 
 Which implementation runs (`implementation_name(device)` says it):
   * CPU tensors  -> the C++ kernel (kernels/wkv7_cpu.cpp), float32 arithmetic; other dtypes are cast to it.
-  * CUDA tensors -> the CUDA kernel (kernels/wkv7_cuda.cu); float32 and bfloat16 inputs read as they are,
-    float32 state and arithmetic.
+  * CUDA tensors -> the CUDA kernel (kernels/wkv7_cuda.cu); float32 and bfloat16 inputs read as they are
+    (the decay w always float32), float32 state and arithmetic.
   * anything else, or a kernel that failed to build -> the reference, with one warning saying why.
   RWKV_BENCH_WKV=reference forces the reference, RWKV_BENCH_WKV=kernel forces the kernel (raising if it
   cannot be built), as for the WKV-4 kernels (ops/wkv.py). They are built and cached the same way
@@ -145,6 +145,7 @@ def wkv7(r, w, k, v, a, b, state: torch.Tensor) -> torch.Tensor:
     out_dtype = r.dtype
     compute = r.dtype if name == "cuda-kernel" and r.dtype in _CUDA_DTYPES else torch.float32
     inputs = [t.to(compute).contiguous() for t in (r, w, k, v, a, b)]
+    inputs[1] = w.float().contiguous()     # the decay stays float32: near 1, bfloat16 cannot tell it from 1
     if state.stride(3) != 1 or state.stride(2) != state.shape[3] or state.stride(1) != state.shape[2] ** 2:
         work = state.contiguous()          # the kernel needs each sequence's H x N x N block contiguous
         y = ext.forward(*inputs, work)
