@@ -1,6 +1,6 @@
 """Named model sizes: the paper's six RWKV-4 sizes, RWKV-7's published sizes, a tiny and a small one; our
-RWKV-4 (Appendix E init) and RWKV-7 (RWKV-LM's x070 init) with random weights at each, and transformer
-configurations matched to each (GPT-NeoX as in Pythia, and a Llama-style one): `<family>-<size>`.
+RWKV-4 (Appendix E init) and RWKV-7 (RWKV-LM's x070 init) with random weights at each, and transformers
+configurations matched to each (GPT-NeoX as in Pythia, a Llama-style one, Mamba and Mamba-2): `<family>-<size>`.
 
 Random-weight models are for speed and memory measurements only; every table that uses one says so.
 """
@@ -38,8 +38,9 @@ SIZES = {
     "13.3b": Size(61, 4096),
 }
 
-FAMILIES = ("rwkv4", "rwkv7", "gptneox", "llama")
+FAMILIES = ("rwkv4", "rwkv7", "gptneox", "llama", "mamba", "mamba2")
 RWKV_FAMILIES = ("rwkv4", "rwkv7")   # run by our own models
+MAMBA_FAMILIES = ("mamba", "mamba2")  # transformers' Mamba: a fixed-size state, no attention
 PRESETS = [f"{family}-{size}" for family in FAMILIES for size in SIZES]
 
 
@@ -69,6 +70,20 @@ def transformer_config(family: str, size: Size, max_positions: int = 4096):
                            num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=ffn,
                            max_position_embeddings=max_positions, tie_word_embeddings=False,
                            bos_token_id=0, eos_token_id=0)
+    if family == "mamba":
+        from transformers import MambaConfig
+
+        # Mamba-1 as in state-spaces/mamba-130m: d_inner = 2 d, SSM state 16, conv kernel 4; one Mamba block per
+        # layer (no separate MLP), so at the same depth it has fewer parameters than RWKV
+        return MambaConfig(vocab_size=VOCAB, hidden_size=size.n_embd, num_hidden_layers=size.n_layer,
+                           state_size=16, expand=2, conv_kernel=4, tie_word_embeddings=False)
+    if family == "mamba2":
+        from transformers import Mamba2Config
+
+        # Mamba-2 as in state-spaces/mamba2-130m: head dim 64, SSM state 128, one group
+        return Mamba2Config(vocab_size=VOCAB, hidden_size=size.n_embd, num_hidden_layers=size.n_layer,
+                            state_size=128, expand=2, head_dim=64, num_heads=2 * size.n_embd // 64, n_groups=1,
+                            conv_kernel=4, tie_word_embeddings=False)
     raise ValueError(family)
 
 
@@ -83,14 +98,16 @@ def random_preset_model(preset: str, seed: int = 0):
     family_size = split_preset(preset)
     if family_size is None or family_size[0] not in RWKV_FAMILIES:
         raise ValueError(f"not an rwkv4 or rwkv7 preset: {preset}")
+    from .preset_cache import initialised
+
     family, size = family_size
     generator = torch.Generator().manual_seed(seed)
     if family == "rwkv7":
         from .rwkv7 import RWKV7, RWKV7Config, init_x070_
 
         model = RWKV7(RWKV7Config(vocab_size=RWKV7_VOCAB, n_layer=size.n_layer, n_embd=size.n_embd))
-        return init_x070_(model, generator)
+        return initialised(preset, seed, model, lambda m: init_x070_(m, generator))
     from .rwkv4 import RWKV4, RWKVConfig, init_paper_
 
     model = RWKV4(RWKVConfig(vocab_size=VOCAB, n_layer=size.n_layer, n_embd=size.n_embd))
-    return init_paper_(model, generator)
+    return initialised(preset, seed, model, lambda m: init_paper_(m, generator))
