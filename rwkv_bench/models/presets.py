@@ -13,6 +13,12 @@ VOCAB = 50277  # GPT-NeoX-20B tokenizer, shared by RWKV-4 Pile models and Pythia
 RWKV7_VOCAB = 50304  # the same tokenizer, padded, as in BlinkDL's RWKV-7 Pile models (RWKV-x070-Pile-*)
 
 
+# The default real models of `uncheatable` and `nlp`: the Pile trio, the fairest comparison there is (same
+# data, same tokenizer): RWKV-4 169M (the paper's, run by our RWKV-4), RWKV-7 168M (BlinkDL's x070 Pile model,
+# run by our RWKV-7) and Pythia-160M (transformers).
+PILE_TRIO = ("RWKV/rwkv-4-169m-pile,hf://BlinkDL/rwkv-7-pile/RWKV-x070-Pile-168M-20241120-ctx4096.pth,"
+             "EleutherAI/pythia-160m")
+
 @dataclass(frozen=True)
 class Size:
     n_layer: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..models.presets import PILE_TRIO
 from ..options import ModelOptions, canonical_dtype, merge_options, option, parse_device, parse_number, positive
 from ..specs import ModelSpec, parse_models
 from .tasks import expand_task_names
@@ -17,8 +18,8 @@ def parsed(default=None):
 
 @dataclass
 class NlpConfig(ModelOptions):
-    # the paper's smallest pair, as in the uncheatable eval; offline: --models rwkv4-tiny,smollm2-135m
-    models: str | list[str] = option("RWKV/rwkv-4-169m-pile,EleutherAI/pythia-160m", (
+    # the Pile trio, as in the uncheatable eval; offline: --models rwkv4-tiny,rwkv7-tiny,smollm2-135m
+    models: str | list[str] = option(PILE_TRIO, (
         "Comma-separated model specs: rwkv-bench's own recurrent models (RWKV) run in its lm-eval model with "
         "state reuse, others in lm-eval's hf model (transformers:SPEC forces hf)."),
         fixed=True, flags=("--models", "-m"))

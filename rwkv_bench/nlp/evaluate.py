@@ -220,7 +220,7 @@ def prepare(given: dict, out, resume: bool, dist: distributed.Dist):
     if dist.enabled and isinstance(c.limit, int) and c.limit < dist.world_size:
         # a rank without documents would skip lm-eval's collectives and leave the others waiting
         raise UserError(f"--limit {c.limit} is below the {dist.world_size} ranks: every rank needs a document")
-    check_reachable(c.specs, hint="pass local models instead, e.g. --models rwkv4-tiny,smollm2-135m")
+    check_reachable(c.specs, hint="pass local models instead, e.g. --models rwkv4-tiny,rwkv7-tiny,smollm2-135m")
     paths = include_paths(c.include_path)
     manager = task_manager(c.task_names, paths)
     names = expand_tags(manager, c.task_names)

@@ -7,10 +7,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models.presets import PILE_TRIO
 from ..options import ModelOptions, option
 
-# The paper's smallest pair: RWKV-4 169M (run by our RWKV-4) against Pythia-160M (transformers).
-DEFAULT_MODELS = "RWKV/rwkv-4-169m-pile,EleutherAI/pythia-160m"
+DEFAULT_MODELS = PILE_TRIO
 DEFAULT_PAPERS = 1000
 DEFAULT_CHARS = 5000
 DEFAULT_MIN_CHARS = 2000

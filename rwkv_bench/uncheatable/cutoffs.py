@@ -31,6 +31,8 @@ TABLE: list[tuple[str, Cutoff]] = [
     # RWKV-4 Pile models (Peng et al. 2023, arXiv:2305.13048, sec. 5: trained on the Pile)
     ("rwkv/rwkv-4-*-pile", PILE),
     ("blinkdl/rwkv-4-pile-*", PILE),
+    # RWKV-7 Pile models (BlinkDL/rwkv-7-pile, RWKV-x070-Pile-*: trained on the Pile, as their name says)
+    ("hf://blinkdl/rwkv-7-pile/*", PILE),
     # Pythia (Biderman et al. 2023, arXiv:2304.01373: every model trained on the Pile, deduplicated or not)
     ("eleutherai/pythia-*", PILE),
     # GPT-NeoX-20B (Black et al. 2022, arXiv:2204.06745: the Pile)

@@ -139,7 +139,7 @@ def settle(o: UncheatableConfig) -> Settings:
         if o.delay is not None and o.delay < source.min_delay:
             raise UserError(f"--delay must be at least {source.min_delay:g} seconds for {name} (its API's terms), "
                             f"got {o.delay:g}")
-    check_reachable(specs, hint="pass local models instead, e.g. --models smollm2-135m")
+    check_reachable(specs, hint="pass local models instead, e.g. --models rwkv4-tiny,rwkv7-tiny,smollm2-135m")
     return Settings(options=o, specs=specs, sources=sources, papers=o.papers, chars=o.chars or WHOLE_TEXT,
                     min_chars=o.min_chars, rule=rule, window=window, fetch=fetch, offline=o.offline,
                     stride=o.stride, chunk_tokens=o.chunk_tokens, device=o.device, dtype=canonical_dtype(o.dtype),
