@@ -73,8 +73,11 @@ def ragged_wkv(w, u, k, v, state, lengths: torch.Tensor | None):
     return y, new_state
 
 
-# Token shift mixes each position with the one before: mu * x + (1 - mu) * shifted, computed below as
-# shifted + (x - shifted) * mu with one fused multiply-add per mix (torch.addcmul).
+def mix(x: torch.Tensor, shifted: torch.Tensor, mus: torch.Tensor) -> torch.Tensor:
+    """Token shift's interpolations mu * x + (1 - mu) * shifted for every row of mus (n, C) in one pass:
+    shifted + (x - shifted) * mu, stacked along a new first dimension (n, *x.shape)."""
+    mus = mus.view(mus.shape[0], *[1] * (x.dim() - 1), mus.shape[1]).to(x.dtype)
+    return torch.addcmul(shifted, x - shifted, mus)
 
 
 class TimeMix(nn.Module):
@@ -93,11 +96,8 @@ class TimeMix(nn.Module):
         self.output = nn.Linear(C, C, bias=False)
 
     def projections(self, x, shifted):
-        diff = x - shifted
-        k = self.key(torch.addcmul(shifted, diff, self.time_mix_k))
-        v = self.value(torch.addcmul(shifted, diff, self.time_mix_v))
-        r = torch.sigmoid(self.receptance(torch.addcmul(shifted, diff, self.time_mix_r)))
-        return r, k, v
+        xk, xv, xr = mix(x, shifted, torch.stack([self.time_mix_k, self.time_mix_v, self.time_mix_r]))
+        return torch.sigmoid_(self.receptance(xr)), self.key(xk), self.value(xv)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Parallel over x's T positions (`lengths`: rows right-padded to T). Updates this layer's `state`
@@ -107,7 +107,7 @@ class TimeMix(nn.Module):
         y, wkv_state = ragged_wkv(w, self.time_first.float(), k, v, state[AA:PP + 1].transpose(0, 1), lengths)
         state[ATT_SHIFT] = last_positions(x, lengths).float()
         state[AA:PP + 1] = wkv_state.transpose(0, 1)
-        return self.output(r * y)
+        return self.output(r.mul_(y))
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One token, x of shape (B, C)."""
@@ -117,7 +117,7 @@ class TimeMix(nn.Module):
         y, state[AA], state[BB], state[PP] = wkv_step(w, self.time_first.float(), k.float(), v.float(),
                                                       state[AA], state[BB], pp)
         state[ATT_SHIFT] = x.float()
-        return self.output(r * y.to(x.dtype))
+        return self.output(r.mul_(y.to(x.dtype)))
 
 
 class ChannelMix(nn.Module):
@@ -132,10 +132,9 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(ffn_dim, C, bias=False)
 
     def mix_and_project(self, x, shifted):
-        diff = x - shifted
-        k = torch.relu(self.key(torch.addcmul(shifted, diff, self.time_mix_k))).square_()
-        r = torch.sigmoid(self.receptance(torch.addcmul(shifted, diff, self.time_mix_r)))
-        return r.mul_(self.value(k))
+        xk, xr = mix(x, shifted, torch.stack([self.time_mix_k, self.time_mix_r]))
+        k = torch.relu_(self.key(xk)).square_()   # in place: a fresh (T, 4C) buffer costs page faults
+        return torch.sigmoid_(self.receptance(xr)).mul_(self.value(k))
 
     def forward(self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         out = self.mix_and_project(x, token_shift(x, state[FFN_SHIFT]))
