@@ -147,7 +147,8 @@ def random_transformer(spec: ModelSpec, tok, *, device, dtype, kv_cache, seed, m
     family, size = presets.split_preset(spec.location)
     config = presets.transformer_config(family, size, max_positions=max(max_positions or 0, 4096))
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    attention = {} if family in presets.MAMBA_FAMILIES else {"attn_implementation": "sdpa"}  # Mamba has none
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, **attention)
     return TransformersBackend(model, tok, spec.text, random_weights=True, device=device, kv_cache=kv_cache,
                                bos_token_id=0)
 
@@ -159,7 +160,8 @@ def check_reachable(specs: list[ModelSpec], hint: str = "") -> None:
     missing = [s.text for s in specs if (s.kind == "hub" and s.runner is None) or
                (s.kind == "hub-file" and not hub_file_cached(s.location))]
     if missing and hub_offline():
-        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in the local Hugging "
+        names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+        raise UserError(f"{names} {'is' if len(missing) == 1 else 'are'} not in the local Hugging "
                         "Face cache and the hub cannot be reached (offline): run once with network to download "
                         f"{'it' if len(missing) == 1 else 'them'}{', or ' + hint if hint else ''}")
 

@@ -7,6 +7,9 @@ A backend owns a model and its tokenizer. Scenarios use:
 - `start(ids)` / `step(token, cache)`: prefill a prompt (a list of ids, or a 1-D tensor: a million ids
   as Python ints would take 36 MB), then decode one token at a time (greedy
   decoding and per-token timing live in the scenarios, not here);
+- `start_batch(ids)` / `step_batch(tokens, cache)` / `repeat_cache(cache, batch)`: the same for B sequences at
+  once, each with its own state or KV cache (serving many sequences);
+- `sequence_state_bytes(T)`: analytic bytes of one sequence's state or KV cache at context T;
 - `describe()` -> what ran, for metadata and tables.
 """
 from __future__ import annotations
@@ -62,6 +65,33 @@ class Backend(ABC):
     @abstractmethod
     def weights_bytes(self) -> int:
         """Bytes taken by the model's parameters and buffers."""
+
+    def start_batch(self, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Prefill B prompts of one length, ids (B, T). Returns the last logits (B, V) and the cache of all B."""
+        raise NotImplementedError(f"{type(self).__name__} does not decode batches")
+
+    def step_batch(self, tokens: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        """One token for each of the B sequences, tokens (B,). Returns logits (B, V) and the updated cache."""
+        raise NotImplementedError(f"{type(self).__name__} does not decode batches")
+
+    def repeat_cache(self, cache: Any, batch: int) -> Any:
+        """A cache of `batch` sequences, each a real copy of the one sequence in `cache`."""
+        raise NotImplementedError(f"{type(self).__name__} does not decode batches")
+
+    def step_weights_bytes(self) -> int:
+        """Bytes of weights one decode step must read: every parameter and buffer but the input embedding table,
+        of which a step gathers one row per sequence (unless the head shares it, and reads it whole)."""
+        model = self.model
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else getattr(model, "emb", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else getattr(model, "head", None)
+        table = getattr(emb, "weight", None)
+        if table is None or (head is not None and getattr(head, "weight", None) is table):
+            return self.weights_bytes()
+        return self.weights_bytes() - table.numel() * table.element_size()
+
+    def sequence_state_bytes(self, T: int) -> int | None:
+        """Analytic bytes of one sequence's state (recurrent models: constant) or KV cache at context T."""
+        return None
 
     def describe(self) -> dict:
         return {

@@ -1,6 +1,8 @@
 """Any transformers causal LM: hub ids, local directories, GGUF files, or a config with random weights.
 
-Also runs transformers' own `RwkvForCausalLM`, the peer our RWKV-4 is compared with.
+Also runs transformers' own `RwkvForCausalLM`, the peer our RWKV-4 is compared with, and Mamba / Mamba-2
+(`MambaForCausalLM`, `Mamba2ForCausalLM`), the other linear-time family: their cache is a fixed-size conv
+and SSM state (`cache_params`), not keys and values.
 Texts longer than the model's context are scored with a sliding window (see `token_logprobs`).
 """
 from __future__ import annotations
@@ -19,12 +21,12 @@ class TransformersBackend(Backend):
         super().__init__(model, tokenizer, spec, random_weights=random_weights, device=device)
         self.kv_cache = kv_cache
         cfg = model.config
-        self.family = "rwkv" if cfg.model_type == "rwkv" else "transformer"
-        # RWKV's context_length is its training length, not a limit; attention models have a hard one
-        self.max_context = None if self.family == "rwkv" else getattr(cfg, "max_position_embeddings", None)
+        self.family = family_of(cfg.model_type)
+        # RWKV's context_length is its training length, not a limit (nor Mamba's); attention models have a hard one
+        self.max_context = None if self.family != "transformer" else getattr(cfg, "max_position_embeddings", None)
         self.bos_token_id = bos_token_id if bos_token_id is not None else default_bos(tokenizer, cfg)
-        attn = attention_implementation(model)
-        self.implementation = f"transformers.{type(model).__name__}" + (f"[{attn}]" if attn else "")
+        path = mamba_path() if self.family == "mamba" else attention_implementation(model)
+        self.implementation = f"transformers.{type(model).__name__}" + (f"[{path}]" if path else "")
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -66,22 +68,54 @@ class TransformersBackend(Backend):
 
     def run(self, ids: list[int], cache: Any = None, use_cache: bool = True):
         """One forward over `ids` continuing `cache`; returns the last logits (V,) and the new cache."""
-        x = as_batch(ids, self.device)
-        if self.model.config.model_type == "rwkv":  # transformers' RWKV keeps a `state`, not a KV cache
+        logits, cache = self.forward_batch(as_batch(ids, self.device), cache, use_cache)
+        return logits[0], cache
+
+    def forward_batch(self, x: torch.Tensor, cache: Any = None, use_cache: bool = True):
+        """x (B, T) continuing `cache`; returns the last logits (B, V) and the new cache."""
+        model_type = self.model.config.model_type
+        if model_type == "rwkv":  # transformers' RWKV keeps a `state`, not a KV cache
             out = self.model(input_ids=x, state=cache, use_cache=True, logits_to_keep=1)
-            return out.logits[0, -1], out.state
+            return out.logits[:, -1], out.state
+        if self.family == "mamba":  # a conv + SSM state in `cache_params` (one token: the recurrent step)
+            out = self.model(input_ids=x, cache_params=cache, use_cache=True, logits_to_keep=1)
+            return out.logits[:, -1], out.cache_params
         out = self.model(input_ids=x, past_key_values=cache, use_cache=use_cache, logits_to_keep=1)
-        return out.logits[0, -1], out.past_key_values
+        return out.logits[:, -1], out.past_key_values
+
+    @torch.no_grad()
+    def start_batch(self, ids: torch.Tensor):
+        return self.forward_batch(ids.to(self.device), None)
+
+    @torch.no_grad()
+    def step_batch(self, tokens: torch.Tensor, cache: Any):
+        return self.forward_batch(tokens.reshape(-1, 1).to(self.device), cache)
+
+    def repeat_cache(self, cache: Any, batch: int) -> Any:
+        if self.model.config.model_type == "rwkv":  # a list of (B, hidden, layers) tensors
+            return [s.repeat_interleave(batch, dim=0) for s in cache]
+        for layer in cache.layers:
+            if hasattr(layer, "conv_states"):  # Mamba's LinearAttentionLayer has no batch_repeat_interleave
+                for states in (layer.conv_states, layer.recurrent_states):
+                    for key, tensor in states.items():
+                        if tensor is not None:
+                            states[key] = tensor.repeat_interleave(batch, dim=0)
+            else:
+                layer.batch_repeat_interleave(batch)  # keys and values, copied
+        return cache
+
+    def sequence_state_bytes(self, T: int) -> int | None:
+        return state_bytes_of_config(self.model.config, T, self.dtype.itemsize)
 
     @torch.no_grad()
     def start(self, ids: list[int]):
-        if self.kv_cache or self.family == "rwkv":
+        if self.kv_cache or self.family != "transformer":
             return self.run(ids)
         return self.run(ids, use_cache=False)[0], ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
 
     @torch.no_grad()
     def step(self, token: int, cache: Any):
-        if self.kv_cache or self.family == "rwkv":
+        if self.kv_cache or self.family != "transformer":
             return self.run([token], cache)
         # the paper's protocol: no cache, the whole growing sequence is run again for every token
         ids = cache + [token]
@@ -89,6 +123,47 @@ class TransformersBackend(Backend):
 
     def weights_bytes(self) -> int:
         return module_bytes(self.model)
+
+
+MAMBA_TYPES = ("mamba", "mamba2")
+
+
+def family_of(model_type: str) -> str:
+    return "rwkv" if model_type == "rwkv" else "mamba" if model_type in MAMBA_TYPES else "transformer"
+
+
+def mamba_path() -> str:
+    """Which scan runs: the mamba_ssm / causal_conv1d kernels when importable, else transformers' own PyTorch
+    reference (on a CPU always the latter: the kernels are CUDA only)."""
+    import importlib.util
+
+    kernels = [m for m in ("mamba_ssm", "causal_conv1d") if importlib.util.find_spec(m) is not None]
+    return "kernels:" + "+".join(kernels) if kernels else "torch-reference-scan"
+
+
+def state_bytes_of_config(cfg, T: int, dtype_bytes: int) -> int | None:
+    """Analytic bytes of one sequence's cache at context T, from a transformers config:
+    RWKV: 5 x layers x C (three of the five in float32, two in the model's dtype); Mamba: layers x
+    (conv: d_inner x conv kernel + SSM: d_inner x state size); Mamba-2: layers x (conv: (d_inner + 2 groups x
+    state size) x conv kernel + SSM: heads x head dim x state size); attention: 2 x layers x T x kv width."""
+    model_type = getattr(cfg, "model_type", "")
+    layers = getattr(cfg, "num_hidden_layers", None)
+    d = getattr(cfg, "hidden_size", None)
+    if not layers or not d:
+        return None
+    if model_type == "rwkv":
+        return layers * d * (3 * 4 + 2 * dtype_bytes)
+    if model_type == "mamba":
+        inner = cfg.intermediate_size
+        return layers * inner * (cfg.conv_kernel + cfg.state_size) * dtype_bytes
+    if model_type == "mamba2":
+        inner = int(cfg.expand * d)
+        conv = (inner + 2 * cfg.n_groups * cfg.state_size) * cfg.conv_kernel
+        return layers * (conv + cfg.num_heads * cfg.head_dim * cfg.state_size) * dtype_bytes
+    heads = getattr(cfg, "num_attention_heads", None) or max(1, d // 64)
+    head_dim = getattr(cfg, "head_dim", None) or d // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    return 2 * layers * T * kv_heads * head_dim * dtype_bytes
 
 
 def default_bos(tokenizer: Tokenizer, config) -> int:

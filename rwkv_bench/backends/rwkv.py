@@ -71,5 +71,22 @@ class RWKVBackend(Backend):
         logits, state = self.model(self.tensor([token]), cache, mode="recurrent")
         return logits[0, -1], state
 
+    @torch.no_grad()
+    def start_batch(self, ids: torch.Tensor):
+        logits, state = self.model(ids.to(self.device), chunk_size=self.chunk_size, last_only=True)
+        return logits[:, -1], state
+
+    @torch.no_grad()
+    def step_batch(self, tokens: torch.Tensor, cache):
+        """Updates `cache` in place (a server owns its states; a copy of B states per step is not its cost)."""
+        x = self.model.hidden(tokens.reshape(-1, 1).to(self.device), cache, recurrent=True)
+        return self.model.logits(x)[:, -1], cache
+
+    def repeat_cache(self, cache, batch: int):
+        return cache.repeat_interleave(batch, dim=self.model.state_batch_dim)
+
+    def sequence_state_bytes(self, T: int) -> int:
+        return self.model.state_bytes(1)
+
     def weights_bytes(self) -> int:
         return module_bytes(self.model)

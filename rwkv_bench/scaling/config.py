@@ -20,13 +20,14 @@ def parsed(default=None):
 class ScalingConfig(ModelOptions):
     # The offline default: a matched small pair plus transformers' own RWKV on our weights, short lengths,
     # so that `rwkv-bench scaling` with no flags takes about five minutes on a 2-core CPU.
-    models: str = option("rwkv4-tiny,gptneox-tiny,transformers:rwkv4-tiny", (
+    models: str = option("rwkv4-tiny,rwkv7-tiny,gptneox-tiny,transformers:rwkv4-tiny", (
         "Comma-separated model specs. transformers:rwkv4-<size> runs transformers' own RwkvForCausalLM on the "
         "same random weights as rwkv4-<size>."), fixed=True, flags=("--models", "-m"))
     scenario: str = option("prefill,decode,generate", (
         "prefill (one forward pass over T tokens), decode (the cost of one generated token at context T: prefill "
-        "to T, then timed steps), generate (T tokens decoded one by one, the direct Figure 7); comma-separated."),
-        flags=("--scenario", "-s"))
+        "to T, then timed steps), generate (T tokens decoded one by one, the direct Figure 7), serve (B sequences "
+        "at context T decoded together, each with its own state or KV cache: --batch-sizes, --serve-lengths); "
+        "comma-separated."), flags=("--scenario", "-s"))
     min_len: int = option(16, "Shortest T.")
     max_len: int = option(2048, "Longest T, included.")
     points: int | None = option(None, "Number of lengths in the geometric grid (instead of --ratio).")
@@ -53,6 +54,17 @@ class ScalingConfig(ModelOptions):
         "freed heap returned to the OS after every step; CUDA: per-process memory fraction). Exceeding it "
         "records oom; a transformer point whose predicted KV cache and activations exceed it (or the free "
         "memory) is skipped without running."))
+    batch_sizes: str = option("1,4,16,64", (
+        "serve: the batch sizes B, comma-separated; recurrent models (RWKV, Mamba) go on by x4 to "
+        "--recurrent-max-batch."))
+    recurrent_max_batch: int = option(1024, "serve: the largest B of a recurrent model's grid (0: --batch-sizes only).")
+    serve_lengths: str | None = option(None, "serve: the contexts T, comma-separated (default: the length grid).")
+    prefill_token_budget: int = option(16384, (
+        "serve: B different prompts are prefilled while B x T stays within this many tokens (aggregate prefill "
+        "tokens/s); beyond it the rows are real copies of one prefilled state or KV cache."))
+    confirm_max_batch: int = option(4096, (
+        "serve: the capacity at each T (the largest B whose states fit the memory budget, predicted from the "
+        "measured bytes per sequence) is run to confirm it when it is at most this B (0: never)."))
     repeats: int = option(3, "Timed prefill passes.")
     warmup: int = option(1, "Untimed warm-up passes.")
     prompt_len: int = option(16, "Prompt before generation.", fixed=True)
@@ -68,6 +80,7 @@ class ScalingConfig(ModelOptions):
     scenarios: list[str] = parsed()
     lengths: dict[str, list[int]] = parsed()        # scenario -> its grid of T
     memory_limit_bytes: int | None = parsed()
+    batches: list[int] = parsed()                   # serve: --batch-sizes as integers
 
     def __post_init__(self):
         self.specs = parse_models(self.models)
@@ -89,7 +102,13 @@ class ScalingConfig(ModelOptions):
         gen_grid = [t for t in grid if t <= gen_max]
         if "generate" in self.scenarios and not gen_grid:
             raise UserError(f"--gen-max-len {gen_max} is below --min-len {self.min_len}: no generate lengths")
-        self.lengths = {"prefill": grid, "decode": grid, "generate": gen_grid}
+        self.batches = int_list(self.batch_sizes, "--batch-sizes")
+        serve_grid = int_list(self.serve_lengths, "--serve-lengths") if self.serve_lengths else grid
+        for name in ("prefill_token_budget",):
+            positive(getattr(self, name), f"--{name.replace('_', '-')}")
+        for name in ("recurrent_max_batch", "confirm_max_batch"):
+            positive(getattr(self, name), f"--{name.replace('_', '-')}", zero_ok=True)
+        self.lengths = {"prefill": grid, "decode": grid, "generate": gen_grid, "serve": serve_grid}
         self.memory_limit_bytes = parse_size(self.memory_limit)
         self.device = parse_device(self.device)
         self.dtype = canonical_dtype(self.dtype)
@@ -97,6 +116,21 @@ class ScalingConfig(ModelOptions):
     @property
     def model_names(self) -> list[str]:
         return [spec.text for spec in self.specs]
+
+    def batch_grid(self, recurrent: bool) -> list[int]:
+        """serve: the batch sizes of a model; a recurrent one's go on by x4 up to --recurrent-max-batch."""
+        grid = list(self.batches)
+        while recurrent and grid[-1] * 4 <= self.recurrent_max_batch:
+            grid.append(grid[-1] * 4)
+        return grid
+
+
+def int_list(text, flag: str) -> list[int]:
+    """'1,4,16' -> [1, 4, 16] (sorted, no duplicates); anything else is one line naming the flag."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"{flag} takes a comma-separated list of positive integers, got {text!r}")
+    return sorted({int(p) for p in parts})
 
 
 def resolve(given: dict, stored: dict | None = None) -> ScalingConfig:

@@ -49,7 +49,7 @@ def model_size(spec: ModelSpec, dims: Dims | None) -> Size:
 
     transformer = spec.family == "transformer"
     if spec.kind == "preset" and (split := presets.split_preset(spec.location)):
-        return Size(split[1].n_layer, split[1].n_embd, transformer)
+        return Size(split[1].n_layer, split[1].n_embd, transformer and split[0] not in presets.MAMBA_FAMILIES)
     if dims is not None:
         return Size(dims.layers, dims.d, True)
     return Size(transformer=transformer, known=False)

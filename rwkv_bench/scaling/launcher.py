@@ -64,7 +64,7 @@ def launch(spec: PointSpec, log_dir: Path, *, load_timeout_s: float = LOAD_TIMEO
     'wall_s')}."""
     log_dir.mkdir(parents=True, exist_ok=True)
     phases = list(spec.phases)
-    name = f"{slug(spec.model)}_{'+'.join(phases)}_{spec.seq_len}"
+    name = f"{slug(spec.model)}_{'+'.join(phases)}_{spec.seq_len}" + (f"_B{spec.batch}" if spec.batch > 1 else "")
     log_path = log_dir / f"{name}.log"
     budget_s = spec.time_budget_s
     peaks: dict[str, int] = {}

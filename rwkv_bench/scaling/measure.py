@@ -212,6 +212,7 @@ def run_point(spec: PointSpec, save=None) -> dict:
     info = {
         "family": backend.family, "implementation": backend.implementation,
         "random_weights": bool(backend.random_weights), "weights_bytes": backend.weights_bytes(),
+        "step_weights_bytes": backend.step_weights_bytes(),
         "kv_cache": kv_label(backend.family, spec.kv_cache), "device": str(backend.device),
         "dtype": str(backend.dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
         "load_s": load_s, "mem_method": CudaPeakMemory.method if spec.device.startswith("cuda") else CPU_METHOD,
@@ -244,9 +245,14 @@ def run_point(spec: PointSpec, save=None) -> dict:
                 measured = measure_decode(backend, spec, region, clock, ids, carried, baseline)
             elif phase == "generate":
                 measured = measure_generate(backend, spec, region, clock, vocab)
+            elif phase == "serve":
+                from .serving_measure import measure_serve
+
+                measured = measure_serve(backend, spec, region, clock, vocab, baseline)
             else:
                 raise PointFailure("error", f"unknown scenario {phase!r}")
-            result["phases"][phase] = {**info, **measured, "status": "ok", "error": ""}
+            result["phases"][phase] = {**info, **measured, "status": "ok", "error": "",
+                                       "state_bytes": backend.sequence_state_bytes(phase_context(spec, phase))}
         except BaseException as exc:  # noqa: BLE001 - every failure of a phase becomes its row
             region.release()  # room to report the failure
             if isinstance(exc, KeyboardInterrupt):
@@ -268,11 +274,18 @@ def run_point(spec: PointSpec, save=None) -> dict:
     return result
 
 
+def phase_context(spec: PointSpec, phase: str) -> int:
+    """The context a phase's state or KV cache holds: T, or the prompt and T tokens for generate."""
+    return spec.seq_len + spec.prompt_len if phase == "generate" else spec.seq_len
+
+
 def context_needed(spec: PointSpec, phase: str) -> int:
     if phase == "generate":
         return spec.seq_len + spec.prompt_len
     if phase == "decode":
         return spec.seq_len + 2 * spec.decode_steps + 1
+    if phase == "serve":
+        return spec.seq_len + spec.decode_steps + 4
     return spec.seq_len
 
 
@@ -281,7 +294,7 @@ def warm_up(backend, spec: PointSpec, ids, vocab: int) -> None:
     if "prefill" in spec.phases or "decode" in spec.phases:
         for _ in range(max(0, spec.warmup)):
             backend.start(ids[:min(spec.seq_len, WARMUP_PREFILL_TOKENS)])  # its cache is dropped at once
-    if "decode" in spec.phases or "generate" in spec.phases:
+    if {"decode", "generate", "serve"} & set(spec.phases):
         prompt = random_ids(spec.prompt_len, vocab, spec.seed)
         logits, cache = backend.start(prompt)
         token = greedy(logits)

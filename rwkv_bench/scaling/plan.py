@@ -9,6 +9,7 @@ from __future__ import annotations
 from .config import ScalingConfig
 from ..recording import cpu_name
 from .estimate import CALIBRATED_ON, LOAD_S, estimated_cost_s
+from .points import SERVE
 from .predict import memory_refusal, predict
 
 Point = tuple[str, int, str]  # (scenario, T, model)
@@ -16,8 +17,9 @@ Point = tuple[str, int, str]  # (scenario, T, model)
 
 def plan_points(c: ScalingConfig) -> list[Point]:
     """Every point of the sweep in the order it runs."""
-    grid = sorted({T for s in c.scenarios for T in c.lengths[s]})
-    return [(s, T, model) for T in grid for model in c.model_names for s in c.scenarios if T in c.lengths[s]]
+    scenarios = [s for s in c.scenarios if s != SERVE]  # serve points are (model, T, B): serving.py plans them
+    grid = sorted({T for s in scenarios for T in c.lengths[s]})
+    return [(s, T, model) for T in grid for model in c.model_names for s in scenarios if T in c.lengths[s]]
 
 
 def children(todo: list[Point]) -> list[tuple[list[str], int, str]]:
@@ -46,6 +48,10 @@ def plan_text(c: ScalingConfig, todo: list[Point], costs: dict, sizes: dict) -> 
     lines = [f"plan: {len(models)} model(s): {', '.join(models)}"]
     for scenario in c.scenarios:
         grid = c.lengths[scenario]
+        if scenario == SERVE:
+            lines.append(f"  serve: T = {', '.join(f'{t:,}' for t in grid)}; B = {c.batch_grid(False)} "
+                         f"(recurrent models to {c.batch_grid(True)[-1]:,}), then the capacity at each T")
+            continue
         how = {"generate": " (every token decoded and timed one by one: the direct Figure 7)",
                "decode": " (prefill to T in the prefill's child, then timed steps at context T; Figure 7 is "
                          "integrated from these)"}.get(scenario, "")

@@ -12,6 +12,7 @@ from .store import MAX_TOKEN_ROWS
 # measured in one child per (model, T), in this order: the prefill builds the state decode starts from, and the
 # tokens generated one by one run in the same process as the decode samples they check
 SCENARIOS = ("prefill", "decode", "generate")
+SERVE = "serve"  # B sequences at context T decoded together: one child per (model, T, B), rows in serving.csv
 
 
 def geometric_grid(min_len: int, max_len: int, points: int | None = None, ratio: float | None = None) -> list[int]:
@@ -37,11 +38,12 @@ def geometric_grid(min_len: int, max_len: int, points: int | None = None, ratio:
 def parse_scenarios(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
-        raise UserError("--scenario needs at least one of: prefill, decode, generate")
+        raise UserError("--scenario needs at least one of: prefill, decode, generate, serve")
     for name in names:
-        if name not in SCENARIOS:
-            raise UserError(f"unknown scenario {name!r}: use prefill, decode and/or generate (comma-separated)")
-    return [s for s in SCENARIOS if s in names]  # canonical order, no duplicates
+        if name not in (*SCENARIOS, SERVE):
+            raise UserError(f"unknown scenario {name!r}: use prefill, decode, generate and/or serve "
+                            "(comma-separated)")
+    return [s for s in (*SCENARIOS, SERVE) if s in names]  # canonical order, no duplicates
 
 
 @dataclass
@@ -69,6 +71,8 @@ class PointSpec:
     repeat_time_s: float = 20.0
     wkv: str | None = None         # RWKV_BENCH_WKV for the child: kernel, or reference when the user allowed it
     check_lengths: list[int] | None = None  # generate: decode grid lengths <= T for the one-process Figure 7 check
+    batch: int = 1                  # serve: sequences decoded together
+    prefill_token_budget: int = 16384  # serve: B distinct prompts while B x T fits, else copies of one
     result_path: str = ""
     loaded_path: str = ""           # the child touches this file once the model is loaded (budget starts)
     region_path: str = ""           # stem of the files that mark each phase's measured region (region_files)

@@ -5,7 +5,7 @@ Activations of a forward over T tokens (one layer's at a time, transformers with
 T x bytes x (6 d + 2 ffn) (the input, norm, q/k/v, attention output, and the MLP's hidden units before and
 after the activation), calibrated on gptneox-tiny at T = 100,000 (+1,990 MiB measured, of which the KV cache
 is 781 MiB). Attention scores: none with SDPA on CPU (flash attention, blocks of the T x T matrix), heads x
-T^2 x bytes with eager attention. RWKV needs O(d) state and O(chunk x d) activations: no prediction.
+T^2 x bytes with eager attention. RWKV needs O(d) state and O(chunk x d) activations, Mamba a fixed-size state: no prediction.
 The prediction is a guard against starting a point that cannot fit (the launcher still measures and limits
 what it uses); `predicted_mem_bytes` is recorded on every transformer row, run or skipped.
 """
@@ -37,6 +37,8 @@ def transformer_dims(spec: ModelSpec) -> Dims | None:
         from ..models import presets
 
         family, size = presets.split_preset(spec.location)
+        if family in presets.MAMBA_FAMILIES:  # a fixed-size state (serving.py predicts it), no KV cache
+            return None
         heads = max(1, size.n_embd // 64)
         ffn = 4 * size.n_embd if family == "gptneox" else int(8 * size.n_embd / 3 + 63) // 64 * 64
         return Dims(size.n_layer, size.n_embd, ffn, heads, size.n_embd)
@@ -47,7 +49,7 @@ def transformer_dims(spec: ModelSpec) -> Dims | None:
         cfg = AutoConfig.from_pretrained(spec.location, local_files_only=True, **kwargs)
     except Exception:  # noqa: BLE001 - not cached, not readable: run it, unpredicted
         return None
-    if getattr(cfg, "model_type", "") == "rwkv":
+    if getattr(cfg, "model_type", "") in ("rwkv", "mamba", "mamba2"):
         return None
     d = getattr(cfg, "hidden_size", None)
     layers = getattr(cfg, "num_hidden_layers", None)

@@ -39,6 +39,20 @@ def describe(c: ScalingConfig) -> dict[str, str]:
                    "x bytes plus activations, predicted_mem_bytes) and skipped when they cannot fit. CUDA: "
                    "torch.cuda.max_memory_allocated above memory_allocated before the measured runs. "
                    "weights_bytes is reported separately"),
+        "serve": (f"B sequences at context T decoded together (serving.csv), one child per (model, T, B), B from "
+                  f"{c.batch_grid(False)} (recurrent models, RWKV and Mamba, on to {c.batch_grid(True)[-1]}): B "
+                  f"different random prompts prefilled in one batched call while B x T <= "
+                  f"{c.prefill_token_budget:,} tokens (prefill = distinct), else one prompt prefilled and its state "
+                  f"or KV cache repeated B times, real copies (prefill = copies); 2 untimed then up to "
+                  f"{c.decode_steps} timed steps, each advancing all B rows one greedy token (median and p90 per "
+                  "step; aggregate tokens/s = B x steps / their time). held_mem_bytes: RSS after the steps and a "
+                  "trim, above the loaded model. Capacity: the largest B whose states fit the memory budget "
+                  "(meta.json machine), predicted from the bytes per sequence measured over the grid, run to "
+                  f"confirm it when it lies beyond the grid and B <= {c.confirm_max_batch:,}"),
+        "bandwidth": ("a decode step reads every weight once plus its state or KV cache: step_read_bytes = "
+                      "step_weights_bytes (every weight but the input embedding table, of which one row per "
+                      "sequence is gathered) + B x state_bytes, over the median step, against the machine's copy "
+                      "bandwidth measured at the start of the run (bandwidth.py, meta.json machine)"),
         "isolation": "every point in a fresh subprocess; the time budget counts from the end of loading",
         "tokenizer": "none is used: token ids are random",
     }

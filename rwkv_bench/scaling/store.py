@@ -2,11 +2,13 @@
 
     points.csv           one row per (model, scenario, seq_len): COLUMNS
     generate_tokens.csv  per-position decode latency of every generate point: TOKEN_COLUMNS
+    serving.csv          one row per (model, seq_len, batch) of the serve scenario: SERVING_COLUMNS
     meta.json            recording's environment keys, plus META_KEYS (written by `start` and `finish`)
     logs/                child logs of points that did not succeed
 
-The sweep writes only through `start`, `append_point`, `drop_uncommitted_tokens` and `finish`; the report
-and a resume read only through `read_points`, `read_tokens` and `read_meta`. Column names are a contract:
+The sweep writes only through `start`, `append_point`, `append_serving`, `drop_uncommitted_tokens` and
+`finish`; the report and a resume read only through `read_points`, `read_tokens`, `read_serving` and
+`read_meta`. Column names are a contract:
 add columns, never rename.
 """
 from __future__ import annotations
@@ -21,12 +23,14 @@ from ..recording import append_rows, finish_meta, read_meta, read_rows, resume_m
 KIND = "scaling"
 POINTS_CSV = "points.csv"
 TOKENS_CSV = "generate_tokens.csv"
+SERVING_CSV = "serving.csv"
 LOG_DIR = "logs"
 
 # meta.json keys a scaling run adds to recording's environment: the options as resolved, the grid per scenario,
 # the model specs as typed, how each scenario is measured; at the end the sweep's wall time and each model's
-# identity (family, implementation, weights)
-META_KEYS = ("options", "lengths", "models", "protocol", "sweep_wall_s", "model_info")
+# identity (family, implementation, weights, state bytes per sequence); `machine`: the memory bandwidth measured
+# at the start of the sweep (bandwidth.py) and, for serve, the memory budget of the capacity table
+META_KEYS = ("options", "lengths", "models", "protocol", "sweep_wall_s", "model_info", "machine")
 
 STATUSES = ("ok", "oom", "timeout", "error", "skipped")
 FAILED = ("oom", "timeout", "error")  # a (model, scenario) stops at the first of these
@@ -61,6 +65,33 @@ COLUMNS = [
     "check_direct_s",     # T tokens generated one by one, interleaved with decode samples at the grid lengths
     "check_integrated_s",  # those samples' means integrated to T as the report integrates the decode points
     "check_samples",      # decode samples taken
+    "state_bytes",        # analytic bytes of one sequence's state or KV cache at the phase's context (T; generate:
+                          # T + prompt): RWKV a constant, a transformer 2 x layers x T x kv width x bytes
+                          # (Backend.sequence_state_bytes)
+    "step_weights_bytes",  # the weights a decode step reads: all but the input embedding table (one row gathered)
+    "step_read_bytes",    # decode: what one step must read, step_weights_bytes + state_bytes
+    "bandwidth_gbs",      # decode: step_read_bytes / latency_s, in GB/s (1e9 bytes)
+    "bandwidth_fraction",  # decode: bandwidth_gbs over the machine's copy bandwidth (meta.json machine)
+]
+
+SERVING_COLUMNS = [
+    "model", "family", "implementation", "seq_len", "batch", "role", "status",
+    # role: grid (--batch-sizes) or capacity (the largest B predicted to fit the memory budget, run to confirm)
+    "prefill",            # distinct: B different prompts prefilled in one batched call; copies: one prefilled, its
+                          # state or KV cache repeated B times (B x T past --prefill-token-budget)
+    "prefill_s",          # the batched prefill (copies: one prompt's prefill plus the copying)
+    "prefill_tokens_per_s",  # distinct only: B x T / prefill_s
+    "step_median_s", "step_p90_s", "step_min_s", "step_max_s", "steps",  # a step advances all B rows one token
+    "decode_tokens_per_s",   # aggregate: B x steps / their summed time
+    "held_mem_bytes",     # RSS after the steps and a trim, above the loaded model: the B states or KV caches
+    "held_per_seq_bytes",  # held_mem_bytes / B
+    "peak_mem_bytes", "peak_total_bytes", "baseline_bytes", "mem_method",
+    "state_bytes",        # analytic bytes of one sequence's state or KV cache at T
+    "predicted_mem_bytes",  # B x state_bytes plus the prefill's activations, predicted before the point ran
+    "weights_bytes", "step_weights_bytes",  # all weights; those a step reads (not the input embedding table)
+    "step_read_bytes",    # step_weights_bytes + B x state_bytes: what one step must read
+    "bandwidth_gbs", "bandwidth_fraction",  # step_read_bytes / step_median_s (GB/s), and over the copy bandwidth
+    "random_weights", "device", "dtype", "threads", "load_s", "wall_s", "error",
 ]
 # read as text ("" for a missing value); seq_len as int; random_weights as True / False / None; the rest numbers
 TEXT_COLUMNS = ("family", "implementation", "kv_cache", "status", "error", "mem_method")
@@ -74,6 +105,11 @@ def point_key(model: str, scenario: str, seq_len: int) -> tuple[str, str, int]:
     return (str(model), str(scenario), int(seq_len))
 
 
+def serve_key(model: str, seq_len: int, batch: int) -> tuple[str, int, int]:
+    """What identifies a serving.csv row."""
+    return (str(model), int(seq_len), int(batch))
+
+
 def kv_label(family: str, kv_cache: bool) -> str:
     """The kv_cache column: true/false for transformers, n.a. for RWKV (it carries a fixed-size state)."""
     if family != "transformer":
@@ -84,7 +120,8 @@ def kv_label(family: str, kv_cache: bool) -> str:
 # ---- writers ----
 
 def start(run_dir: Path, options: dict, old_meta: dict | None, **fields) -> None:
-    """meta.json of a new run, or a resume's entry appended to the old one. `fields`: lengths, models, protocol."""
+    """meta.json of a new run, or a resume's entry appended to the old one. `fields`: lengths, models, protocol,
+    machine."""
     unknown = set(fields) - set(META_KEYS)
     assert not unknown, f"not a scaling meta.json key: {unknown}"
     if old_meta is not None:
@@ -103,6 +140,11 @@ def append_point(run_dir: Path, row: dict) -> None:
     append_rows(run_dir / POINTS_CSV, [row], COLUMNS)
 
 
+def append_serving(run_dir: Path, row: dict) -> None:
+    row["error"] = " ".join(str(row.get("error") or "").split())
+    append_rows(run_dir / SERVING_CSV, [row], SERVING_COLUMNS)
+
+
 def drop_uncommitted_tokens(run_dir: Path, committed: set) -> int:
     """Per-token rows of a generate point whose points.csv row never got written (killed in between)."""
     path = run_dir / TOKENS_CSV
@@ -119,7 +161,9 @@ def drop_uncommitted_tokens(run_dir: Path, committed: set) -> int:
 def finish(run_dir: Path, wall_s: float) -> None:
     """meta.json's end: completed, the wall time of every sweep on this run summed, each model's identity."""
     finish_meta(run_dir, sweep_wall_s=read_meta(run_dir).get("sweep_wall_s", 0) + wall_s,
-                model_info=model_info(read_points(run_dir)))
+                model_info=model_info(pd.concat([read_points(run_dir), read_serving(run_dir)],
+                                                ignore_index=True)))
+
 
 
 def model_info(points: pd.DataFrame) -> dict:
@@ -130,7 +174,26 @@ def model_info(points: pd.DataFrame) -> dict:
         info.setdefault(str(r.model), {"family": r.family, "implementation": r.implementation,
                                        "random_weights": bool(r.random_weights),
                                        "weights_bytes": int(r.weights_bytes)})
+    for model, state in state_sizes(points).items():
+        info.setdefault(model, {})["state_bytes"] = state
     return info
+
+
+def state_sizes(points: pd.DataFrame) -> dict:
+    """model -> {"per_sequence": bytes at its longest context, "at_seq_len": that context, "per_token": bytes
+    per token of context (0 for a fixed-size state)} from the state_bytes column (ok rows)."""
+    out = {}
+    if points.empty or "state_bytes" not in points:
+        return out
+    ok = points[(points["status"] == "ok") & pd.to_numeric(points["state_bytes"], errors="coerce").notna()]
+    for model, rows in ok.groupby("model", sort=False):
+        context = rows["seq_len"] + rows["scenario"].eq("generate") * pd.to_numeric(rows["prompt_len"],
+                                                                                    errors="coerce").fillna(0)
+        pairs = sorted(zip(context.astype(int), rows["state_bytes"].astype(float)))
+        (t0, b0), (t1, b1) = pairs[0], pairs[-1]
+        per_token = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        out[str(model)] = {"per_sequence": int(b1), "at_seq_len": int(t1), "per_token": per_token}
+    return out
 
 
 # ---- readers ----
@@ -158,6 +221,22 @@ def read_points(run_dir: Path) -> pd.DataFrame:
     if "random_weights" in points:
         points["random_weights"] = points["random_weights"].map(as_bool)
     return points.drop_duplicates(["model", "scenario", "seq_len"], keep="last")
+
+
+def read_serving(run_dir: Path) -> pd.DataFrame:
+    """serving.csv with its types; the last row of a (model, seq_len, batch) wins."""
+    rows = read_rows(Path(run_dir) / SERVING_CSV)
+    if rows.empty:
+        return rows
+    rows["model"] = rows["model"].astype(str)
+    rows["seq_len"] = rows["seq_len"].astype(int)
+    rows["batch"] = rows["batch"].astype(int)
+    for col in ("family", "implementation", "status", "error", "mem_method", "prefill", "role"):
+        if col in rows:
+            rows[col] = rows[col].map(lambda v: "" if pd.isna(v) else str(v))
+    if "random_weights" in rows:
+        rows["random_weights"] = rows["random_weights"].map(as_bool)
+    return rows.drop_duplicates(["model", "seq_len", "batch"], keep="last")
 
 
 def read_tokens(run_dir: Path) -> pd.DataFrame:

@@ -12,7 +12,8 @@ from .noise import memory_change_is_noise, memory_floor, time_change_is_noise
 from .facts import model_facts, model_order, per_model, protocol_label, weights_label
 from .figures import longest_curves
 from .store import FAILED
-from .table1 import FIT_POINTS, fit_range, exponent_rows, fmt_exponent, fmt_fit
+from .serving_report import summary_section
+from .table1 import FIT_POINTS, fit_range, exponent_rows, fmt_exponent, fmt_fit, state_section
 
 MIB = 2 ** 20
 
@@ -257,7 +258,7 @@ def points_table(points: pd.DataFrame) -> str:
         for r in points.sort_values(["scenario", "model", "seq_len"], kind="stable").itertuples()])
 
 
-def render_summary(points, tokens, meta, figures: list[str]) -> str:
+def render_summary(points, tokens, meta, figures: list[str], serving: pd.DataFrame | None = None) -> str:
     facts = model_facts(points)
     versions = meta.get("versions", {})
     lines = ["# Scaling: time and memory vs sequence length", "",
@@ -290,7 +291,9 @@ def render_summary(points, tokens, meta, figures: list[str]) -> str:
                   "hits both alike; the column before compares two processes run minutes apart.", "",
                   markdown_table(dec)]
     if not points.empty:
-        lines += figure7_section(points) + kv_section(points)
+        lines += figure7_section(points) + kv_section(points) + state_section(points)
+    if serving is not None and not serving.empty or "bandwidth_gbs" in points:
+        lines += summary_section(serving if serving is not None else pd.DataFrame(), points, meta)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name}.png) ([svg]({name}.svg))" for name in figures]
     lines += ["", "## Points", "", points_table(points), ""] if not points.empty else []

@@ -18,12 +18,13 @@ from ..options import as_dict
 from ..recording import open_run
 from ..specs import OURS
 from . import protocol, store
+from .bandwidth import step_bandwidth
 from .config import ScalingConfig, resolve
 from .estimate import model_size
 from .launcher import launch
 from .plan import children, plan_points, plan_text, point_cost_s
-from .points import PointSpec
-from .predict import memory_refusal, predict, transformer_dims
+from .points import SERVE, PointSpec
+from .predict import available_bytes, memory_refusal, predict, transformer_dims
 from .store import FAILED, kv_label, point_key
 
 
@@ -83,8 +84,10 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     console = console or make_console()
     rows = store.read_points(run_dir)  # before meta.json is touched: a corrupt points.csv leaves the run as it was
     wkv = wkv_mode(config, console)
+    machine = measure_machine(config)
     store.start(run_dir, as_dict(config), old_meta, lengths=config.lengths, models=config.model_names,
-                protocol=protocol.describe(config))
+                protocol=protocol.describe(config), machine=machine)
+    copy_gbs = (machine.get("memory_bandwidth") or {}).get("copy_gbs")
     t0 = time.perf_counter()
     done = committed_keys(rows)
     store.drop_uncommitted_tokens(run_dir, done)
@@ -106,13 +109,19 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
             for phases, T, model in children(todo):
                 progress.update(task, description=f"{model} {'+'.join(phases)} T={T}",
                                 points=f"{done_points}/{len(todo)}")
-                for row in run_child(phases, T, model, config, run_dir, failures, families, dims.get(model), wkv):
+                for row in run_child(phases, T, model, config, run_dir, failures, families, dims.get(model), wkv,
+                                     copy_gbs):
                     store.append_point(run_dir, row)
                     progress.console.print(point_line(row), soft_wrap=True)
                     progress.update(task, advance=costs.get((row["scenario"], T, model), 0.0))
                 done_points += len(phases)
                 progress.update(task, points=f"{done_points}/{len(todo)}")
             progress.update(task, description="done")
+        if SERVE in config.scenarios:
+            from .serving import run_serving
+
+            console.print(plan_serving_text(config), soft_wrap=True)
+            run_serving(config, run_dir, wkv, machine, lambda line: console.print(line, soft_wrap=True))
     finally:
         log_dir = run_dir / store.LOG_DIR
         if log_dir.is_dir() and not any(log_dir.iterdir()):
@@ -125,8 +134,39 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     return run_dir
 
 
+def measure_machine(c: ScalingConfig) -> dict:
+    """meta.json's `machine`: the copy bandwidth the decode rows are set against, and serve's memory budget
+    (--memory-limit, else the memory free now)."""
+    machine = {}
+    if {"decode", SERVE} & set(c.scenarios) and not c.device.startswith("cuda"):
+        from .bandwidth import copy_bandwidth_gbs
+
+        machine["memory_bandwidth"] = copy_bandwidth_gbs(c.threads)
+    if SERVE in c.scenarios:
+        free = available_bytes()
+        machine.update(free_memory_bytes=free, memory_budget_bytes=c.memory_limit_bytes or free,
+                       memory_budget_source="--memory-limit" if c.memory_limit_bytes else "free memory at start")
+    return machine
+
+
+def with_bandwidth(row: dict, copy_gbs: float | None) -> dict:
+    """A decode row's bytes read per step (weights, and the state or KV cache at T) over its median step."""
+    if row.get("scenario") == "decode" and row.get("status") == "ok" and row.get("step_weights_bytes"):
+        row["step_read_bytes"] = row["step_weights_bytes"] + (row.get("state_bytes") or 0)
+        row.update(step_bandwidth(row["step_read_bytes"], row.get("latency_s"), copy_gbs))
+    return row
+
+
+def plan_serving_text(c: ScalingConfig) -> str:
+    from .serving import serve_points
+
+    points = serve_points(c)
+    return (f"serve: {len(points)} points (one child each: model, T, B), then each (model, T)'s capacity "
+            f"confirmed where it is at most B={c.confirm_max_batch:,}")
+
+
 def run_child(phases: list[str], T: int, model: str, c: ScalingConfig, run_dir: Path, failures: dict,
-              families: dict, dims, wkv: str | None) -> list[dict]:
+              families: dict, dims, wkv: str | None, copy_gbs: float | None = None) -> list[dict]:
     """The rows of one child's phases: skipped without running (an earlier failure, a predicted size that does
     not fit), or measured."""
     predicted = predict(dims, T, phases, c.kv_cache, c.dtype, c.prompt_len)
@@ -158,7 +198,7 @@ def run_child(phases: list[str], T: int, model: str, c: ScalingConfig, run_dir: 
                 families[model] = row["family"]
             if row["status"] in FAILED and (model, phase) not in failures:
                 failures[(model, phase)] = (T, row["status"])
-            rows[phase] = row
+            rows[phase] = with_bandwidth(row, copy_gbs)
     return [rows[phase] for phase in phases]
 
 

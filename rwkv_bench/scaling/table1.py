@@ -17,8 +17,9 @@ from scipy.stats import linregress
 
 from ..report.tables import MISSING, markdown_table
 from . import integrate
-from .facts import protocol_label, weights_label
+from .facts import model_facts, protocol_label, weights_label
 from .noise import MIN_MEMORY_FLOOR, MIN_R2, flat_memory, flat_time
+from .store import state_sizes
 
 FIT_POINTS = 4  # the longest successful lengths used for each fit
 NOISE_RULE = (f"An exponent is shown only where the fitted values rise above the run's noise, else \"flat within "
@@ -160,6 +161,36 @@ def fit_range(fit: Fit) -> str:
     return f"{round(fit.x_min)}–{round(fit.x_max)}"
 
 
+STATE_RULE = ("Analytic, from each model's configuration (`state_bytes` in points.csv): RWKV-4 5 x layers x C x 4 "
+              "bytes, RWKV-7 layers x C x (head size + 2) x 4, a transformer's KV cache 2 x layers x T x kv width x "
+              "bytes, Mamba its conv state (d_inner x conv kernel) plus SSM state (d_inner x state size; Mamba-2: "
+              "heads x head dim x state size) per layer.")
+
+
+def fmt_bytes(value: float) -> str:
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} B"
+
+
+def state_rows(points: pd.DataFrame) -> list[dict]:
+    """Per model: the state or KV cache one sequence holds at its longest context, and per token of context."""
+    facts = model_facts(points) if not points.empty else {}
+    return [{"model": model, "family": facts.get(model, {}).get("family", ""),
+             "per sequence": f"{fmt_bytes(s['per_sequence'])} at T={s['at_seq_len']:,}",
+             "per token of context": fmt_bytes(s["per_token"]) if s["per_token"] else "0 (fixed size)",
+             "bytes": s["per_sequence"]}
+            for model, s in state_sizes(points).items()]
+
+
+def state_section(points: pd.DataFrame, heading: str = "##") -> list[str]:
+    rows = state_rows(points)
+    if not rows:
+        return []
+    return ["", f"{heading} State or KV cache per sequence", "", STATE_RULE, "", markdown_table(rows), ""]
+
+
 def render_table1(points: pd.DataFrame, meta: dict, n: int = FIT_POINTS) -> str:
     device, dtype = meta.get("device", "?"), meta.get("dtype", "?")
     measured = []
@@ -194,4 +225,5 @@ def render_table1(points: pd.DataFrame, meta: dict, n: int = FIT_POINTS) -> str:
         markdown_table(measured), "",
         "Random-weight models measure speed and memory only. On a CPU with a 50k-token vocabulary the "
         "head's fixed per-token cost hides the attention term at short T, so transformer exponents approach "
-        "the paper's only at long T. Transformer memory with SDPA and a KV cache is O(T d), not O(T^2).", ""])
+        "the paper's only at long T. Transformer memory with SDPA and a KV cache is O(T d), not O(T^2).", "",
+        *state_section(points)])
