@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..ops import rwkv4_step
 from ..ops.wkv import wkv
 from ..ops.wkv_reference import EMPTY_PP, wkv_step
 from .recurrent import RecurrentLM
@@ -171,6 +172,7 @@ class Block(nn.Module):
 class RWKV4(RecurrentLM):
     version = "rwkv4"
     state_batch_dim = 2
+    fused_step = True  # recurrent mode through the compiled body step where it applies (ops/rwkv4_step.py)
 
     def __init__(self, config: RWKVConfig):
         super().__init__()
@@ -194,6 +196,9 @@ class RWKV4(RecurrentLM):
         x = self.emb(tokens)
         if recurrent:
             x = x[:, 0]
+            fused = rwkv4_step.body_step(self, self.blocks[0].ln0(x), state) if self.fused_step else None
+            if fused is not None:
+                return fused.to(x.dtype).unsqueeze(1)
             for i, block in enumerate(self.blocks):
                 x = block(x, state[i], recurrent=True)
             return x.unsqueeze(1)
