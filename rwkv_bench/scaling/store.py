@@ -161,22 +161,32 @@ def drop_uncommitted_tokens(run_dir: Path, committed: set) -> int:
 def finish(run_dir: Path, wall_s: float) -> None:
     """meta.json's end: completed, the wall time of every sweep on this run summed, each model's identity."""
     finish_meta(run_dir, sweep_wall_s=read_meta(run_dir).get("sweep_wall_s", 0) + wall_s,
-                model_info=model_info(pd.concat([read_points(run_dir), read_serving(run_dir)],
-                                                ignore_index=True)))
+                model_info=model_info(read_points(run_dir), read_serving(run_dir)))
 
 
 
-def model_info(points: pd.DataFrame) -> dict:
+def model_info(points: pd.DataFrame, serving: pd.DataFrame | None = None) -> dict:
     info = {}
-    if points.empty:
+    rows = pd.concat([df for df in (points, serving) if df is not None and not df.empty], ignore_index=True) \
+        if not (points.empty and (serving is None or serving.empty)) else points
+    if rows.empty:
         return info
-    for r in points[points["status"] == "ok"].itertuples():
+    for r in rows[rows["status"] == "ok"].itertuples():
         info.setdefault(str(r.model), {"family": r.family, "implementation": r.implementation,
                                        "random_weights": bool(r.random_weights),
                                        "weights_bytes": int(r.weights_bytes)})
     for model, state in state_sizes(points).items():
         info.setdefault(model, {})["state_bytes"] = state
+    for model, state in state_sizes(serving_as_points(serving)).items():
+        info.setdefault(model, {}).setdefault("state_bytes", state)
     return info
+
+
+def serving_as_points(serving: pd.DataFrame | None) -> pd.DataFrame:
+    """serve rows with the columns state_sizes reads (their context is T)."""
+    if serving is None or serving.empty:
+        return pd.DataFrame()
+    return serving.assign(scenario="serve", prompt_len=0)
 
 
 def state_sizes(points: pd.DataFrame) -> dict:
