@@ -78,15 +78,15 @@ def is_recurrent(spec: ModelSpec) -> bool:
 
 
 def predicted_bytes(spec: ModelSpec, T: int, B: int, c: ScalingConfig, state: int | None) -> int | None:
-    """B states or KV caches, the batched prefill's activations (a transformer's), a step's logits."""
+    """B states or KV caches and a step's logits, or the prefill's peak where it is higher: B prompts' states
+    and activations together (a transformer's activations), or one prompt's before it is copied."""
     if state is None:
         return None
-    need = B * state + LOGITS_ROWS * B * 50304 * 4
     dims = transformer_dims(spec) if not is_recurrent(spec) else None
-    if dims is not None:
-        tokens = B * T if B * T <= c.prefill_token_budget else T
-        need += activation_bytes(dims, tokens, c.dtype)
-    return need
+    distinct = B * T <= c.prefill_token_budget
+    activations = activation_bytes(dims, B * T if distinct else T, c.dtype) if dims is not None else 0
+    prefill = (B if distinct else 1) * state + activations
+    return max(prefill, B * state) + LOGITS_ROWS * B * 50304 * 4
 
 
 def serve_points(c: ScalingConfig) -> list[tuple[int, ModelSpec, int]]:
