@@ -1,10 +1,17 @@
-// One decode step of RWKV-4's whole body on the CPU, float32, in one call: what the model's recurrent mode
-// does with ~60 small PyTorch ops per layer (token shift mixes, the WKV step, gates, residuals) is done
-// here in plain loops over channels, leaving to ATen only the layer norms and the matrix-vector products
-// (which must stream every weight once and are what a step costs). Same formulas as rwkv4.py's recurrent
-// mode; the WKV step is wkv_step.h's, the one the parallel kernel runs.
+// RWKV-4's elementwise work on the CPU, float32, fused (rwkv_bench/ops/rwkv4_fused.py says when it runs):
+//  * body_step: one decode step through every block in one call. What the model's recurrent mode does with
+//    ~60 small PyTorch ops per layer (token shift mixes, the WKV step, gates, residuals) is done here in
+//    loops over channels, leaving to ATen only the layer norms and the matrix-vector products (which must
+//    stream every weight once, and are what a step costs). The WKV step is wkv_step.h's, as in the
+//    parallel kernel.
+//  * shift_mix, relu_square_, sigmoid_mul_: the parallel forward's token shift and mixes, squared ReLU and
+//    receptance gate, each one pass over memory instead of two or three.
+// Same formulas as rwkv4.py.
 #include <torch/extension.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -15,14 +22,15 @@ namespace {
 // the model's state rows per layer (rwkv4.py): ATT_SHIFT, AA, BB, PP, FFN_SHIFT
 enum Row { kAttShift = 0, kAA = 1, kBB = 2, kPP = 3, kFfnShift = 4 };
 
-// the order of each layer's tensors in the list the caller passes (rwkv_bench/ops/rwkv4_step.py)
+// the order of each layer's tensors in the list the caller passes (rwkv_bench/ops/rwkv4_fused.py)
 enum Param {
   kLn1W, kLn1B, kLn2W, kLn2B, kTimeDecay, kTimeFirst, kAttMixK, kAttMixV, kAttMixR,
   kAttKey, kAttValue, kAttReceptance, kAttOutput, kFfnMixK, kFfnMixR, kFfnKey, kFfnReceptance, kFfnValue,
   kParamsPerLayer
 };
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+// with wkv_step.h's exp (within ~2 ulp, branch-free), so that loops of it vectorise as libm's expf does not
+inline float sigmoid(float x) { return 1.0f / (1.0f + wkv::exp_poly(-x)); }
 
 // out[i] = shifted + (x - shifted) * mu_i for each mix i, then the shift row takes x (this token)
 void mix_and_shift(const float* x, float* shift, const std::vector<const float*>& mus, float* out,
@@ -101,8 +109,61 @@ torch::Tensor body_step(torch::Tensor x, torch::Tensor state, std::vector<torch:
   return x;
 }
 
+// ---------------------------------------------------------------------------------- parallel forward
+// positions per parallel_for task: enough work per task to amortise the scheduling
+int64_t grain(int64_t row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(row, 1)); }
+
+// x (B, T, C), last (B, C): the position before x[:, 0]; mus (n, C). Returns (n, B, T, C) with
+// out[i, b, t] = s + (x[b, t] - s) * mus[i], s = x[b, t - 1] (last[b] at t = 0): token shift and mixes.
+torch::Tensor shift_mix(torch::Tensor x, torch::Tensor last, torch::Tensor mus) {
+  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == torch::kFloat32, "shift_mix: x must be (B, T, C) float32");
+  x = x.contiguous(), last = last.to(torch::kFloat32).contiguous(), mus = mus.contiguous();
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), n = mus.size(0);
+  TORCH_CHECK(last.sizes() == at::IntArrayRef({B, C}) && mus.size(1) == C, "shift_mix: shapes");
+  auto out = torch::empty({n, B, T, C}, x.options());
+  const float *xp = ptr(x), *lp = ptr(last), *mp = ptr(mus);
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * T, grain(C), [&](int64_t begin, int64_t end) {
+    for (int64_t bt = begin; bt < end; ++bt) {
+      const int64_t b = bt / T, t = bt % T;
+      const float* xs = xp + bt * C;
+      const float* sh = t == 0 ? lp + b * C : xs - C;
+      for (int64_t i = 0; i < n; ++i) {
+        float* o = op + (i * B * T + bt) * C;
+        const float* mu = mp + i * C;
+        for (int64_t c = 0; c < C; ++c) o[c] = sh[c] + (xs[c] - sh[c]) * mu[c];
+      }
+    }
+  });
+  return out;
+}
+
+// k = relu(k)^2, in place
+void relu_square_(torch::Tensor k) {
+  TORCH_CHECK(k.is_contiguous() && k.scalar_type() == torch::kFloat32, "relu_square_: float32 contiguous");
+  float* kp = k.data_ptr<float>();
+  at::parallel_for(0, k.numel(), 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) kp[i] = kp[i] > 0.0f ? kp[i] * kp[i] : 0.0f;
+  });
+}
+
+// r = sigmoid(r) * v, in place in r
+void sigmoid_mul_(torch::Tensor r, torch::Tensor v) {
+  TORCH_CHECK(r.is_contiguous() && r.scalar_type() == torch::kFloat32 && r.sizes() == v.sizes(),
+              "sigmoid_mul_: float32 contiguous, same shapes");
+  v = v.to(torch::kFloat32).contiguous();
+  float* rp = r.data_ptr<float>();
+  const float* vp = ptr(v);
+  at::parallel_for(0, r.numel(), 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) rp[i] = sigmoid(rp[i]) * vp[i];
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("body_step", &body_step, "RWKV-4: one recurrent step through every block (CPU, float32)");
+  m.def("shift_mix", &shift_mix, "token shift and mixes: (n, B, T, C) from x (B, T, C), last (B, C), mus (n, C)");
+  m.def("relu_square_", &relu_square_, "k = relu(k)^2 in place");
+  m.def("sigmoid_mul_", &sigmoid_mul_, "r = sigmoid(r) * v in place");
 }

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops import rwkv4_step
+from ..ops import rwkv4_fused
 from ..ops.wkv import wkv
 from ..ops.wkv_reference import EMPTY_PP, wkv_step
 from .recurrent import RecurrentLM
@@ -74,11 +74,31 @@ def ragged_wkv(w, u, k, v, state, lengths: torch.Tensor | None):
     return y, new_state
 
 
-def mix(x: torch.Tensor, shifted: torch.Tensor, mus: torch.Tensor) -> torch.Tensor:
-    """Token shift's interpolations mu * x + (1 - mu) * shifted for every row of mus (n, C) in one pass:
-    shifted + (x - shifted) * mu, stacked along a new first dimension (n, *x.shape)."""
+def mix(x: torch.Tensor, last: torch.Tensor, mus: torch.Tensor) -> torch.Tensor:
+    """Token shift's interpolations mu * x + (1 - mu) * shifted for every row of mus (n, C), stacked along a
+    new first dimension (n, *x.shape): shifted is x one step back in time (`last` before the first position)
+    for x (B, T, C), and `last` itself for one token x (B, C). One pass, fused where the kernel applies."""
+    if x.dim() == 3:
+        fused = rwkv4_fused.shift_mix(x, last, mus)
+        if fused is not None:
+            return fused
+        shifted = token_shift(x, last)
+    else:
+        shifted = last.to(x.dtype)
     mus = mus.view(mus.shape[0], *[1] * (x.dim() - 1), mus.shape[1]).to(x.dtype)
     return torch.addcmul(shifted, x - shifted, mus)
+
+
+def relu_square_(k: torch.Tensor) -> torch.Tensor:
+    """relu(k)^2 in place (a fresh (T, 4C) buffer would cost page faults)."""
+    fused = rwkv4_fused.relu_square_(k)
+    return fused if fused is not None else torch.relu_(k).square_()
+
+
+def gate_(r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sigmoid(r) * v, in place in r: the receptance gate."""
+    fused = rwkv4_fused.sigmoid_mul_(r, v)
+    return fused if fused is not None else torch.sigmoid_(r).mul_(v)
 
 
 class TimeMix(nn.Module):
@@ -96,29 +116,29 @@ class TimeMix(nn.Module):
         self.receptance = nn.Linear(C, C, bias=False)
         self.output = nn.Linear(C, C, bias=False)
 
-    def projections(self, x, shifted):
-        xk, xv, xr = mix(x, shifted, torch.stack([self.time_mix_k, self.time_mix_v, self.time_mix_r]))
-        return torch.sigmoid_(self.receptance(xr)), self.key(xk), self.value(xv)
+    def projections(self, x, last):
+        xk, xv, xr = mix(x, last, torch.stack([self.time_mix_k, self.time_mix_v, self.time_mix_r]))
+        return self.receptance(xr), self.key(xk), self.value(xv)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Parallel over x's T positions (`lengths`: rows right-padded to T). Updates this layer's `state`
         rows in place."""
-        r, k, v = self.projections(x, token_shift(x, state[ATT_SHIFT]))
+        r, k, v = self.projections(x, state[ATT_SHIFT])
         w = -torch.exp(self.time_decay.float())
         y, wkv_state = ragged_wkv(w, self.time_first.float(), k, v, state[AA:PP + 1].transpose(0, 1), lengths)
         state[ATT_SHIFT] = last_positions(x, lengths).float()
         state[AA:PP + 1] = wkv_state.transpose(0, 1)
-        return self.output(r.mul_(y))
+        return self.output(gate_(r, y))
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One token, x of shape (B, C)."""
-        r, k, v = self.projections(x, state[ATT_SHIFT].to(x.dtype))
+        r, k, v = self.projections(x, state[ATT_SHIFT])
         w = -torch.exp(self.time_decay.float())
         pp = torch.where(state[BB] == 0, EMPTY_PP, state[PP])  # bb = 0 holds no past: empty, as the kernels read it
         y, state[AA], state[BB], state[PP] = wkv_step(w, self.time_first.float(), k.float(), v.float(),
                                                       state[AA], state[BB], pp)
         state[ATT_SHIFT] = x.float()
-        return self.output(r.mul_(y.to(x.dtype)))
+        return self.output(gate_(r, y.to(x.dtype)))
 
 
 class ChannelMix(nn.Module):
@@ -132,18 +152,18 @@ class ChannelMix(nn.Module):
         self.receptance = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(ffn_dim, C, bias=False)
 
-    def mix_and_project(self, x, shifted):
-        xk, xr = mix(x, shifted, torch.stack([self.time_mix_k, self.time_mix_r]))
-        k = torch.relu_(self.key(xk)).square_()   # in place: a fresh (T, 4C) buffer costs page faults
-        return torch.sigmoid_(self.receptance(xr)).mul_(self.value(k))
+    def mix_and_project(self, x, last):
+        xk, xr = mix(x, last, torch.stack([self.time_mix_k, self.time_mix_r]))
+        k = relu_square_(self.key(xk))
+        return gate_(self.receptance(xr), self.value(k))
 
     def forward(self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.mix_and_project(x, token_shift(x, state[FFN_SHIFT]))
+        out = self.mix_and_project(x, state[FFN_SHIFT])
         state[FFN_SHIFT] = last_positions(x, lengths).float()
         return out
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        out = self.mix_and_project(x, state[FFN_SHIFT].to(x.dtype))
+        out = self.mix_and_project(x, state[FFN_SHIFT])
         state[FFN_SHIFT] = x.float()
         return out
 
@@ -172,7 +192,6 @@ class Block(nn.Module):
 class RWKV4(RecurrentLM):
     version = "rwkv4"
     state_batch_dim = 2
-    fused_step = True  # recurrent mode through the compiled body step where it applies (ops/rwkv4_step.py)
 
     def __init__(self, config: RWKVConfig):
         super().__init__()
@@ -196,7 +215,7 @@ class RWKV4(RecurrentLM):
         x = self.emb(tokens)
         if recurrent:
             x = x[:, 0]
-            fused = rwkv4_step.body_step(self, self.blocks[0].ln0(x), state) if self.fused_step else None
+            fused = rwkv4_fused.body_step(self, self.blocks[0].ln0(x), state)  # None where it does not apply
             if fused is not None:
                 return fused.to(x.dtype).unsqueeze(1)
             for i, block in enumerate(self.blocks):
