@@ -7,24 +7,26 @@ import math
 import pandas as pd
 
 
-def measured_bytes_per_sequence(rows: pd.DataFrame) -> tuple[float, str] | None:
-    """(bytes, how) from one (model, T)'s ok serving rows: the held memory's growth from the smallest to the
+def measured_bytes_per_sequence(rows: pd.DataFrame, column: str = "held_mem_bytes") -> tuple[float, str] | None:
+    """(bytes, how) from one (model, T)'s ok serving rows: the held memory's (`column`'s) growth from the smallest to the
     largest B over the B between them (what the loaded model and fixed buffers hold cancels out); with one
     B, its held memory over B. None without a usable row, or where the growth is not positive (a state too
     small to rise above the noise of the process's memory)."""
     if rows.empty:
         return None
-    ok = rows[(rows["status"] == "ok") & pd.to_numeric(rows["held_mem_bytes"], errors="coerce").notna()]
+    if column not in rows:
+        return None
+    ok = rows[(rows["status"] == "ok") & pd.to_numeric(rows[column], errors="coerce").notna()]
     ok = ok.sort_values("batch")
     if ok.empty:
         return None
     small, large = ok.iloc[0], ok.iloc[-1]
     if large["batch"] > small["batch"]:
-        grew = float(large["held_mem_bytes"]) - float(small["held_mem_bytes"])
+        grew = float(large[column]) - float(small[column])
         per_seq = grew / (int(large["batch"]) - int(small["batch"]))
         how = f"(held at B={int(large['batch'])} - held at B={int(small['batch'])}) / {int(large['batch'] - small['batch'])}"
     else:
-        per_seq = float(large["held_mem_bytes"]) / int(large["batch"])
+        per_seq = float(large[column]) / int(large["batch"])
         how = f"held at B={int(large['batch'])} / {int(large['batch'])}"
     return (per_seq, how) if per_seq > 0 else None
 

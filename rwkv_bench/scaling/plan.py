@@ -59,6 +59,8 @@ def plan_text(c: ScalingConfig, todo: list[Point], costs: dict, sizes: dict) -> 
     estimate = sum(costs.values())
     unknown = [m for m in models if not sizes[m].known]
     threads = f"{c.threads} thread{'s' if c.threads != 1 else ''}" if c.threads else "torch's default threads"
+    if not todo and c.scenarios == [SERVE]:
+        return "\n".join(lines)  # serve's points are counted when they start (serving.py)
     lines.append(f"  {len(todo)} points in {len(children(todo))} child processes; rough estimate "
                  f"{duration(estimate)} (calibrated on {CALIBRATED_ON}; this machine: {cpu_name()}, {threads} "
                  "per child)"

@@ -5,7 +5,9 @@ Prefill: B different prompts of T random tokens in one batched call while B x T 
 copies: a decode step costs the same whatever the state holds, and the copies take the memory B sequences
 take). Then two untimed batched steps, and `decode_steps` timed ones, each advancing all B rows by one
 greedy token. Memory, as for decode (measure.py): from the loaded model, so the B states or KV caches count;
-`held_mem_bytes` is the RSS after the steps and a malloc_trim, `peak_mem_bytes` adds a step's transients.
+`held_mem_bytes` is the RSS after the steps and a malloc_trim (what serving B sequences keeps: their states
+and whatever the batched step keeps, such as a BLAS library's buffers), `states_held_bytes` the same before the
+first step (the states or KV caches alone), `peak_mem_bytes` adds a step's transients.
 """
 from __future__ import annotations
 
@@ -56,11 +58,12 @@ def prefill_rows(backend, spec: PointSpec, vocab: int):
 
 
 def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline: int | None) -> dict:
-    from .measure import PointFailure, median, trim
+    from .measure import PointFailure, median
 
     B, T = spec.batch, spec.seq_len
     region.begin(spec.memory_limit_bytes, baseline=baseline)
     tokens, cache, prefill_s, how = prefill_rows(backend, spec, vocab)
+    states_held = held_now(backend, region, baseline)  # the B states or KV caches alone, before any step
     for _ in range(UNTIMED_STEPS):  # the first steps at a new batch size allocate their buffers
         tokens, cache, _ = batch_step(backend, tokens, cache)
     times = []
@@ -78,11 +81,20 @@ def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline:
            "step_median_s": median(times), "step_p90_s": percentile(times, 90), "step_min_s": min(times),
            "step_max_s": max(times), "steps": len(times), "decode_tokens_per_s": B * len(times) / sum(times),
            **{k: v for k, v in mem.items() if k != "peak_total_bytes"}, "peak_total_bytes": mem["peak_total_bytes"]}
-    if backend.device.type == "cuda":
-        if baseline is not None:
-            row["held_mem_bytes"] = max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
-    else:
-        trim()  # what is left once freed heap goes back to the OS: the B states or KV caches
-        row["held_mem_bytes"] = max(0, rss_bytes() - mem["baseline_bytes"])
+    row["held_mem_bytes"] = held_now(backend, region, baseline if baseline is not None else mem["baseline_bytes"])
+    row["states_held_bytes"] = states_held
     del cache
     return row
+
+
+def held_now(backend, region, baseline: int | None) -> int | None:
+    """Memory held now above the loaded model: CPU the RSS after freed heap goes back to the OS (malloc_trim),
+    CUDA the memory allocated."""
+    from .measure import trim
+
+    if baseline is None:
+        return None
+    if backend.device.type == "cuda":
+        return max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
+    trim()
+    return max(0, rss_bytes() - baseline)

@@ -61,10 +61,17 @@ def capacity_rows(serving: pd.DataFrame, budget: float | None) -> list[dict]:
                "measured as": measured[1] if measured else MISSING,
                "bytes/seq analytic": fmt_bytes(analytic) if analytic else MISSING,
                "measured / analytic": fmt(measured[0] / analytic, ".3f") if measured and analytic else MISSING,
+               "states alone / analytic": states_ratio(rows, analytic),
                "largest B": B, "basis": "measured" if measured else "analytic"}
         row.update(at_capacity(ok, B))
         out.append(row)
     return out
+
+
+def states_ratio(rows: pd.DataFrame, analytic: float | None) -> str:
+    """The states or KV caches alone (held before the first step), per sequence, over the analytic size."""
+    states = measured_bytes_per_sequence(rows[rows["role"] != "capacity"], "states_held_bytes")
+    return fmt(states[0] / analytic, ".3f") if states and analytic else MISSING
 
 
 def at_capacity(ok: pd.DataFrame, B: int | None) -> dict:
@@ -188,7 +195,9 @@ def capacity_section(serving: pd.DataFrame, meta: dict, budget: float | None, he
     return [f"{heading} Sequences that fit in {gib} at context T", "",
             f"Budget {gib} ({source}) for the states or KV caches beyond the loaded model. Largest B = budget / "
             "bytes per sequence, measured over the batch grid (the held memory's growth from the smallest to the "
-            "largest B over their difference) or, without a measurement, analytic. A B beyond the largest one "
+            "largest B over their difference; held after the steps, so it counts what a batched step keeps, such "
+            "as BLAS buffers; `states alone` measures the same before the first step) or, without a measurement, "
+            "analytic. A B beyond the largest one "
             "run is a prediction and says so; one run to confirm it says `confirmed`.", "",
             markdown_table(rows) if rows else "No serve rows.", ""]
 
@@ -213,7 +222,8 @@ def summary_section(serving: pd.DataFrame, points: pd.DataFrame, meta: dict) -> 
                   "columns, [csv](batched.csv)), [capacity.md](capacity.md).", ""]
         for r in capacity_rows(serving, budget_of(meta)):
             lines.append(f"- **{r['model']}** T={r['T']:,}: {r['bytes/seq measured']} per sequence measured "
-                         f"({r['measured as']}), analytic {r['bytes/seq analytic']} (ratio {r['measured / analytic']}); "
+                         f"({r['measured as']}), analytic {r['bytes/seq analytic']} (ratio {r['measured / analytic']}; "
+                         f"the states alone, before the first step: {r['states alone / analytic']}); "
                          f"largest B in the budget {largest(r['largest B'])} ({r['status']}); aggregate decode "
                          f"tokens/s there: {r['decode tok/s']}.")
         for s in speedups(serving):

@@ -85,6 +85,7 @@ SERVING_COLUMNS = [
     "decode_tokens_per_s",   # aggregate: B x steps / their summed time
     "held_mem_bytes",     # RSS after the steps and a trim, above the loaded model: the B states or KV caches
     "held_per_seq_bytes",  # held_mem_bytes / B
+    "states_held_bytes",  # the same before the first step: the B states or KV caches alone (no step's buffers)
     "peak_mem_bytes", "peak_total_bytes", "baseline_bytes", "mem_method",
     "state_bytes",        # analytic bytes of one sequence's state or KV cache at T
     "predicted_mem_bytes",  # B x state_bytes plus the prefill's activations, predicted before the point ran
