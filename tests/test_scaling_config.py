@@ -47,3 +47,15 @@ def test_the_plan_line_names_the_calibration_machine_and_this_one_and_says_secon
     assert "rough estimate 45 s" in text and "0 min" not in text
     assert f"calibrated on {CALIBRATED_ON}" in text and "this machine: AMD EPYC 7B13, 1 thread per child" in text
     assert "rough estimate 12 min" in plan.plan_text(c, todo, {todo[0]: 720.0}, sizes)
+
+
+def test_the_default_sweep_has_both_rwkv_versions_and_is_planned_under_six_minutes():
+    from rwkv_bench.scaling.estimate import model_size
+    from rwkv_bench.scaling.predict import transformer_dims
+
+    c = ScalingConfig()
+    assert c.model_names == ["rwkv4-tiny", "rwkv7-tiny", "gptneox-tiny", "transformers:rwkv4-tiny"]
+    todo = plan.plan_points(c)
+    dims = {s.text: transformer_dims(s) for s in c.specs}
+    sizes = {s.text: model_size(s, dims[s.text]) for s in c.specs}
+    assert sum(plan.point_cost_s(p, c, sizes, dims) for p in todo) < 6 * 60  # `make run`, as typed

@@ -12,9 +12,15 @@
     child.py     `python -m rwkv_bench.scaling.child SPEC.json`: one (model, T) in a fresh process
     measure.py   what runs inside the child: load, warm up, then each phase (prefill, decode at context T
                  from the prefill's state, generate): time, live memory
-    store.py     the run directory's format: points.csv, generate_tokens.csv and meta.json's keys, their
+    store.py     the run directory's format: points.csv, generate_tokens.csv, serving.csv and meta.json's keys, their
                  one writer (the sweep) and one reader (the report, a resume)
     protocol.py  what each scenario measures, in words (meta.json, summary.md)
+    serving.py   the serve scenario: one child per (model, T, B), its predicted memory, then each (model, T)'s
+                 capacity confirmed where it can run
+    serving_measure.py  inside the child: B sequences prefilled (or copied) and decoded together
+    capacity.py  bytes per sequence from the held memory over the batch grid, the largest B in a budget
+    bandwidth.py the machine's copy bandwidth (STREAM-like) that decode steps are set against
+    serving_report.py  batched.md / batched.csv (llama-batched-bench columns), capacity.md, serving figures
     report.py    `render(run_dir)`: figures, table1.md and summary.md from the stored files
     facts.py     what the rows say about each model (family, implementation, weights) and its labels
     figures.py   the figures

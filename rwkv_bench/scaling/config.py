@@ -53,7 +53,8 @@ class ScalingConfig(ModelOptions):
         "Cap on what a point may need beyond the loaded model, e.g. 2G (CPU: its live memory, sampled RSS with "
         "freed heap returned to the OS after every step; CUDA: per-process memory fraction). Exceeding it "
         "records oom; a transformer point whose predicted KV cache and activations exceed it (or the free "
-        "memory) is skipped without running."))
+        "memory) is skipped without running, as is a serve point whose B states or KV caches would. serve: also "
+        "the budget of the capacity table (default: the memory free when the sweep starts)."))
     batch_sizes: str = option("1,4,16,64", (
         "serve: the batch sizes B, comma-separated; recurrent models (RWKV, Mamba) go on by x4 to "
         "--recurrent-max-batch."))
