@@ -127,6 +127,8 @@ def wrap_scopes(model: RWKV4) -> None:
     rwkv4_module.wkv = named("wkv", rwkv4_module.wkv)
     rwkv4_module.wkv_step = named("wkv", rwkv4_module.wkv_step)
     rwkv4_fused.body_step = named("fused step", rwkv4_fused.body_step)
+    for name in ("shift_mix", "relu_square_", "sigmoid_mul_"):
+        setattr(rwkv4_fused, name, named("fused mixing", getattr(rwkv4_fused, name)))
     model.logits = named("head", model.logits)
 
 
@@ -147,7 +149,7 @@ def category(event) -> str | None:
         return "GEMM (body)"
     if name in NORMS:
         return "layer norms"
-    if name in MIXING:
+    if name in MIXING or name == "fused mixing":
         return "token shift and mixing"
     if name.startswith("aten::"):
         return "copies and indexing"
