@@ -142,6 +142,7 @@ def figure_throughput(serving: pd.DataFrame, meta: dict, run_dir: Path) -> list[
             ax.plot(rows["batch"], rows["decode_tokens_per_s"], marker="o", ms=4, color=colors[model],
                     linestyle=styles[i % len(styles)], label=f"{model}, T={T:,}")
     log_axes(ax)
+    ax.set_xticks(sorted(ok["batch"].unique()))  # the grid itself: a short log range may hold no decade
     finish_axes(ax, xlabel="sequences decoded together B", ylabel="aggregate decode tokens/s",
                 title=title("Serving: aggregate decode throughput vs batch size", meta))
     return save_figure(fig, run_dir / "serving_throughput")
@@ -161,6 +162,7 @@ def figure_capacity(serving: pd.DataFrame, meta: dict, run_dir: Path) -> list[Pa
         ax.scatter(predicted["T"], predicted["largest B"].astype(float).clip(lower=0.8), s=70, facecolors="white",
                    edgecolors=color, zorder=3)
     log_axes(ax)
+    ax.set_xticks(sorted(rows["T"].unique()))
     finish_axes(ax, xlabel="context T (tokens)", ylabel="concurrent sequences that fit",
                 title=title(f"Sequences whose state or KV cache fits {budget / GIB:.3g} GiB "
                             "(hollow: predicted beyond the largest B run)", meta))
