@@ -10,7 +10,10 @@ BlinkDL's RWKV-x070-Pile-168M), in one process:
    every --early steps); their steps alternate, so a shared machine's drift hits both alike. Memory (RSS)
    before and after the decode steps.
 Usage: python benchmarks/rwkv7_forward.py [--tokens 4096] [--repeats 3] [--late 100000] [--steps 400]
-Prints a Markdown table and writes benchmarks/results/rwkv7_forward.json with the environment.
+                                         [--threads N] [--skip-decode]
+On a shared machine, --threads 1 keeps other processes from stalling every parallel region (they then cost
+time in proportion, for the GEMM, ours and the package alike). Prints a Markdown table and writes
+benchmarks/results/rwkv7_forward[-threadsN][-nodecode].json with the environment.
 """
 from __future__ import annotations
 
@@ -109,7 +112,11 @@ def main() -> None:
     ap.add_argument("--late", type=int, default=100_000, help="position of the late decode state")
     ap.add_argument("--steps", type=int, default=400, help="timed decode steps of each state")
     ap.add_argument("--early", type=int, default=50, help="the early state restarts from 1,000 tokens this often")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--skip-decode", action="store_true", help="only the forward (the decode part prefills --late)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size, T = SIZES["0.1b"], args.tokens
     config = RWKV7Config(vocab_size=RWKV7_VOCAB, n_layer=size.n_layer, n_embd=size.n_embd)
     ours = init_random_(RWKV7(config), seed=0).eval()
@@ -131,7 +138,7 @@ def main() -> None:
         ours_last = ours(tokens, last_only=True)[0][0, -1]
         theirs_last = theirs.forward(ids, None)[0].float()
         agreement = float((ours_last - theirs_last).abs().max() / theirs_last.abs().max())
-        dec = decode(ours, args.late, args.steps, args.early)
+        dec = None if args.skip_decode else decode(ours, args.late, args.steps, args.early)
 
     rows = [(f"ours, last position only [{implementation_name('cpu')}]", ours_s),
             ("rwkv package 0.8.32 (x070, cpu fp32)", theirs_s)]
@@ -142,13 +149,15 @@ def main() -> None:
         print(f"| {name} | {t:.3f} | {t / roofline:.2f} |")
     print(f"\nours vs the rwkv package: {theirs_s / ours_s:.2f}x faster; last logits agree to {agreement:.2e} "
           f"(relative)\nWKV-7: {wkv_s:.3f} s of a {forward_s:.3f} s forward ({wkv_s / forward_s:.1%})")
-    print(f"decode: {dec['early_ms_per_token']:.2f} ms/token near position 1,000, {dec['late_ms_per_token']:.2f} "
-          f"ms/token after {args.late:,} (late / early {dec['late_over_early']:.3f}; prefill {dec['prefill_late_s']:.0f}"
-          f" s); RSS {dec['rss_before_decode_mb']:.0f} -> {dec['rss_after_decode_mb']:.0f} MiB over "
-          f"{2 * args.steps} steps; state {dec['state_bytes']:,} bytes")
+    if dec:
+        print(f"decode: {dec['early_ms_per_token']:.2f} ms/token near position 1,000, {dec['late_ms_per_token']:.2f} "
+              f"ms/token after {args.late:,} (late / early {dec['late_over_early']:.3f}; prefill "
+              f"{dec['prefill_late_s']:.0f} s); RSS {dec['rss_before_decode_mb']:.0f} -> "
+              f"{dec['rss_after_decode_mb']:.0f} MiB over {2 * args.steps} steps; state {dec['state_bytes']:,} bytes")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    write_json(out / "rwkv7_forward.json", {
+    name = "rwkv7_forward" + (f"-threads{args.threads}" if args.threads else "") + ("-nodecode" if dec is None else "")
+    write_json(out / f"{name}.json", {
         "environment": environment("cpu", "float32"), "tokens": T, "shape": "rwkv7-0.1b (12 x 768, vocab 50304)",
         "gemm_flops_per_s": flops, "roofline_s": roofline, "body_matrix_params": body_params,
         "rows": [{"impl": n, "forward_s": t, "x_roofline": t / roofline} for n, t in rows],
