@@ -12,7 +12,8 @@ The machine may be shared, so the limits and the model are measured interleaved 
 forward chunk right after the same chunk's GEMMs alone, each few decode steps right after a bandwidth copy.
 A round is one forward (and a few decode steps); its ratio is the model's total over the limit's total in
 that round, and the report gives the median over rounds with every round's value and the load average.
-Each round times the decode step twice, with the fused body step (ops/rwkv4_fused.py) and as PyTorch ops only.
+Each round times the forward and the decode step twice: with the fused kernels (ops/rwkv4_fused.py) and as
+PyTorch ops only.
 
 Shares come from torch.profiler (self time of each aten op, grouped by what it does; ops inside the WKV
 calls and inside the head are attributed to them through record_function scopes added here, so the model's
@@ -201,16 +202,18 @@ def main() -> None:
     copy = Copy()
     load_before = load_average()
 
-    forward_x, decode_x, decode_ops_x, gemm_rates, bandwidths = [], [], [], [], []
+    forward_x, forward_ops_x, decode_x, decode_ops_x, gemm_rates, bandwidths = [], [], [], [], [], []
     with torch.inference_mode():
         _, state = model(tokens[:, :1024], chunk_size=1024, last_only=True)  # decode at context 1,024
         token = tokens[:, :1]
         forward_round(model, tokens[:, :args.chunk], args.chunk, gemms)  # warm-up
         decode_round(model, state, token, 2, copy)
         for _ in range(args.rounds):  # alternate, so drift hits both alike
-            t_model, t_gemm = forward_round(model, tokens, args.chunk, gemms)
-            forward_x.append(t_model / t_gemm)
-            gemm_rates.append(2 * body_params * T / t_gemm)
+            for fused in (True, False):  # with the fused kernels, and as PyTorch ops only
+                rwkv4_fused.ENABLED = fused
+                t_model, t_gemm = forward_round(model, tokens, args.chunk, gemms)
+                (forward_x if fused else forward_ops_x).append(t_model / t_gemm)
+                gemm_rates.append(2 * body_params * T / t_gemm)
             for fused in (True, False):  # the fused body step, and the same step as PyTorch ops
                 rwkv4_fused.ENABLED = fused
                 t_step, s_per_byte = decode_round(model, state, token, args.decode_steps, copy)
@@ -233,7 +236,8 @@ def main() -> None:
           f"[{implementation_name('cpu')}]; load average {load_before} before, {load_after} after; "
           f"GEMM {flops / 1e9:.1f} GFLOP/s on the model's shapes, copy bandwidth {bandwidth / 1e9:.1f} GB/s "
           f"(medians of {args.rounds} rounds)\n")
-    print(f"- forward over {T} tokens (chunks of {args.chunk}) / its GEMMs alone: {spread(forward_x)}")
+    print(f"- forward over {T} tokens (chunks of {args.chunk}) / its GEMMs alone: {spread(forward_x)}; "
+          f"as PyTorch ops only (fused kernels off): {spread(forward_ops_x)}")
     print(f"- decode step at context 1024 / memory bound ({step_bytes / 1e6:.0f} MB read): {spread(decode_x)}; "
           f"the same step as PyTorch ops (fused kernels off): {spread(decode_ops_x)}\n")
     print(shares_table(f"forward, {T} tokens", forward_parts) + "\n")
@@ -243,7 +247,8 @@ def main() -> None:
     write_json(out / f"profile_rwkv_{args.size}.json", {
         "environment": env, "load_average_before": load_before, "load_average_after": load_after,
         "size": args.size, "tokens": T, "chunk": args.chunk, "gemm_flops_per_s": gemm_rates,
-        "copy_bandwidth_bytes_per_s": bandwidths, "forward_x_roofline": forward_x, "decode_x_memory_bound": decode_x,
+        "copy_bandwidth_bytes_per_s": bandwidths, "forward_x_roofline": forward_x,
+        "forward_ops_x_roofline": forward_ops_x, "decode_x_memory_bound": decode_x,
         "decode_ops_x_memory_bound": decode_ops_x,
         "step_bytes": step_bytes, "forward_parts_s": forward_parts, "decode_step_parts_s": decode_parts})
 
