@@ -30,6 +30,7 @@ SIZES = {
     "tiny": Size(4, 256),
     "small": Size(6, 512),
     "169m": Size(12, 768),
+    "168m": Size(12, 768),   # RWKV-7 Pile 168M's name for the same shape (RWKV-x070-Pile-168M)
     "430m": Size(24, 1024),
     "1b5": Size(24, 2048),
     "3b": Size(32, 2560),
