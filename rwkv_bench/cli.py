@@ -19,7 +19,7 @@ from .runlock import release_all
 
 app = typer.Typer(
     name="rwkv-bench",
-    help="RWKV-4 against transformer baselines: scaling, uncheatable eval, NLP tasks, kernels.",
+    help="RWKV-4 and RWKV-7 against transformer and Mamba baselines: scaling, serving, uncheatable eval, NLP tasks, kernels.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
