@@ -1,8 +1,11 @@
 """Our RWKV-4 vs transformers' RwkvModel on the same random weights: one forward over T tokens, CPU.
 
-Matrix products dominate, so both are measured against a roofline taken in the same run:
-    roofline_s = 2 x (matrix-product parameters) x T / (GEMM FLOP/s measured here)
-Usage: python benchmarks/model_forward.py [--size 169m] [--tokens 4096] [--repeats 3]
+Matrix products dominate, so both are measured against a roofline taken in the same run, in alternating
+rounds (the machine may be shared: drift hits all three alike):
+    roofline_s = the body's own matrix products (its weights, its shapes) for the T tokens, timed alone
+Each round times the roofline, transformers and ours once; the table gives each one's median ratio over
+rounds and every round's value.
+Usage: python benchmarks/model_forward.py [--size 169m] [--tokens 4096] [--rounds 3]
 Prints a Markdown table and writes benchmarks/results/model_forward.json with the environment.
 """
 from __future__ import annotations
@@ -13,35 +16,40 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from rwkv_bench.models.loaders import blinkdl_to_hf_state_dict
 from rwkv_bench.models.presets import SIZES, VOCAB
 from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
 from rwkv_bench.ops.wkv import implementation_name
-from rwkv_bench.recording import environment, write_json
+from rwkv_bench.recording import environment, load_average, write_json
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: first-call allocations, kernel build
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
-def gemm_flops_per_s(T: int, C: int, repeats: int) -> float:
-    """FLOP/s of the model's own GEMM shapes (T x C times C x 4C), the best this machine does."""
-    a, b = torch.randn(T, C), torch.randn(C, 4 * C)
-    return 2 * T * C * 4 * C / median_time(lambda: a @ b, repeats)
+def body_gemms(model: RWKV4, rows: int):
+    """A function doing the matrix products our body does for `rows` token positions, with its weights."""
+    C, H = model.config.n_embd, model.config.ffn_dim
+    x_c, x_h = torch.randn(rows, C), torch.randn(rows, H)
+
+    def run():
+        for block in model.blocks:
+            att, ffn = block.att, block.ffn
+            for linear in (att.key, att.value, att.receptance, att.output, ffn.key, ffn.receptance):
+                F.linear(x_c, linear.weight)
+            F.linear(x_h, ffn.value.weight)
+    return run
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="169m", choices=list(SIZES))
     ap.add_argument("--tokens", type=int, default=4096)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     size, T = SIZES[args.size], args.tokens
     from transformers import RwkvConfig, RwkvForCausalLM
@@ -54,26 +62,34 @@ def main() -> None:
     tokens = torch.randint(0, VOCAB, (1, T))
     C, L = size.n_embd, size.n_layer
     body_params = L * 13 * C * C  # per layer: k, v, r, output (4 C^2) + ffn key, value (8 C^2) + receptance (C^2)
-    flops = gemm_flops_per_s(T, C, args.repeats)
-    roofline = 2 * body_params * T / flops
-
+    runs = {
+        "roofline": body_gemms(ours, T),
+        "transformers RwkvModel (no head)": lambda: hf.rwkv(input_ids=tokens),
+        f"ours, last position only [{implementation_name('cpu')}]": lambda: ours(tokens, chunk_size=T, last_only=True),
+    }
+    times = {name: [] for name in runs}
     with torch.inference_mode():
-        rows = [
-            ("transformers RwkvModel (no head)", median_time(lambda: hf.rwkv(input_ids=tokens), args.repeats)),
-            (f"ours, last position only [{implementation_name('cpu')}]",
-             median_time(lambda: ours(tokens, chunk_size=T, last_only=True), args.repeats)),
-        ]
-    print(f"T={T}, C={C}, layers={L}, threads={torch.get_num_threads()}, GEMM {flops / 1e9:.1f} GFLOP/s, "
-          f"roofline {roofline:.3f} s\n")
-    print("| implementation | forward_s | x roofline |\n|---|---|---|")
-    for name, t in rows:
-        print(f"| {name} | {t:.3f} | {t / roofline:.2f} |")
+        for fn in runs.values():
+            fn()  # warm-up: first-call allocations, kernel build
+        for _ in range(args.rounds):
+            for name, fn in runs.items():
+                times[name].append(seconds(fn))
+    roofline = times.pop("roofline")
+    ratios = {name: [t / r for t, r in zip(ts, roofline)] for name, ts in times.items()}
+    flops = 2 * body_params * T / statistics.median(roofline)
+    print(f"T={T}, C={C}, layers={L}, threads={torch.get_num_threads()}, load average {load_average()}, "
+          f"GEMM {flops / 1e9:.1f} GFLOP/s on the model's shapes, roofline {statistics.median(roofline):.3f} s "
+          f"(medians of {args.rounds} rounds)\n")
+    print("| implementation | forward_s | x roofline (median) | x roofline (rounds) |\n|---|---|---|---|")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts):.3f} | {statistics.median(ratios[name]):.2f} | "
+              f"{', '.join(f'{x:.2f}' for x in ratios[name])} |")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     write_json(out / "model_forward.json", {
         "environment": environment("cpu", "float32"), "tokens": T, "size": args.size,
-        "gemm_flops_per_s": flops, "roofline_s": roofline,
-        "rows": [{"impl": n, "forward_s": t, "x_roofline": t / roofline} for n, t in rows]})
+        "gemm_flops_per_s": flops, "roofline_s": roofline, "load_average": load_average(),
+        "rows": [{"impl": n, "forward_s": ts, "x_roofline": ratios[n]} for n, ts in times.items()]})
 
 
 if __name__ == "__main__":
