@@ -44,7 +44,7 @@ def prefill_rows(backend, spec: PointSpec, vocab: int):
     from .measure import random_ids
 
     B, T = spec.batch, spec.seq_len
-    distinct = B * T <= spec.prefill_token_budget
+    distinct = B == 1 or B * T <= spec.prefill_token_budget  # one prompt is its own distinct prefill
     ids = random_ids((B if distinct else 1) * T, vocab, spec.seed).reshape(-1, T)
     t0 = time.perf_counter()
     logits, cache = backend.start_batch(ids)
