@@ -1,7 +1,7 @@
 """`make gpu-check` (python -m rwkv_bench.gpu_check): what this project has to verify on its first CUDA machine.
 
 On the CUDA machine, in under 10 minutes (the plan and its time estimate: ESTIMATE_S below):
-  1. the CUDA WKV kernel against the float64 PyTorch reference, forward and backward (values, the returned
+  1. the CUDA WKV-4 kernel against the float64 PyTorch reference, forward and backward (values, the returned
      state and the gradients of w, u, k, v and the initial state) and forward-only (no autograd, no scratch),
      each in float32, bfloat16 and float16 k, v (`wkv_cases`):
      - T = 1, 4,096 and 100,000, B > 1;
@@ -10,16 +10,27 @@ On the CUDA machine, in under 10 minutes (the plan and its time estimate: ESTIMA
      - initial states: empty, as a prefix leaves it, mixed in one batch, and bb = 0 with a finite pp (the
        contract: read as empty, kernels/wkv_step.h initial_pp);
      - extreme values: k up to 60 and down to -60, decay -1e-8 and -1e4, from a non-empty state;
-  2. a case on a non-default stream (a launch on another stream reads the inputs before they exist) and,
-     with two GPUs, one on cuda:1 while cuda:0 is current (a missing device guard); one GPU: "not checked";
-  3. our rwkv4-169m (random weights) parallel vs recurrent on CUDA;
-  4. a short scaling sweep on CUDA through the console script, as a user runs it:
+  2. the CUDA WKV-7 kernel (RWKV-7, forward only) against the float64 reference, in float32 and bfloat16
+     (float32 state), checking y and the state it leaves in the tensor it was given (`wkv7_cases`):
+     - B > 1 throughout; T = 1 (a decode step), 64, 257, 300 and 4,096; B = 3 with H = 7 heads;
+     - a zero state and a random state carried in;
+     - the state inside the model's packed state rows (a batch stride of its own; the token shifts beside
+       it must stay untouched), in its own tensor, and stored column-major (non-contiguous);
+     - non-contiguous inputs (r, w, k, v, a, b transposed);
+  3. for each kernel, a case on a non-default stream (a launch on another stream reads the inputs before
+     they exist) and, with two GPUs, one on cuda:1 while cuda:0 is current (a missing device guard); one
+     GPU: "not checked";
+  4. our rwkv4-169m (random weights) parallel vs recurrent, and our rwkv7-168m (dense random weights)
+     sequence vs recurrent, on CUDA;
+  5. a short scaling sweep on CUDA through the console script, as a user runs it:
      rwkv-bench scaling --device cuda --models rwkv4-169m,gptneox-169m --max-len 16384 --out <dir>,
      with what is left of the time budget;
 then prints a pass/fail table with timings and exits 0 only if nothing failed.
 
-Without CUDA it exits at once with one line on stderr and exit code 3 (the checks themselves take a device,
-so the tests run them on the CPU kernel, which shares kernels/wkv_step.h with the CUDA one).
+A kernel that cannot be built fails its build row (one line saying why), and the checks that need it do not
+run. Without CUDA it exits at once with one line on stderr and exit code 3 (the checks themselves take a
+device, so the tests run them on the CPU kernels, which share kernels/wkv_step.h and kernels/wkv7_step.h with
+the CUDA ones).
 
 Options: --out DIR (the sweep's run directory; default a temporary one), --skip-sweep, --skip-model.
 """
@@ -42,10 +53,15 @@ EXIT_NO_CUDA = 3
 # architecture (one here); the float64 references on the host CPU, autograd through a Python loop: 40 s
 # for the T = 100,000 case (measured on the project's shared 2-core Xeon: B = 4, its empty and prefix
 # states in one batch, 6.6 GB peak memory) and 4 s for all the others; the kernel cases (with their
-# comparisons on the CPU), the stream and device checks ~20 s; the model ~15 s. The sweep comes last and
-# gets what is left of BUDGET_S (at most SWEEP_TIMEOUT_S), so the whole check stays under 10 minutes even
-# where these estimates are off.
-ESTIMATE_S = {"build": 80, "references": 45, "kernel cases": 20, "model": 15}
+# comparisons on the CPU), the stream and device checks ~20 s; the model ~15 s. WKV-7 (issue 19): its CUDA
+# build ~70 s (nvcc -c of kernels/wkv7_cuda.cu took 68 s of CPU on the Xeon); its float64 references 17 s
+# on the Xeon (16.5 s of it the T = 4,096 case), its kernel runs and stream checks a few seconds;
+# rwkv7-168m ~15 s (building it and drawing its 168M random weights on the CPU: 4.5 s on the Xeon; 256
+# recurrent steps of 12 layers, kernel launches mostly). The sweep comes last and gets what is left of
+# BUDGET_S (at most SWEEP_TIMEOUT_S), so the whole check stays under 10 minutes even where these
+# estimates are off.
+ESTIMATE_S = {"WKV-4 build": 80, "WKV-4 references": 45, "WKV-4 cases": 20, "rwkv4 model": 15,
+              "WKV-7 build": 70, "WKV-7 cases": 20, "rwkv7 model": 15}
 BUDGET_S = 570
 SWEEP_TIMEOUT_S = 420
 MIN_SWEEP_S = 60
@@ -90,6 +106,9 @@ HALF_STORED = {torch.float32: 0.0, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0
 # float32 math in another order through 12 layers of random weights; ~1e-6 relative per layer, and the
 # logits' scale makes 1e-4 relative of their max a bound that a real bug (a wrong state row, a shifted
 # token) exceeds by orders of magnitude. TF32 matmuls are switched off for the comparison.
+# rwkv7-168m sequence (chunks through the WKV-7 kernel, GEMMs) vs recurrent (one token per kernel call,
+# GEMVs): the same bound; measured 8.9e-7 on the CPU (B = 2, T = 24). Its WKV state and token shifts are
+# compared too: ln_x normalises each head's WKV output, so the logits hide an error that scales it.
 MODEL_REL = 1e-4
 
 
@@ -315,9 +334,23 @@ def wkv_cases(quick: bool = False) -> list[Case]:
 
 
 # ------------------------------------------------------------------------------------------ devices, streams
+def _inputs_written_late(device: str, tensors: list[torch.Tensor], run, sleep_cycles: int):
+    """run(copies) on a new stream that first sleeps ~0.3 s and then copies `tensors` into NaN-filled `copies`:
+    a kernel launched on any other stream runs at once, reads NaN and fails the comparison."""
+    copies = [torch.full_like(t, float("nan")) for t in tensors]
+    torch.cuda.synchronize(device)
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(sleep_cycles)
+        for copy, t in zip(copies, tensors):
+            copy.copy_(t)
+        out = run(copies)
+    torch.cuda.synchronize(device)
+    return out
+
+
 def check_side_stream(device: str = "cuda", sleep_cycles: int = 500_000_000) -> tuple[bool, str]:
-    """A case run on a non-default stream that first waits ~0.3 s and then writes the inputs: a kernel
-    launched on any other stream runs at once, reads NaN and fails the comparison."""
+    """A WKV-4 case, forward and backward, run on a non-default stream whose inputs are written late."""
     from .ops import wkv as wkv_ops
 
     case = Case(torch.float32, 3, 257, 200, "prefix")
@@ -325,54 +358,245 @@ def check_side_stream(device: str = "cuda", sleep_cycles: int = 500_000_000) -> 
     w, u, k, v, state0, gy, gs = inputs
     true = [t.detach() for t in _leaves(device, case.dtype, case.layout, w, u, k, v, state0)]
     gy, gs = gy.to(device), gs.to(device)
-    leaves = [torch.full_like(t, float("nan")) for t in true]
-    torch.cuda.synchronize(device)
-    stream = torch.cuda.Stream(device)
-    with torch.cuda.stream(stream):
-        torch.cuda._sleep(sleep_cycles)
-        for leaf, t in zip(leaves, true):
-            leaf.copy_(t)
+
+    def run(leaves):
+        for leaf in leaves:
             leaf.requires_grad_()
         got = _forward_backward(wkv_ops.wkv, leaves, gy, gs)
         with torch.no_grad():
-            no_grad = wkv_ops.wkv(*leaves)
-    torch.cuda.synchronize(device)
+            return got, wkv_ops.wkv(*leaves)
+
+    got, no_grad = _inputs_written_late(device, true, run, sleep_cycles)
     ok, detail = _verdict(_errors(case, got, want, no_grad))
     return ok, f"{case.name} on a side stream: {detail}"
 
 
-def check_second_device(device_count: int | None = None) -> tuple[bool | None, str]:
-    """A case on cuda:1 while cuda:0 is the current device (a missing device guard launches on cuda:0)."""
+def check_second_device(device_count: int | None = None, op: str = "wkv") -> tuple[bool | None, str]:
+    """A WKV-4 (op "wkv") or WKV-7 ("wkv7") case on cuda:1 while cuda:0 is the current device (a missing
+    device guard launches on cuda:0)."""
     count = torch.cuda.device_count() if device_count is None else device_count
     if count < 2:
         return None, "one GPU: not checked"
-    case = Case(torch.float32, 3, 257, 200, "prefix")
     current = torch.cuda.current_device()
-    ok, detail = check_wkv_case("cuda:1", case)
+    if op == "wkv7":
+        case = STREAM_CASE7
+        ok, detail = check_wkv7_case("cuda:1", case)
+    else:
+        case = Case(torch.float32, 3, 257, 200, "prefix")
+        ok, detail = check_wkv_case("cuda:1", case)
     if torch.cuda.current_device() != current:
         return False, f"the current device changed from {current} to {torch.cuda.current_device()}"
     return ok, f"{case.name} on cuda:1 (current device {current}): {detail}"
 
 
+# ------------------------------------------------------------------------------------------ WKV-7 cases
+# The WKV-7 kernel (forward only) against the float64 reference on the same inputs: r, k, v, a, b rounded to
+# bfloat16's grid for both dtypes, w float32 as the model passes it (ops/wkv7.py casts it so whatever it
+# gets), so only the kernel's own arithmetic and the rounding of y stored in bfloat16 are measured. Errors
+# as above: max |got - want| / max |want|, y and the state each as one tensor.
+#
+# float32 arithmetic: every token's row update is a 64-term dot product (S a) and an axpy, y a 64-term dot
+#   product. The transition diag(w) - kk (kk a)^T has norm <= 1 and the decays (0.545 to 1, mean 0.74)
+#   forget within a few dozen tokens, so roundings do not pile up along the sequence. Measured at B = 2,
+#   T = 4,096, H = 12: the CPU kernel (SIMD partial sums) y 3.0e-7, state 7.7e-8; a float32 emulation of
+#   the CUDA kernel's order (one term at a time, fused multiply-adds: tests/test_gpu_check.py) y 3.0e-7,
+#   state 1.2e-7. Bounds 1e-5, 30x those: a kernel that drops a term, reads one stale value or ignores the
+#   state carried in is off by 1e-3 or more.
+# bfloat16 inputs: the state stays float32 (the same bound); y is stored in bfloat16, one more rounding of up
+#   to 2^-8 of the largest y (HALF_STORED; measured up to 3.2e-3).
+WKV7_Y, WKV7_STATE = 1e-5, 1e-5
+WKV7_DTYPES = (torch.float32, torch.bfloat16)
+WKV7_N = 64          # every published RWKV-7's head size, the only one the CUDA kernel takes
+
+
+@dataclass(frozen=True)
+class Case7:
+    """One WKV-7 kernel check: shapes, the state carried in and where it lives, the inputs' memory layout.
+
+    state: "zero" or "carried" (a random state in, which every early token's y reads).
+    at: where the state lives: "own" (a contiguous (B, H, N, N) tensor), "packed" (inside the model's state
+      rows, after the two token shifts: a batch stride of C (N + 2), and the shifts must stay untouched) or
+      "transposed" (each N x N block stored column-major: ops.wkv7 works on a copy and writes it back).
+    layout: "contiguous" or "strided" (r, w, k, v, a, b as transposed views).
+    """
+    dtype: torch.dtype
+    B: int
+    T: int
+    H: int
+    state: str = "carried"
+    at: str = "own"
+    layout: str = "contiguous"
+
+    @property
+    def name(self) -> str:
+        extras = [x for x in (self.at, self.layout) if x not in ("own", "contiguous")]
+        return " ".join([f"wkv7 {str(self.dtype).removeprefix('torch.')} B={self.B} T={self.T} H={self.H}",
+                         self.state, *extras])
+
+
+@lru_cache(maxsize=1)
+def _wkv7_reference_case(B: int, T: int, H: int, state: str, seed: int):
+    """Inputs (r, w, k, v, a, b, state0) and the float64 reference's (y, state) on the CPU."""
+    from .ops.kernel_bench import wkv7_inputs
+    from .ops.wkv7 import wkv7_reference
+
+    (r, w, k, v, a, b), _ = wkv7_inputs(B, T, H * WKV7_N, "cpu", seed=seed)
+    r, k, v, a, b = (x.bfloat16().float() for x in (r, k, v, a, b))   # exact in both dtypes
+    state0 = torch.zeros(B, H, WKV7_N, WKV7_N)
+    if state == "carried":
+        state0 = 0.5 * torch.randn(B, H, WKV7_N, WKV7_N, generator=torch.Generator().manual_seed(seed + 1))
+    s_want = state0.double()
+    y_want = wkv7_reference(*(x.double() for x in (r, w, k, v, a, b)), s_want)
+    return (r, w, k, v, a, b, state0), (y_want, s_want)
+
+
+PACKED_FILL = 7.0    # the packed rows' token shifts: a kernel that writes outside the WKV state changes them
+
+
+def _wkv7_state(at: str, state0: torch.Tensor, device: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The state to hand the kernel, holding state0, and (for "packed") the whole rows it lives in."""
+    B, H, N, _ = state0.shape
+    if at == "packed":
+        rows = torch.full((B, H * N * (N + 2)), PACKED_FILL, device=device)
+        state = rows[:, 2 * H * N:].view(B, H, N, N)          # as models/rwkv7.py's Block takes it
+    elif at == "transposed":
+        rows, state = None, torch.empty(B, H, N, N, device=device).transpose(2, 3)
+    else:
+        rows, state = None, torch.empty(B, H, N, N, device=device)
+    state.copy_(state0)
+    return state, rows
+
+
+def check_wkv7_case(device: str, case: Case7, seed: int = 0) -> tuple[bool, str]:
+    """The WKV-7 kernel on `device` against the float64 reference on the CPU: y, and the state it leaves in
+    the tensor it was given; (passed, worst error / bound or what is wrong)."""
+    from .ops import wkv7 as ops
+
+    impl = ops.implementation_name(device)
+    if impl == "reference":
+        return False, "ops.wkv7 runs the PyTorch reference here, not a kernel"
+    inputs, (y_want, s_want) = _wkv7_reference_case(case.B, case.T, case.H, case.state, seed)
+    *args, state0 = inputs
+    args = [x.to(device, torch.float32 if i == 1 else case.dtype) for i, x in enumerate(args)]   # w: float32
+    if case.layout == "strided":
+        args = [_strided(x) for x in args]
+        assert not any(x.is_contiguous() for x in args), "a strided case must hand wkv7 non-contiguous inputs"
+    state, rows = _wkv7_state(case.at, state0, device)
+    y = ops.wkv7(*args, state)
+    if not _on_device(y, device) or y.dtype != case.dtype:
+        return False, f"y is {y.dtype} on {y.device}, not {case.dtype} on {device}"
+    if rows is not None and not bool((rows[:, :2 * case.H * WKV7_N] == PACKED_FILL).all()):
+        return False, "the token shifts next to the packed state changed"
+    errors = {"y": (_max_rel(y, y_want), WKV7_Y + HALF_STORED[case.dtype]),
+              "state": (_max_rel(state, s_want), WKV7_STATE)}
+    ok, detail = _verdict(errors)
+    return ok, f"{impl}: {detail}"
+
+
+def wkv7_cases(quick: bool = False) -> list[Case7]:
+    """Every WKV-7 check, float32 and bfloat16 each; `quick` keeps short sequences (the tests run them on the
+    CPU kernel). B x H = 21 (H = 7, B = 3) fills no power-of-two grid of (sequence, head) blocks evenly."""
+    if quick:
+        shapes = [(2, 300, 3, "carried", "packed", "contiguous"), (4, 1, 12, "carried", "packed", "contiguous"),
+                  (3, 37, 7, "carried", "own", "contiguous"), (2, 40, 3, "carried", "transposed", "strided"),
+                  (2, 16, 2, "zero", "own", "contiguous")]
+    else:
+        shapes = [(2, 4096, 12, "carried", "packed", "contiguous"), (4, 1, 12, "carried", "packed", "contiguous"),
+                  (3, 257, 7, "carried", "own", "contiguous"), (2, 300, 3, "carried", "transposed", "strided"),
+                  (2, 64, 2, "zero", "own", "contiguous")]
+    # dtype innermost: the two share one reference run
+    return [Case7(dtype, B, T, H, state, at, layout) for B, T, H, state, at, layout in shapes
+            for dtype in WKV7_DTYPES]
+
+
+def require_wkv7_kernel(device: str) -> str:
+    """"cpu-kernel" or "cuda-kernel": the compiled WKV-7 kernel ops.wkv7 runs on `device` (built now), or
+    RuntimeError saying in one line why it cannot be had."""
+    import warnings
+
+    from .ops import wkv7 as ops
+
+    kind = torch.device(device).type
+    with warnings.catch_warnings():        # the reason goes into the error below, once
+        warnings.simplefilter("ignore", RuntimeWarning)
+        impl = ops.implementation_name(device)
+    if impl == "reference":
+        why = ops._failures.get(kind) or (f"{ops.ENV_VAR}=reference" if ops._mode() == "reference"
+                                          else f"no WKV-7 kernel for {kind} tensors")
+        raise RuntimeError(f"the WKV-7 {kind} kernel is unavailable: {why}")
+    return impl
+
+
+STREAM_CASE7 = Case7(torch.float32, 3, 257, 7)
+
+
+def check_wkv7_side_stream(device: str = "cuda", sleep_cycles: int = 500_000_000) -> tuple[bool, str]:
+    """A WKV-7 case run on a non-default stream whose inputs and state are written late."""
+    from .ops import wkv7 as ops
+
+    case = STREAM_CASE7
+    inputs, (y_want, s_want) = _wkv7_reference_case(case.B, case.T, case.H, case.state, 0)
+    true = [x.to(device) for x in inputs]         # r, w, k, v, a, b, state0: all float32
+
+    def run(copies):
+        state = copies[-1]
+        return ops.wkv7(*copies[:-1], state), state
+
+    y, state = _inputs_written_late(device, true, run, sleep_cycles)
+    ok, detail = _verdict({"y": (_max_rel(y, y_want), WKV7_Y), "state": (_max_rel(state, s_want), WKV7_STATE)})
+    return ok, f"{case.name} on a side stream: {detail}"
+
+
 # ------------------------------------------------------------------------------------------ the model
+def _sequence_vs_recurrent(model, tokens: torch.Tensor, chunk_size: int = 100):
+    """(logits, state) of the chunked sequence mode and of the recurrent mode, TF32 matmuls off."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        par, s_par = model(tokens, chunk_size=chunk_size)   # several chunks: the state carries between them
+        rec, s_rec = model(tokens, mode="recurrent")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return (par, s_par), (rec, s_rec)
+
+
+def _tokens(vocab_size: int, B: int, T: int, device: str) -> torch.Tensor:
+    return torch.randint(0, vocab_size, (B, T), generator=torch.Generator().manual_seed(1)).to(device)
+
+
 def check_model(device: str, preset: str = "rwkv4-169m", T: int = 256, B: int = 2) -> tuple[bool, str]:
     """Our RWKV-4 parallel (chunked, with the WKV kernel) vs recurrent (token by token) on `device`."""
     from .models.presets import random_preset_model
     from .ops.wkv import implementation_name
 
     model = random_preset_model(preset, seed=0).to(device).eval()
-    tokens = torch.randint(0, model.config.vocab_size, (B, T), generator=torch.Generator().manual_seed(1)).to(device)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        par, s_par = model(tokens, chunk_size=100)          # 3 chunks: the state carries between them
-        rec, s_rec = model(tokens, mode="recurrent")
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+    (par, s_par), (rec, s_rec) = _sequence_vs_recurrent(model, _tokens(model.config.vocab_size, B, T, device))
     err, err_state = _max_rel(rec, par), _max_rel(s_rec[:, :3], s_par[:, :3])
     ok = max(err, err_state) <= MODEL_REL
     return ok, (f"{implementation_name(device)}, B={B} T={T}: logits {err:.2g}, state {err_state:.2g} "
                 f"{'<=' if ok else '>'} {MODEL_REL:g}")
+
+
+def check_rwkv7_model(device: str, preset: str = "rwkv7-168m", T: int = 256, B: int = 2) -> tuple[bool, str]:
+    """Our RWKV-7 at a preset's size, sequence mode (chunks through the WKV-7 kernel) vs recurrent mode (one
+    token per call) on `device`. Dense random weights (init_random_): the preset's x070 init zeroes every
+    block's output projections, so its logits would not depend on the WKV at all."""
+    from .models.presets import RWKV7_VOCAB, split_preset
+    from .models.rwkv7 import RWKV7, RWKV7Config, init_random_
+    from .ops.wkv7 import implementation_name
+
+    family, size = split_preset(preset) or (None, None)
+    if family != "rwkv7":
+        raise ValueError(f"not an rwkv7 preset: {preset}")
+    config = RWKV7Config(vocab_size=RWKV7_VOCAB, n_layer=size.n_layer, n_embd=size.n_embd)
+    model = init_random_(RWKV7(config), seed=0).to(device).eval()
+    (par, s_par), (rec, s_rec) = _sequence_vs_recurrent(model, _tokens(config.vocab_size, B, T, device))
+    shifts = 2 * config.n_embd                 # each state row: two token shifts, then the WKV state
+    errors = {"logits": (_max_rel(rec, par), MODEL_REL),
+              "wkv state": (_max_rel(s_rec[..., shifts:], s_par[..., shifts:]), MODEL_REL),
+              "token shifts": (_max_rel(s_rec[..., :shifts], s_par[..., :shifts]), MODEL_REL)}
+    ok, detail = _verdict(errors)
+    return ok, f"{implementation_name(device)}, B={B} T={T}: {detail}"
 
 
 # ------------------------------------------------------------------------------------------ the sweep
@@ -426,20 +650,32 @@ def _verdict_word(ok: bool | None) -> str:
 
 def run_checks(device: str, quick: bool = False, model: bool = True, sweep_out: Path | None = None,
                deadline: float | None = None) -> list[Result]:
-    """Every check on `device`; the sweep gets what is left until `deadline` (time.perf_counter())."""
+    """Every check on `device`; the sweep gets what is left until `deadline` (time.perf_counter()).
+    A kernel that cannot be built fails its build row, and the checks that need it do not run."""
     from .ops.wkv import require_kernel
 
-    results = [_timed(f"build {device} kernel", lambda: (True, require_kernel(device)))]
-    if not results[0].ok:
-        return results
-    for case in wkv_cases(quick):
-        results.append(_timed(case.name, lambda: check_wkv_case(device, case)))
+    results = [_timed(f"build {device} WKV-4 kernel", lambda: (True, require_kernel(device)))]
+    wkv_built = results[-1].ok
+    if wkv_built:
+        for case in wkv_cases(quick):
+            results.append(_timed(case.name, lambda: check_wkv_case(device, case)))
+    results.append(_timed(f"build {device} WKV-7 kernel", lambda: (True, require_wkv7_kernel(device))))
+    wkv7_built = results[-1].ok
+    if wkv7_built:
+        for case7 in wkv7_cases(quick):
+            results.append(_timed(case7.name, lambda: check_wkv7_case(device, case7)))
     if device.startswith("cuda"):
-        results.append(_timed("wkv on a non-default stream", lambda: check_side_stream(device)))
-        results.append(_timed("wkv on a second device", check_second_device))
-    if model:
+        if wkv_built:
+            results.append(_timed("wkv on a non-default stream", lambda: check_side_stream(device)))
+            results.append(_timed("wkv on a second device", check_second_device))
+        if wkv7_built:
+            results.append(_timed("wkv7 on a non-default stream", lambda: check_wkv7_side_stream(device)))
+            results.append(_timed("wkv7 on a second device", lambda: check_second_device(op="wkv7")))
+    if model and wkv_built:
         results.append(_timed("rwkv4-169m parallel vs recurrent", lambda: check_model(device)))
-    if sweep_out is not None:
+    if model and wkv7_built:
+        results.append(_timed("rwkv7-168m sequence vs recurrent", lambda: check_rwkv7_model(device)))
+    if sweep_out is not None and wkv_built:
         left = SWEEP_TIMEOUT_S if deadline is None else deadline - time.perf_counter()
         timeout = max(MIN_SWEEP_S, min(SWEEP_TIMEOUT_S, left))
         results.append(_timed("scaling sweep to 16,384 tokens", lambda: check_sweep(sweep_out, device,
@@ -460,8 +696,9 @@ def plan() -> str:
     before_sweep = sum(ESTIMATE_S.values())
     parts = ", ".join(f"{name} ~{seconds} s" for name, seconds in ESTIMATE_S.items())
     sweep = min(SWEEP_TIMEOUT_S, BUDGET_S - before_sweep)
-    return (f"plan: build, {len(wkv_cases())} WKV kernel cases, a side stream, a second device, the model, "
-            f"the sweep; estimated {parts}, then the sweep with what is left of {BUDGET_S} s (~{sweep} s): "
+    return (f"plan: WKV-4: build, {len(wkv_cases())} kernel cases, a side stream, a second device; WKV-7: build, "
+            f"{len(wkv7_cases())} kernel cases, a side stream, a second device; the rwkv4 and rwkv7 models; the "
+            f"sweep; estimated {parts}, then the sweep with what is left of {BUDGET_S} s (~{sweep} s): "
             f"under {BUDGET_S / 60:.1f} min")
 
 
