@@ -11,6 +11,7 @@ of states (nlp's shared prefixes, serving many sequences) without knowing what t
     hidden(tokens, state, recurrent, lengths=)  -> last block's output; updates `state` in place; `lengths`:
                                             right-padded rows of different lengths, each left as after its own tokens
     logits(x)                               final norm + head, float32
+Beside it, the two sequence helpers both RWKVs use: token_shift and last_positions (right-padded rows).
     select_rows / put_rows / cat_rows       rows of a state along the batch dimension
     state_bytes(batch)                      bytes of the state of `batch` sequences
 """
@@ -18,6 +19,18 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def token_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """x shifted one step back in time: position t sees x[t-1]; position 0 sees the carried `last`."""
+    return torch.cat([last.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
+
+
+def last_positions(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Each row's last position of x (B, T, C): T - 1, or lengths - 1 for right-padded rows."""
+    if lengths is None:
+        return x[:, -1]
+    return x[torch.arange(x.shape[0], device=x.device), lengths - 1]
 
 
 class RecurrentLM(nn.Module):
@@ -40,7 +53,8 @@ class RecurrentLM(nn.Module):
         raise NotImplementedError
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Final layer norm and vocabulary head (both RWKVs end so), in float32."""
+        return self.head(self.ln_out(x)).float()
 
     @torch.no_grad()
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None, *, mode: str = "parallel",

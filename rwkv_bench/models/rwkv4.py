@@ -29,7 +29,7 @@ from torch import nn
 from ..ops import rwkv4_fused
 from ..ops.wkv import wkv
 from ..ops.wkv_reference import EMPTY_PP, wkv_step
-from .recurrent import RecurrentLM
+from .recurrent import RecurrentLM, last_positions, token_shift
 
 ATT_SHIFT, AA, BB, PP, FFN_SHIFT = range(5)
 
@@ -45,18 +45,6 @@ class RWKVConfig:
     def __post_init__(self):
         if self.ffn_dim == 0:
             self.ffn_dim = 4 * self.n_embd
-
-
-def token_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """x shifted one step back in time: position t sees x[t-1]; position 0 sees the carried `last`."""
-    return torch.cat([last.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
-
-
-def last_positions(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """Each row's last position of x (B, T, C): T - 1, or lengths - 1 for right-padded rows."""
-    if lengths is None:
-        return x[:, -1]
-    return x[torch.arange(x.shape[0], device=x.device), lengths - 1]
 
 
 def ragged_wkv(w, u, k, v, state, lengths: torch.Tensor | None):
@@ -224,9 +212,6 @@ class RWKV4(RecurrentLM):
         for i, block in enumerate(self.blocks):
             x = block(x, state[i], recurrent=False, lengths=lengths)
         return x
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.ln_out(x)).float()
 
 
 # ---- random initialisation, after the paper's Appendix E (and BlinkDL's RWKV-LM) ----

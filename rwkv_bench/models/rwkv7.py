@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.wkv7 import wkv7
-from .recurrent import RecurrentLM
+from .recurrent import RecurrentLM, last_positions, token_shift
 
 DECAY_SCALE = math.exp(-0.5)      # w = exp(-e^-0.5 * sigmoid(.)): every decay lies in (0.545, 1)
 HEAD_SIZE = 64
@@ -67,18 +67,6 @@ class RWKV7Config:
     @property
     def n_head(self) -> int:
         return self.n_embd // self.head_size
-
-
-def token_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """x shifted one step back in time: position t sees x[t-1]; position 0 sees the carried `last`."""
-    return torch.cat([last.to(x.dtype).unsqueeze(1), x[:, :-1]], dim=1)
-
-
-def last_positions(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """Each row's last position of x (B, T, C): T - 1, or lengths - 1 for right-padded rows."""
-    if lengths is None:
-        return x[:, -1]
-    return x[torch.arange(x.shape[0], device=x.device), lengths - 1]
 
 
 def padding_mask(lengths: torch.Tensor | None, T: int, device) -> torch.Tensor | None:
@@ -229,9 +217,6 @@ class RWKV7(RecurrentLM):
         for i, block in enumerate(self.blocks):
             x, v_first = block(x, v_first, state[i], lengths)
         return x
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.ln_out(x)).float()
 
 
 # ---- random initialisation, after BlinkDL's RWKV-LM (RWKV-v7/train_temp/src/model.py) ----
