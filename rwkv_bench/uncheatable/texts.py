@@ -63,6 +63,12 @@ def normalize(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def compose(title: str, abstract: str, body: str) -> str:
+    """The evaluated text of a paper: title, abstract, body, separated by blank lines, NFC."""
+    parts = [" ".join(title.split()), " ".join(abstract.split()), body.strip()]
+    return normalize("\n\n".join(p for p in parts if p))
+
+
 def prepare(text: str, chars: int) -> str:
     """NFC, then the first `chars` characters."""
     return normalize(text)[:chars]

@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 import requests
 
 from ...errors import UserError
-from ..texts import Paper, normalize, sha256
-from .base import Source, Window
+from ..texts import Paper, compose, normalize, sha256
+from .base import FetchedSource, Window, listing_failed
 from .cache import Cache
 from .http import FetchError, base_url, fetch
 from .pdf_text import body_from_pdf_text, pdf_text
@@ -204,15 +204,9 @@ def list_entries(session: requests.Session, base: str, window: Window, categorie
             return
 
 
-def compose(title: str, abstract: str, body: str) -> str:
-    """The evaluated text: title, abstract, body, separated by blank lines, NFC."""
-    parts = [" ".join(title.split()), " ".join(abstract.split()), body.strip()]
-    return normalize("\n\n".join(p for p in parts if p))
-
-
 # ---- the source ----
 
-class ArxivSource(Source):
+class ArxivSource(FetchedSource):
     name = "arxiv"
     min_delay = MIN_DELAY_S
 
@@ -232,23 +226,18 @@ class ArxivSource(Source):
             except StopIteration:
                 return
             except FetchError as exc:
-                raise UserError(f"the arXiv API failed ({exc.note}); papers fetched so far are cached: rerun "
-                                "later to resume, or use --offline") from None
+                raise listing_failed("arXiv", "papers", exc.note) from None
             try:
                 paper_id, _ = split_id(entry.short_id)
             except ValueError:
                 self.skip(entry.short_id, "an unexpected id")
                 continue
-            if not window.holds(entry.published.date()):
-                self.skip(paper_id, f"published {entry.published.date()}, outside the window")
-                continue
-            cached = self.cache.get(paper_id)
-            if cached is not None and not cached.retry_body and not (cached.truncated and cached.chars < s.max_chars):
-                yield cached, True
-                continue
-            record = self.record_from_entry(entry)
-            self.cache.put(record)
-            yield record, False
+            if self.in_window(paper_id, entry.published, window, event="published"):
+                yield from self.cached_or_fetched(self.cache.get(paper_id), lambda: self.record_from_entry(entry))
+
+    def stale(self, record: ArxivRecord) -> bool:
+        """Its body failed for a passing reason, or it holds less text than asked."""
+        return record.retry_body or (record.truncated and record.chars < self.settings.max_chars)
 
     def paper_body(self, paper_id: str, abstract: str) -> tuple[str, str, bool]:
         """(body text or "", why there is none, whether trying again later may help)."""
@@ -278,12 +267,7 @@ class ArxivSource(Source):
     def cached(self, window: Window) -> list[ArxivRecord]:
         """Cached records published in the window (and in one of the categories), newest first."""
         cats = set(self.settings.categories)
-        chosen = [r for r in self.cache.records() if window.holds(r.published_date)
-                  and (not cats or set(r.categories) & cats)]
-        return sorted(chosen, key=lambda r: (r.published, r.id), reverse=True)
-
-    def get(self, text_id: str) -> ArxivRecord | None:
-        return self.cache.get(text_id)
+        return [r for r in super().cached(window) if not cats or set(r.categories) & cats]
 
     def describe(self) -> dict:
         return {"categories": self.settings.categories}

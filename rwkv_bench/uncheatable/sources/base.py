@@ -5,7 +5,13 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from ...errors import UserError
+from ..texts import parse_timestamp
+
+if TYPE_CHECKING:
+    from .cache import Cache
 
 CACHE_MAX_CHARS = 50_000    # a cached record keeps at most this much text (more if --chars asks for more)
 SOURCES = ("arxiv", "wikipedia", "github", "biorxiv", "file")
@@ -87,3 +93,56 @@ class Source(ABC):
     def describe(self) -> dict:
         """What meta.json records about where this source's texts came from."""
         return {}
+
+
+def listing_failed(api: str, texts: str, note: str) -> UserError:
+    """The error that ends a run whose listing request failed: what was fetched is kept for the next run."""
+    return UserError(f"the {api} API failed ({note}); {texts} fetched so far are cached: "
+                     "rerun later to resume, or use --offline")
+
+
+class FetchedSource(Source):
+    """A source that fetches over the network and keeps every text in `self.cache` (a cache.Cache)."""
+    cache: "Cache"
+
+    def timestamp(self, text_id: str, stamp, date_name: str = "creation date") -> dt.datetime | None:
+        """The item's timestamp, or None (skipped with a line) when it is malformed."""
+        try:
+            return parse_timestamp(stamp)
+        except ValueError:
+            self.skip(text_id, f"a malformed {date_name} {stamp!r}")
+            return None
+
+    def in_window(self, text_id: str, when: dt.datetime, window: Window, event: str = "created") -> bool:
+        """Whether the item's date is in the window; when not, it is skipped with a line."""
+        if window.holds(when.date()):
+            return True
+        self.skip(text_id, f"{event} {when.date()}, outside the window")
+        return False
+
+    def dated(self, text_id: str, stamp, window: Window) -> dt.datetime | None:
+        """The item's creation time, or None (skipped with a line) when malformed or outside the window."""
+        when = self.timestamp(text_id, stamp)
+        return when if when is not None and self.in_window(text_id, when, window) else None
+
+    def stale(self, record) -> bool:
+        """Whether a cached record is fetched again: its full text failed for a passing reason."""
+        return record.retry_text
+
+    def cached_or_fetched(self, cached, fetch_record: Callable[[], object | None]) -> Iterator[tuple[object, bool]]:
+        """(cached, True) when that record can be reused, else the one `fetch_record` gives, cached at once,
+        and False; nothing when it gives none (it said why)."""
+        if cached is not None and not self.stale(cached):
+            yield cached, True
+            return
+        record = fetch_record()
+        if record is not None:
+            self.cache.put(record)
+            yield record, False
+
+    def cached(self, window: Window) -> list:
+        chosen = [r for r in self.cache.records() if window.holds(r.published_date)]
+        return sorted(chosen, key=lambda r: (r.published, r.id), reverse=True)
+
+    def get(self, text_id: str):
+        return self.cache.get(text_id)

@@ -13,20 +13,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Iterator
 
-from ...errors import UserError
-from ..texts import normalize, parse_timestamp
-from .base import Source, Window
+from ..texts import compose, normalize
+from .base import FetchedSource, Window, listing_failed
 from .cache import Cache, Record
-from .http import FetchError, base_url, fetch
+from .http import FetchError, base_url, fetch, read_json
 
 SITE = "https://www.biorxiv.org"
 
 
 def read_page(resp) -> dict:
-    try:
-        data = resp.json()
-    except ValueError:
-        raise ValueError("the details API answer is not JSON") from None
+    data = read_json(resp, "the details API answer")
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
         raise ValueError("the details API answer has no messages")
     return data
@@ -51,12 +47,7 @@ def jats_body(content: bytes) -> str:
     return "\n".join(lines)
 
 
-def compose(title: str, abstract: str, body: str) -> str:
-    parts = [" ".join(title.split()), " ".join(abstract.split()), body.strip()]
-    return normalize("\n\n".join(p for p in parts if p))
-
-
-class BiorxivSource(Source):
+class BiorxivSource(FetchedSource):
     name = "biorxiv"
     min_delay = 1.0
 
@@ -73,8 +64,7 @@ class BiorxivSource(Source):
             try:
                 data = fetch(self.session, url, read_page, tries=self.settings.retries + 1)
             except FetchError as exc:
-                raise UserError(f"the bioRxiv API failed ({exc.note}); preprints fetched so far are cached: "
-                                "rerun later to resume, or use --offline") from None
+                raise listing_failed("bioRxiv", "preprints", exc.note) from None
             page = data.get("collection") or []
             yield from page
             message = data["messages"][0] if data["messages"] else {}
@@ -89,23 +79,14 @@ class BiorxivSource(Source):
             if not doi:
                 self.skip("?", "an entry without a DOI")
                 continue
-            try:
-                posted = parse_timestamp(entry.get("date", ""))
-            except ValueError:
-                self.skip(doi, f"a malformed date {entry.get('date')!r}")
+            posted = self.timestamp(doi, entry.get("date", ""), date_name="date")
+            if posted is None:
                 continue
             if str(entry.get("version", "1")) != "1":
                 self.skip(doi, f"version {entry.get('version')}: first posted before this version's date")
                 continue
-            if not window.holds(posted.date()):
-                self.skip(doi, f"posted {posted.date()}, outside the window")
-                continue
-            if (cached := self.cache.get(doi)) is not None and not cached.retry_text:
-                yield cached, True
-                continue
-            record = self.preprint(doi, entry, posted)
-            self.cache.put(record)
-            yield record, False
+            if self.in_window(doi, posted, window, event="posted"):
+                yield from self.cached_or_fetched(self.cache.get(doi), lambda: self.preprint(doi, entry, posted))
 
     def full_text(self, entry: dict) -> tuple[str, str, bool]:
         """(body or "", why there is none, whether a later try may help)."""
@@ -130,13 +111,6 @@ class BiorxivSource(Source):
                            text=text, text_source="fulltext" if body else "abstract", note=note,
                            retry_text=transient, licence=str(entry.get("license", "")),
                            url=f"{SITE}/content/{doi}v1")
-
-    def cached(self, window: Window) -> list[Record]:
-        chosen = [r for r in self.cache.records() if window.holds(r.published_date)]
-        return sorted(chosen, key=lambda r: (r.published, r.id), reverse=True)
-
-    def get(self, text_id: str) -> Record | None:
-        return self.cache.get(text_id)
 
     def describe(self) -> dict:
         return {"api": self.api}

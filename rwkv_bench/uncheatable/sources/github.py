@@ -22,10 +22,10 @@ from typing import Iterator
 from urllib.parse import quote, urlencode
 
 from ...errors import UserError
-from ..texts import normalize, parse_timestamp
-from .base import Source, Window
+from ..texts import normalize
+from .base import FetchedSource, Window, listing_failed
 from .cache import Cache, Record
-from .http import FetchError, base_url, fetch
+from .http import FetchError, base_url, fetch, read_json
 
 TOKEN_ENV = "GITHUB_TOKEN"
 LANGUAGES = {".py": "Python", ".js": "JavaScript", ".ts": "TypeScript", ".go": "Go", ".rs": "Rust",
@@ -34,18 +34,11 @@ MAX_FILE_BYTES = 1 << 20
 NO_LICENCE = "none"
 
 
-def read_json(resp):
-    try:
-        return resp.json()
-    except ValueError:
-        raise ValueError("the API answer is not JSON") from None
-
-
 def rate_limit_note(exc: FetchError) -> str:
     return f"{exc.note}: GitHub's rate limit? Set {TOKEN_ENV} to a token for more requests, or rerun later"
 
 
-class GithubSource(Source):
+class GithubSource(FetchedSource):
     name = "github"
     min_delay = 1.0
 
@@ -81,8 +74,7 @@ class GithubSource(Source):
                                      per_page=str(per_page), page=str(page))
             except FetchError as exc:
                 if page == 1 and exc.status != 403:
-                    raise UserError(f"the GitHub search API failed ({exc.note}); files fetched so far are "
-                                    "cached: rerun later to resume, or use --offline") from None
+                    raise listing_failed("GitHub search", "files", exc.note) from None
                 self.skip(f"search page {page}", rate_limit_note(exc) if exc.status in (403, 429) else exc.note)
                 return
             items = data.get("items") if isinstance(data, dict) else None
@@ -96,24 +88,14 @@ class GithubSource(Source):
         cached = {r.id.split("/", 2)[0] + "/" + r.id.split("/", 2)[1]: r for r in self.cache.records()}
         for repo in self.repositories(window):
             name = str(repo.get("full_name", ""))
-            try:
-                created = parse_timestamp(repo.get("created_at", ""))
-            except ValueError:
-                self.skip(name, f"a malformed creation date {repo.get('created_at')!r}")
-                continue
-            if not window.holds(created.date()):
-                self.skip(name, f"created {created.date()}, outside the window")
+            created = self.dated(name, repo.get("created_at", ""), window)
+            if created is None:
                 continue
             if repo.get("fork"):
                 self.skip(name, "a fork (its code predates it)")
                 continue
-            if name in cached:       # one file per repository, fetched once
-                yield cached[name], True
-                continue
-            record = self.repository_file(repo, name, created)
-            if record is not None:
-                self.cache.put(record)
-                yield record, False
+            # one file per repository, fetched once
+            yield from self.cached_or_fetched(cached.get(name), lambda: self.repository_file(repo, name, created))
 
     def licence(self, name: str) -> str:
         try:
@@ -181,13 +163,6 @@ class GithubSource(Source):
         except UnicodeDecodeError:
             self.skip(f"{name}/{path}", "a binary file (not UTF-8)")
             return None
-
-    def cached(self, window: Window) -> list[Record]:
-        chosen = [r for r in self.cache.records() if window.holds(r.published_date)]
-        return sorted(chosen, key=lambda r: (r.published, r.id), reverse=True)
-
-    def get(self, text_id: str) -> Record | None:
-        return self.cache.get(text_id)
 
     def describe(self) -> dict:
         return {"api": self.api, "extensions": list(self.extensions), "token": bool(os.environ.get(TOKEN_ENV))}

@@ -25,6 +25,14 @@ def base_url(source: str, default: str) -> str:
     return os.environ.get(f"RWKV_BENCH_{source.upper()}_URL", default).rstrip("/")
 
 
+def read_json(resp: requests.Response, what: str = "the API answer"):
+    """The answer's JSON; a body that is not JSON is a ValueError (asked again by `fetch`)."""
+    try:
+        return resp.json()
+    except ValueError:
+        raise ValueError(f"{what} is not JSON") from None
+
+
 class PoliteRetry(Retry):
     """urllib3's Retry, waiting at least `min_wait` before any retry and at most MAX_RETRY_AFTER_S for a
     server's Retry-After."""

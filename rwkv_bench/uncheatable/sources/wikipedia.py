@@ -14,10 +14,10 @@ from typing import Iterator
 from urllib.parse import urlencode
 
 from ...errors import UserError
-from ..texts import normalize, parse_timestamp
-from .base import Source, Window
+from ..texts import normalize
+from .base import FetchedSource, Window, listing_failed
 from .cache import Cache, Record
-from .http import FetchError, base_url, fetch
+from .http import FetchError, base_url, fetch, read_json
 
 LICENCE = "CC BY-SA 4.0"
 LANG = re.compile(r"[a-z]{2,3}(-[a-z]+)*")
@@ -33,10 +33,7 @@ def check_lang(lang: str) -> str:
 def read_api(resp) -> dict:
     """The JSON answer; an API error that passes (rate limit, lag) is a ValueError (asked again), another a
     FetchError."""
-    try:
-        data = resp.json()
-    except ValueError:
-        raise ValueError("the API answer is not JSON") from None
+    data = read_json(resp)
     if not isinstance(data, dict):
         raise ValueError("the API answer is not a JSON object")
     if "error" in data:
@@ -47,7 +44,7 @@ def read_api(resp) -> dict:
     return data
 
 
-class WikipediaSource(Source):
+class WikipediaSource(FetchedSource):
     name = "wikipedia"
     min_delay = 1.0
 
@@ -71,8 +68,7 @@ class WikipediaSource(Source):
             try:
                 data = fetch(self.session, self.url(**params, **cont), read_api, tries=self.settings.retries + 1)
             except FetchError as exc:
-                raise UserError(f"the Wikipedia API failed ({exc.note}); articles fetched so far are cached: "
-                                "rerun later to resume, or use --offline") from None
+                raise listing_failed("Wikipedia", "articles", exc.note) from None
             yield from (data.get("query") or {}).get("logevents") or []
             cont = data.get("continue") or {}
             if not cont:
@@ -82,24 +78,14 @@ class WikipediaSource(Source):
         for event in self.creations(window):
             pageid, title = event.get("pageid") or 0, str(event.get("title", ""))
             text_id = f"{self.lang}:{pageid}"
-            try:
-                published = parse_timestamp(event.get("timestamp", ""))
-            except ValueError:
-                self.skip(text_id, f"a malformed creation date {event.get('timestamp')!r}")
-                continue
-            if not window.holds(published.date()):
-                self.skip(text_id, f"created {published.date()}, outside the window")
+            published = self.dated(text_id, event.get("timestamp", ""), window)
+            if published is None:
                 continue
             if not pageid:
                 self.skip(f"{self.lang}:{title}", "deleted (the log has no page id)")
                 continue
-            if (cached := self.cache.get(text_id)) is not None and not cached.retry_text:
-                yield cached, True
-                continue
-            record = self.article(text_id, pageid, title, published)
-            if record is not None:
-                self.cache.put(record)
-                yield record, False
+            yield from self.cached_or_fetched(self.cache.get(text_id),
+                                              lambda: self.article(text_id, pageid, title, published))
 
     def article(self, text_id: str, pageid: int, title: str, published) -> Record | None:
         try:
@@ -120,13 +106,6 @@ class WikipediaSource(Source):
         return Record.make(id=text_id, source=self.name, title=normalize(str(page.get("title") or title)),
                            published=published, text=text, text_source="article", licence=LICENCE,
                            url=f"https://{self.lang}.wikipedia.org/?curid={pageid}")
-
-    def cached(self, window: Window) -> list[Record]:
-        chosen = [r for r in self.cache.records() if window.holds(r.published_date)]
-        return sorted(chosen, key=lambda r: (r.published, r.id), reverse=True)
-
-    def get(self, text_id: str) -> Record | None:
-        return self.cache.get(text_id)
 
     def describe(self) -> dict:
         return {"lang": self.lang, "api": self.api, "licence": LICENCE}
