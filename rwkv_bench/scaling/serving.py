@@ -117,9 +117,9 @@ def run_serving(c: ScalingConfig, run_dir: Path, wkv: str | None, machine: dict,
             mine = rows[(rows["model"] == spec.text) & (rows["seq_len"] == T)]
             per_seq = measured_bytes_per_sequence(mine)
             B = capacity_batch(budget, per_seq[0] if per_seq else None)
-            ran = set(mine["batch"])
-            if not B or B in ran or B <= max(ran, default=0) or B > c.confirm_max_batch:
-                continue  # within the grid (its rows say it), or too many to run here: a prediction
+            ran = set(mine[mine["status"] == "ok"]["batch"])
+            if not B or B in set(mine["batch"]) or B <= max(ran, default=0) or B > c.confirm_max_batch:
+                continue  # run already, within the grid (its rows say it), or too many to run here: a prediction
             row = serve_one(spec, T, B, "capacity", c, run_dir, wkv, copy_gbs, failed.get((spec.text, T)))
             store.append_serving(run_dir, row)
             echo(serve_line(row))

@@ -63,7 +63,8 @@ def capacity_rows(serving: pd.DataFrame, budget: float | None) -> list[dict]:
                "measured / analytic": fmt(measured[0] / analytic, ".3f") if measured and analytic else MISSING,
                "states alone / analytic": states_ratio(rows, analytic),
                "largest B": B, "basis": "measured" if measured else "analytic"}
-        row.update(at_capacity(ok, B))
+        tried = rows[(rows["batch"] == B) & (rows["status"] != "ok")] if B else rows.iloc[:0]
+        row.update(at_capacity(ok, B, tried.iloc[-1] if len(tried) else None))
         out.append(row)
     return out
 
@@ -74,10 +75,14 @@ def states_ratio(rows: pd.DataFrame, analytic: float | None) -> str:
     return fmt(states[0] / analytic, ".3f") if states and analytic else MISSING
 
 
-def at_capacity(ok: pd.DataFrame, B: int | None) -> dict:
-    """Whether B was run (confirmed), lies within the grid, or is a prediction beyond the largest B run."""
+def at_capacity(ok: pd.DataFrame, B: int | None, tried=None) -> dict:
+    """Whether B was run (confirmed, or not: `tried`, its row), lies within the grid, or is a prediction
+    beyond the largest B run."""
     if B is None:
         return {"status": "no bytes per sequence", "decode tok/s": MISSING, "_tps": None}
+    if tried is not None and tried["status"] != "skipped":
+        return {"status": f"not confirmed: B={B:,} ran and ended {tried['status']} ({tried['error'][:90]})",
+                "decode tok/s": MISSING, "_tps": None}
     exact = ok[ok["batch"] == B]
     if len(exact):
         r = exact.iloc[-1]
@@ -91,7 +96,8 @@ def at_capacity(ok: pd.DataFrame, B: int | None) -> dict:
                 "decode tok/s": f"{fmt(r['decode_tokens_per_s'], '.4g')} at B={int(r['batch']):,}",
                 "_tps": float(r["decode_tokens_per_s"])}
     last = ok.sort_values("batch").iloc[-1] if len(ok) else None
-    return {"status": f"predicted: beyond the largest B run ({largest:,})",
+    return {"status": f"predicted: beyond the largest B run ({largest:,})" if len(ok) else
+            "predicted: no B ran at this T",
             "decode tok/s": (f"not run ({fmt(last['decode_tokens_per_s'], '.4g')} at B={largest:,})"
                              if last is not None else MISSING), "_tps": None}
 
