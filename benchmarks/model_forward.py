@@ -12,37 +12,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from rwkv_bench.models.loaders import blinkdl_to_hf_state_dict
 from rwkv_bench.models.presets import SIZES, VOCAB
 from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
 from rwkv_bench.ops.wkv import implementation_name
-from rwkv_bench.recording import environment, load_average, write_json
+from rwkv_bench.recording import environment, load_average
 
-
-def seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def body_gemms(model: RWKV4, rows: int):
-    """A function doing the matrix products our body does for `rows` token positions, with its weights."""
-    C, H = model.config.n_embd, model.config.ffn_dim
-    x_c, x_h = torch.randn(rows, C), torch.randn(rows, H)
-
-    def run():
-        for block in model.blocks:
-            att, ffn = block.att, block.ffn
-            for linear in (att.key, att.value, att.receptance, att.output, ffn.key, ffn.receptance):
-                F.linear(x_c, linear.weight)
-            F.linear(x_h, ffn.value.weight)
-    return run
+from _timing import rwkv4_body_gemms, seconds, write_result
 
 
 def main() -> None:
@@ -63,7 +42,7 @@ def main() -> None:
     C, L = size.n_embd, size.n_layer
     body_params = L * 13 * C * C  # per layer: k, v, r, output (4 C^2) + ffn key, value (8 C^2) + receptance (C^2)
     runs = {
-        "roofline": body_gemms(ours, T),
+        "roofline": rwkv4_body_gemms(ours, T),
         "transformers RwkvModel (no head)": lambda: hf.rwkv(input_ids=tokens),
         f"ours, last position only [{implementation_name('cpu')}]": lambda: ours(tokens, chunk_size=T, last_only=True),
     }
@@ -84,9 +63,7 @@ def main() -> None:
     for name, ts in times.items():
         print(f"| {name} | {statistics.median(ts):.3f} | {statistics.median(ratios[name]):.2f} | "
               f"{', '.join(f'{x:.2f}' for x in ratios[name])} |")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    write_json(out / "model_forward.json", {
+    write_result("model_forward.json", {
         "environment": environment("cpu", "float32"), "tokens": T, "size": args.size,
         "gemm_flops_per_s": flops, "roofline_s": roofline, "load_average": load_average(),
         "rows": [{"impl": n, "forward_s": ts, "x_roofline": ratios[n]} for n, ts in times.items()]})

@@ -10,9 +10,10 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from rwkv_bench.recording import environment, write_json
+from rwkv_bench.recording import environment
+
+from _timing import write_result
 
 CHILD = """
 import json, resource, sys, threading, time, psutil, torch
@@ -60,10 +61,8 @@ def main() -> None:
               f"{r['peak_rss_bytes'] / base:.3f} | {r['forward_peak_rss_bytes'] / 2**20:.1f} | "
               f"{r['forward_peak_rss_bytes'] / during:.3f} | "
               f"{(r['forward_peak_rss_bytes'] - r['rss_before_forward_bytes']) / 2**20:.1f} |")
-    out_dir = Path(__file__).parent / "results"
-    out_dir.mkdir(exist_ok=True)
-    write_json(out_dir / "model_memory.json", {"environment": environment("cpu", "float32"), "size": args.size,
-                                               "chunk": args.chunk, "rows": rows})
+    write_result("model_memory.json", {"environment": environment("cpu", "float32"), "size": args.size,
+                                       "chunk": args.chunk, "rows": rows})
 
 
 if __name__ == "__main__":

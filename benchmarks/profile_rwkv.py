@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from rwkv_bench.models import rwkv4 as rwkv4_module
@@ -39,7 +36,9 @@ from rwkv_bench.models.presets import SIZES, VOCAB
 from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
 from rwkv_bench.ops import rwkv4_fused
 from rwkv_bench.ops.wkv import implementation_name
-from rwkv_bench.recording import environment, load_average, write_json
+from rwkv_bench.recording import environment, load_average
+
+from _timing import rwkv4_body_gemms, seconds, write_result
 
 CATEGORIES = ("GEMM (body)", "WKV", "layer norms", "token shift and mixing", "fused step's loops (WKV, mixing)",
               "head and log-softmax", "copies and indexing", "framework overhead")
@@ -51,27 +50,7 @@ MIXING = {"aten::cat", "aten::stack", "aten::sub", "aten::addcmul", "aten::mul",
 COPY_MIB = 512
 
 
-def seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 # ------------------------------------------------------------------------------------------------ limits
-def body_gemms(model: RWKV4, rows: int):
-    """A function doing the matrix products the body does for `rows` token positions, with its weights."""
-    C, H = model.config.n_embd, model.config.ffn_dim
-    x_c, x_h = torch.randn(rows, C), torch.randn(rows, H)
-
-    def run():
-        for block in model.blocks:
-            att, ffn = block.att, block.ffn
-            for linear in (att.key, att.value, att.receptance, att.output, ffn.key, ffn.receptance):
-                F.linear(x_c, linear.weight)
-            F.linear(x_h, ffn.value.weight)
-    return run
-
-
 class Copy:
     """STREAM copy of COPY_MIB MiB; `rate` is bytes moved (read + write) per second of the copies so far."""
 
@@ -198,7 +177,7 @@ def main() -> None:
     tokens = torch.randint(0, VOCAB, (1, T))
     body_params = L * 13 * C * C  # per layer: k, v, r, output (4 C^2), ffn key, value (8 C^2), receptance (C^2)
     step_bytes = (model.num_parameters() - VOCAB * C + C) * 4  # every weight once, one embedding row
-    gemms = {n: body_gemms(model, n) for n in {min(args.chunk, T), T % args.chunk} if n}
+    gemms = {n: rwkv4_body_gemms(model, n) for n in {min(args.chunk, T), T % args.chunk} if n}
     copy = Copy()
     load_before = load_average()
 
@@ -242,9 +221,7 @@ def main() -> None:
           f"the same step as PyTorch ops (fused kernels off): {spread(decode_ops_x)}\n")
     print(shares_table(f"forward, {T} tokens", forward_parts) + "\n")
     print(shares_table("decode, one step", decode_parts))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    write_json(out / f"profile_rwkv_{args.size}.json", {
+    write_result(f"profile_rwkv_{args.size}.json", {
         "environment": env, "load_average_before": load_before, "load_average_after": load_after,
         "size": args.size, "tokens": T, "chunk": args.chunk, "gemm_flops_per_s": gemm_rates,
         "copy_bandwidth_bytes_per_s": bandwidths, "forward_x_roofline": forward_x,

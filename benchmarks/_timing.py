@@ -1,0 +1,46 @@
+"""What the benchmarks share: wall-clock timing, the RWKV-4 body's matrix products (the roofline's work),
+and where results are written."""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rwkv_bench.recording import write_json
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: first-call allocations, kernel build, TorchScript compilation
+    return statistics.median(seconds(fn) for _ in range(repeats))
+
+
+def rwkv4_body_gemms(model, rows: int):
+    """A function doing the matrix products an RWKV-4 body does for `rows` token positions, with its weights."""
+    C, H = model.config.n_embd, model.config.ffn_dim
+    x_c, x_h = torch.randn(rows, C), torch.randn(rows, H)
+
+    def run():
+        for block in model.blocks:
+            att, ffn = block.att, block.ffn
+            for linear in (att.key, att.value, att.receptance, att.output, ffn.key, ffn.receptance):
+                F.linear(x_c, linear.weight)
+            F.linear(x_h, ffn.value.weight)
+    return run
+
+
+def write_result(name: str, data: dict) -> Path:
+    """benchmarks/results/<name>: the data (with its environment and units) as JSON."""
+    RESULTS.mkdir(exist_ok=True)
+    write_json(RESULTS / name, data)
+    return RESULTS / name
