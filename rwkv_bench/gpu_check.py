@@ -129,6 +129,12 @@ def _max_rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------------------ WKV cases
+def _case_name(kernel: str, dtype: torch.dtype, shape: str, state: str, *options: tuple[str, str]) -> str:
+    """A check's name: kernel, dtype, shape and state, then each (value, default) option not at its default."""
+    extras = [value for value, default in options if value != default]
+    return " ".join([kernel, str(dtype).removeprefix("torch."), shape, state, *extras])
+
+
 @dataclass(frozen=True)
 class Case:
     """One kernel check: shapes, the initial state, the input values and the memory layout.
@@ -151,9 +157,8 @@ class Case:
 
     @property
     def name(self) -> str:
-        extras = [x for x in (self.values, self.layout) if x not in ("normal", "contiguous")]
-        return " ".join([f"wkv {str(self.dtype).removeprefix('torch.')} B={self.B} T={self.T} C={self.C}",
-                         self.state, *extras])
+        return _case_name("wkv", self.dtype, f"B={self.B} T={self.T} C={self.C}", self.state,
+                          (self.values, "normal"), (self.layout, "contiguous"))
 
 
 def _case_inputs(B: int, T: int, C: int, state: str, values: str, seed: int):
@@ -430,9 +435,8 @@ class Case7:
 
     @property
     def name(self) -> str:
-        extras = [x for x in (self.at, self.layout) if x not in ("own", "contiguous")]
-        return " ".join([f"wkv7 {str(self.dtype).removeprefix('torch.')} B={self.B} T={self.T} H={self.H}",
-                         self.state, *extras])
+        return _case_name("wkv7", self.dtype, f"B={self.B} T={self.T} H={self.H}", self.state,
+                          (self.at, "own"), (self.layout, "contiguous"))
 
 
 @lru_cache(maxsize=1)

@@ -43,17 +43,22 @@ def busy_error(run_dir: Path) -> UserError:
                      "finish, or stop it and continue with --resume")
 
 
-def hold(run_dir: Path) -> None:
-    """Make this process the run directory's one writer (a no-op if it is already), or raise one line."""
-    key = _key(run_dir)
-    if key in _held:
-        return
+def _take_lock(run_dir: Path) -> FileLock:
+    """The run directory's lock, taken at once, or one line when another live process holds it."""
     lock = FileLock(Path(run_dir) / LOCK_FILE, timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise busy_error(run_dir) from None
-    _held[key] = lock
+    return lock
+
+
+def hold(run_dir: Path) -> None:
+    """Make this process the run directory's one writer (a no-op if it is already), or raise one line."""
+    key = _key(run_dir)
+    if key in _held:
+        return
+    _held[key] = _take_lock(run_dir)
     write_atomically(Path(run_dir) / HOLDER_FILE, json.dumps({
         "pid": os.getpid(), "host": platform.node(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
@@ -77,9 +82,4 @@ def refuse_if_held(run_dir: Path) -> None:
     locked (a committed reference run, say) is left exactly as it is."""
     if _key(run_dir) in _held or not (Path(run_dir) / LOCK_FILE).exists():
         return
-    probe = FileLock(Path(run_dir) / LOCK_FILE, timeout=0)
-    try:
-        probe.acquire()
-    except Timeout:
-        raise busy_error(run_dir) from None
-    probe.release()
+    _take_lock(run_dir).release()
