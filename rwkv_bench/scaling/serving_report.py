@@ -264,6 +264,8 @@ def ratio_lines(serving: pd.DataFrame, meta: dict) -> list[str]:
         for b in (r for r in at_t if r["family"] == "transformer"):
             tps = (f"; aggregate decode tokens/s {a['_tps'] / b['_tps']:.3g}x" if a["_tps"] and b["_tps"] else
                    "; tokens/s not comparable (a largest B was not run)")
-            out.append(f"- At T={T:,}: **{a['model']}** fits {a['largest B'] / b['largest B']:.3g}x as many "
-                       f"sequences as **{b['model']}** ({a['largest B']:,} vs {b['largest B']:,}){tps}.")
+            ratio = a["largest B"] / b["largest B"]
+            times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
+            out.append(f"- At T={T:,}: **{a['model']}** fits {times}x as many sequences as **{b['model']}** "
+                       f"({a['largest B']:,} vs {b['largest B']:,}){tps}.")
     return out

@@ -38,15 +38,23 @@ def prepare_peers(c: ScalingConfig) -> None:
 
 
 def wkv_mode(c: ScalingConfig, console) -> str | None:
-    """RWKV_BENCH_WKV for the children: "kernel" once the kernel is built or loaded here (a child then fails
-    rather than fall back), "reference" when it cannot be had and --allow-reference was given; raises
-    KernelUnavailable (one line, exit 2) otherwise. None when no model runs our WKV."""
-    if not any(spec.runner == OURS for spec in c.specs):
+    """RWKV_BENCH_WKV for the children: "kernel" once the kernels our models need (WKV-4, WKV-7) are built or
+    loaded here (a child then fails rather than fall back), "reference" when one cannot be had and
+    --allow-reference was given; raises KernelUnavailable (one line, exit 2) otherwise. None when no model
+    runs our WKV."""
+    ours = [spec for spec in c.specs if spec.runner == OURS]
+    if not ours:
         return None
-    from ..ops.wkv import KernelUnavailable, require_kernel
+    from ..ops import wkv, wkv7
+    from ..ops.compiled import KernelUnavailable
 
+    # a preset names its RWKV version; a checkpoint says it only when loaded, so it needs both kernels
+    rwkv7 = [spec.kind == "preset" and spec.location.startswith("rwkv7-") for spec in ours]
     try:
-        require_kernel(c.device)
+        if not all(rwkv7):
+            wkv.require_kernel(c.device)
+        if any(rwkv7) or not all(spec.kind == "preset" for spec in ours):
+            wkv7.require_kernel(c.device)
         return "kernel"
     except KernelUnavailable as exc:
         if not c.allow_reference:
@@ -84,7 +92,7 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     console = console or make_console()
     rows = store.read_points(run_dir)  # before meta.json is touched: a corrupt points.csv leaves the run as it was
     wkv = wkv_mode(config, console)
-    machine = measure_machine(config)
+    machine = measure_machine(config, (old_meta or {}).get("machine") or {})
     store.start(run_dir, as_dict(config), old_meta, lengths=config.lengths, models=config.model_names,
                 protocol=protocol.describe(config), machine=machine)
     copy_gbs = (machine.get("memory_bandwidth") or {}).get("copy_gbs")
@@ -134,15 +142,16 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     return run_dir
 
 
-def measure_machine(c: ScalingConfig) -> dict:
+def measure_machine(c: ScalingConfig, measured: dict) -> dict:
     """meta.json's `machine`: the copy bandwidth the decode rows are set against, and serve's memory budget
-    (--memory-limit, else the memory free now)."""
-    machine = {}
-    if {"decode", SERVE} & set(c.scenarios) and not c.device.startswith("cuda"):
+    (--memory-limit, else the memory free now). A resume keeps what its run `measured` (its rows' bandwidth
+    fractions were computed against it) and adds only what is missing."""
+    machine = dict(measured)
+    if "memory_bandwidth" not in machine and {"decode", SERVE} & set(c.scenarios) and not c.device.startswith("cuda"):
         from .bandwidth import copy_bandwidth_gbs
 
         machine["memory_bandwidth"] = copy_bandwidth_gbs(c.threads)
-    if SERVE in c.scenarios:
+    if SERVE in c.scenarios and "memory_budget_bytes" not in machine:
         free = available_bytes()
         machine.update(free_memory_bytes=free, memory_budget_bytes=c.memory_limit_bytes or free,
                        memory_budget_source="--memory-limit" if c.memory_limit_bytes else "free memory at start")
