@@ -88,6 +88,8 @@ def test_resume_runs_only_the_serve_points_missing(serve_run, tmp_path):
     assert done.stderr.count(" serve ") == 1  # one child: the missing (model, T, B)
     rows = read_serving(run)
     assert len(rows) == 6 and set(rows["status"]) == {"ok"}
+    machine = json.loads((run / "meta.json").read_text())["machine"]  # the rows' fractions were computed against it
+    assert machine == json.loads((serve_run / "meta.json").read_text())["machine"]
 
 
 @pytest.mark.slow
