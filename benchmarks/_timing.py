@@ -1,7 +1,8 @@
-"""What the benchmarks share: wall-clock timing, the RWKV-4 body's matrix products (the roofline's work),
-and where results are written."""
+"""What the benchmarks share: wall-clock timing, the RWKV-4 benchmarks' options and model, the RWKV-4 body's
+matrix products (the roofline's work), and where results are written."""
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rwkv_bench.models.presets import SIZES, VOCAB
+from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
 from rwkv_bench.recording import write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -23,6 +26,27 @@ def seconds(fn) -> float:
 def median_time(fn, repeats: int) -> float:
     fn()  # warm-up: first-call allocations, kernel build, TorchScript compilation
     return statistics.median(seconds(fn) for _ in range(repeats))
+
+
+def rwkv4_parser() -> argparse.ArgumentParser:
+    """The options every RWKV-4 benchmark takes: the model's --size (a preset) and the forward's --tokens."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="169m", choices=list(SIZES))
+    ap.add_argument("--tokens", type=int, default=4096)
+    return ap
+
+
+def random_rwkv4(size: str) -> RWKV4:
+    """Our RWKV-4 at a preset's shape, random weights, in eval mode."""
+    shape = SIZES[size]
+    return init_random_(RWKV4(RWKVConfig(vocab_size=VOCAB, n_layer=shape.n_layer, n_embd=shape.n_embd))).eval()
+
+
+def rwkv4_body_params(model: RWKV4) -> int:
+    """Parameters of the body's matrix products (what rwkv4_body_gemms multiplies): per layer k, v, r, output
+    (4 C^2), ffn key and value (8 C^2) and receptance (C^2)."""
+    C = model.config.n_embd
+    return model.config.n_layer * 13 * C * C
 
 
 def rwkv4_body_gemms(model, rows: int):

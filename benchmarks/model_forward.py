@@ -10,37 +10,33 @@ Prints a Markdown table and writes benchmarks/results/model_forward.json with th
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
 
 from rwkv_bench.models.loaders import blinkdl_to_hf_state_dict
 from rwkv_bench.models.presets import SIZES, VOCAB
-from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
 from rwkv_bench.ops.wkv import implementation_name
 from rwkv_bench.recording import environment, load_average
 
-from _timing import rwkv4_body_gemms, seconds, write_result
+from _timing import random_rwkv4, rwkv4_body_gemms, rwkv4_body_params, rwkv4_parser, seconds, write_result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="169m", choices=list(SIZES))
-    ap.add_argument("--tokens", type=int, default=4096)
+    ap = rwkv4_parser()
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     size, T = SIZES[args.size], args.tokens
     from transformers import RwkvConfig, RwkvForCausalLM
 
-    ours = init_random_(RWKV4(RWKVConfig(vocab_size=VOCAB, n_layer=size.n_layer, n_embd=size.n_embd))).eval()
+    ours = random_rwkv4(args.size)
     hf = RwkvForCausalLM(RwkvConfig(vocab_size=VOCAB, hidden_size=size.n_embd, num_hidden_layers=size.n_layer,
                                     attention_hidden_size=size.n_embd, intermediate_size=4 * size.n_embd,
                                     rescale_every=0, tie_word_embeddings=False)).eval()
     hf.load_state_dict(blinkdl_to_hf_state_dict(ours.state_dict()))
     tokens = torch.randint(0, VOCAB, (1, T))
     C, L = size.n_embd, size.n_layer
-    body_params = L * 13 * C * C  # per layer: k, v, r, output (4 C^2) + ffn key, value (8 C^2) + receptance (C^2)
+    body_params = rwkv4_body_params(ours)
     runs = {
         "roofline": rwkv4_body_gemms(ours, T),
         "transformers RwkvModel (no head)": lambda: hf.rwkv(input_ids=tokens),

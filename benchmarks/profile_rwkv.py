@@ -24,7 +24,6 @@ Prints Markdown and writes benchmarks/results/profile_rwkv.json with the environ
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 
@@ -33,12 +32,12 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from rwkv_bench.models import rwkv4 as rwkv4_module
 from rwkv_bench.models.presets import SIZES, VOCAB
-from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
+from rwkv_bench.models.rwkv4 import RWKV4
 from rwkv_bench.ops import rwkv4_fused
 from rwkv_bench.ops.wkv import implementation_name
 from rwkv_bench.recording import environment, load_average
 
-from _timing import rwkv4_body_gemms, seconds, write_result
+from _timing import random_rwkv4, rwkv4_body_gemms, rwkv4_body_params, rwkv4_parser, seconds, write_result
 
 CATEGORIES = ("GEMM (body)", "WKV", "layer norms", "token shift and mixing", "fused step's loops (WKV, mixing)",
               "head and log-softmax", "copies and indexing", "framework overhead")
@@ -161,9 +160,7 @@ def spread(xs: list[float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="169m", choices=list(SIZES))
-    ap.add_argument("--tokens", type=int, default=4096)
+    ap = rwkv4_parser()
     ap.add_argument("--chunk", type=int, default=1024, help="forward chunk size (tokens per hidden call)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--decode-steps", type=int, default=16, help="decode steps per round")
@@ -173,9 +170,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     size, T = SIZES[args.size], args.tokens
     C, L = size.n_embd, size.n_layer
-    model = init_random_(RWKV4(RWKVConfig(vocab_size=VOCAB, n_layer=L, n_embd=C))).eval()
+    model = random_rwkv4(args.size)
     tokens = torch.randint(0, VOCAB, (1, T))
-    body_params = L * 13 * C * C  # per layer: k, v, r, output (4 C^2), ffn key, value (8 C^2), receptance (C^2)
+    body_params = rwkv4_body_params(model)
     step_bytes = (model.num_parameters() - VOCAB * C + C) * 4  # every weight once, one embedding row
     gemms = {n: rwkv4_body_gemms(model, n) for n in {min(args.chunk, T), T % args.chunk} if n}
     copy = Copy()

@@ -34,17 +34,9 @@ from rwkv_bench.models.presets import RWKV7_VOCAB, SIZES  # noqa: E402
 from rwkv_bench.models.rwkv7 import RWKV7, RWKV7Config, init_random_  # noqa: E402
 from rwkv_bench.models.rwkv7_loaders import save_blinkdl_pth  # noqa: E402
 from rwkv_bench.ops.wkv7 import implementation_name  # noqa: E402
-from rwkv_bench.recording import environment, write_json  # noqa: E402
+from rwkv_bench.recording import environment  # noqa: E402
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: first-call allocations, kernel build, TorchScript compilation
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from _timing import median_time, write_result  # noqa: E402
 
 
 def gemm_flops_per_s(T: int, C: int, repeats: int) -> float:
@@ -154,10 +146,8 @@ def main() -> None:
               f"ms/token after {args.late:,} (late / early {dec['late_over_early']:.3f}; prefill "
               f"{dec['prefill_late_s']:.0f} s); RSS {dec['rss_before_decode_mb']:.0f} -> "
               f"{dec['rss_after_decode_mb']:.0f} MiB over {2 * args.steps} steps; state {dec['state_bytes']:,} bytes")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
     name = "rwkv7_forward" + (f"-threads{args.threads}" if args.threads else "") + ("-nodecode" if dec is None else "")
-    write_json(out / f"{name}.json", {
+    write_result(f"{name}.json", {
         "environment": environment("cpu", "float32"), "tokens": T, "shape": "rwkv7-0.1b (12 x 768, vocab 50304)",
         "gemm_flops_per_s": flops, "roofline_s": roofline, "body_matrix_params": body_params,
         "rows": [{"impl": n, "forward_s": t, "x_roofline": t / roofline} for n, t in rows],
