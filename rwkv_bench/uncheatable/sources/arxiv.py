@@ -10,7 +10,6 @@ import datetime as dt
 import difflib
 import logging
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import urlencode
@@ -21,7 +20,7 @@ from ...errors import UserError
 from ..texts import Paper, compose, normalize, sha256
 from .base import FetchedSource, Window, listing_failed
 from .cache import Cache
-from .http import FetchError, base_url, fetch
+from .http import FetchError, base_url, fetch, parse_xml
 from .pdf_text import body_from_pdf_text, pdf_text
 
 log = logging.getLogger(__name__)
@@ -160,10 +159,7 @@ def search_url(base: str, window: Window, categories: list[str], start: int, pag
 
 def parse_feed(content: bytes) -> Feed:
     """An API page; ValueError if it is not Atom. Entries without an id or a date are skipped."""
-    try:
-        root = ET.fromstring(content)
-    except ET.ParseError as exc:
-        raise ValueError(f"the API page is not XML ({exc})") from None
+    root = parse_xml(content, "the API page")
     if root.tag != f"{{{_ATOM['atom']}}}feed":
         raise ValueError(f"the API page is not an Atom feed (root {root.tag})")
     entries = []

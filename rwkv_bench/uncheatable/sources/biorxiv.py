@@ -10,13 +10,12 @@ Each record keeps the preprint's licence (cc_by, cc_no, ...).
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from typing import Iterator
 
 from ..texts import compose, normalize
 from .base import FetchedSource, Window, listing_failed
 from .cache import Cache, Record
-from .http import FetchError, base_url, fetch, read_json
+from .http import FetchError, base_url, fetch, parse_xml, read_json
 
 SITE = "https://www.biorxiv.org"
 
@@ -31,10 +30,7 @@ def read_page(resp) -> dict:
 def jats_body(content: bytes) -> str:
     """The body of a JATS article as text: section titles and paragraphs, one a line. ValueError if the XML
     cannot be read or has no body."""
-    try:
-        root = ET.fromstring(content)
-    except ET.ParseError as exc:
-        raise ValueError(f"the full text is not XML ({exc})") from None
+    root = parse_xml(content, "the full text")
     body = root.find(".//body")
     if body is None:
         raise ValueError("the full text has no body")
@@ -49,7 +45,6 @@ def jats_body(content: bytes) -> str:
 
 class BiorxivSource(FetchedSource):
     name = "biorxiv"
-    min_delay = 1.0
 
     def __init__(self, settings, session=None):
         super().__init__(settings, session)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import xml.etree.ElementTree as ET
 from typing import Callable, TypeVar
 
 import requests
@@ -31,6 +32,14 @@ def read_json(resp: requests.Response, what: str = "the API answer"):
         return resp.json()
     except ValueError:
         raise ValueError(f"{what} is not JSON") from None
+
+
+def parse_xml(content: bytes, what: str) -> ET.Element:
+    """The document's root; content that is not XML is a ValueError (asked again by `fetch`)."""
+    try:
+        return ET.fromstring(content)
+    except ET.ParseError as exc:
+        raise ValueError(f"{what} is not XML ({exc})") from None
 
 
 class PoliteRetry(Retry):

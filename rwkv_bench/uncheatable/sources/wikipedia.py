@@ -46,7 +46,6 @@ def read_api(resp) -> dict:
 
 class WikipediaSource(FetchedSource):
     name = "wikipedia"
-    min_delay = 1.0
 
     def __init__(self, settings, session=None):
         super().__init__(settings, session)
