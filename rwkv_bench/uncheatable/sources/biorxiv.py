@@ -45,6 +45,7 @@ def jats_body(content: bytes) -> str:
 
 class BiorxivSource(FetchedSource):
     name = "biorxiv"
+    min_delay = 1.0
 
     def __init__(self, settings, session=None):
         super().__init__(settings, session)

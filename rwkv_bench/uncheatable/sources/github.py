@@ -40,6 +40,7 @@ def rate_limit_note(exc: FetchError) -> str:
 
 class GithubSource(FetchedSource):
     name = "github"
+    min_delay = 1.0
 
     def __init__(self, settings, session=None):
         super().__init__(settings, session)

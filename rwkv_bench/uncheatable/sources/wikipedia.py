@@ -46,6 +46,7 @@ def read_api(resp) -> dict:
 
 class WikipediaSource(FetchedSource):
     name = "wikipedia"
+    min_delay = 1.0
 
     def __init__(self, settings, session=None):
         super().__init__(settings, session)
