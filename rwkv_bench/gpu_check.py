@@ -514,24 +514,6 @@ def wkv7_cases(quick: bool = False) -> list[Case7]:
             for dtype in WKV7_DTYPES]
 
 
-def require_wkv7_kernel(device: str) -> str:
-    """"cpu-kernel" or "cuda-kernel": the compiled WKV-7 kernel ops.wkv7 runs on `device` (built now), or
-    RuntimeError saying in one line why it cannot be had."""
-    import warnings
-
-    from .ops import wkv7 as ops
-
-    kind = torch.device(device).type
-    with warnings.catch_warnings():        # the reason goes into the error below, once
-        warnings.simplefilter("ignore", RuntimeWarning)
-        impl = ops.implementation_name(device)
-    if impl == "reference":
-        why = ops._failures.get(kind) or (f"{ops.ENV_VAR}=reference" if ops._mode() == "reference"
-                                          else f"no WKV-7 kernel for {kind} tensors")
-        raise RuntimeError(f"the WKV-7 {kind} kernel is unavailable: {why}")
-    return impl
-
-
 STREAM_CASE7 = Case7(torch.float32, 3, 257, 7)
 
 
@@ -658,6 +640,7 @@ def run_checks(device: str, quick: bool = False, model: bool = True, sweep_out: 
     """Every check on `device`; the sweep gets what is left until `deadline` (time.perf_counter()).
     A kernel that cannot be built fails its build row, and the checks that need it do not run."""
     from .ops.wkv import require_kernel
+    from .ops.wkv7 import require_kernel as require_wkv7_kernel
 
     results = [_timed(f"build {device} WKV-4 kernel", lambda: (True, require_kernel(device)))]
     wkv_built = results[-1].ok

@@ -72,7 +72,7 @@ def test_wheel_carries_the_kernel_sources_and_finds_them(tmp_path):
 from rwkv_bench.ops import kernel_build  # noqa: E402
 from rwkv_bench.ops import wkv as wkv_ops  # noqa: E402
 
-CPU_FILES = (*wkv_ops._HEADERS, *wkv_ops._SOURCES["cpu"])
+CPU_FILES = (*wkv_ops.KERNELS.headers, *wkv_ops.KERNELS.sources["cpu"])
 
 
 def copy_sources(dest: Path) -> Path:
@@ -98,9 +98,9 @@ def test_build_key_follows_the_compile_flags(tmp_path, monkeypatch):
     assert o3 != kernel_build.build_key("cuda", src, CPU_FILES, {"extra_cuda_cflags": ["-O2"]})[0]
     # the CUDA build's flags and the CPU build's recipe for choosing them are in the names wkv uses
     names = {kind: wkv_ops.extension_name(kind, src) for kind in ("cpu", "cuda")}
-    monkeypatch.setattr(wkv_ops, "_CUDA_FLAGS", {**wkv_ops._CUDA_FLAGS, "extra_cuda_cflags": ["-O3"]})
+    monkeypatch.setattr(wkv_ops.KERNELS, "cuda_flags", {**wkv_ops.KERNELS.cuda_flags, "extra_cuda_cflags": ["-O3"]})
     assert wkv_ops.extension_name("cuda", src) != names["cuda"]
-    monkeypatch.setattr(wkv_ops, "_CPU_FLAGS", {**wkv_ops._CPU_FLAGS, "always": ["-O2"]})
+    monkeypatch.setattr(wkv_ops.KERNELS, "cpu_flags", {**wkv_ops.KERNELS.cpu_flags, "always": ["-O2"]})
     assert wkv_ops.extension_name("cpu", src) != names["cpu"]
 
 
@@ -116,13 +116,13 @@ def test_flags_given_as_a_dict_key_the_build_and_reach_the_compiler(tmp_path, mo
     monkeypatch.setattr("torch.utils.cpp_extension.load", fake_load)
     flags = {"extra_cflags": ["-O1", "-DWHATEVER"]}
     with pytest.raises(RuntimeError, match="stop before compiling"):
-        kernel_build.load_extension("cpu", src, wkv_ops._SOURCES["cpu"], wkv_ops._HEADERS, flags)
+        kernel_build.load_extension("cpu", src, wkv_ops.KERNELS.sources["cpu"], wkv_ops.KERNELS.headers, flags)
     assert seen["extra_cflags"] == ["-O1", "-DWHATEVER"]
     assert seen["name"] == kernel_build.build_key("cpu", src, CPU_FILES, flags)[0]
 
 
 def test_another_checkout_loads_the_existing_build_without_compiling(tmp_path, monkeypatch):
-    wkv_ops._extension("cpu", strict=True)                  # built (or found) once for this machine
+    wkv_ops.KERNELS.extension("cpu", strict=True)           # built (or found) once for this machine
     other = copy_sources(tmp_path / "other-checkout")
 
     def no_compiling(*args, **kwargs):
@@ -190,7 +190,7 @@ def test_the_lock_is_filelocks_flock(tmp_path):
     assert not lock.lock.is_locked
 
 
-BUILD = "from rwkv_bench.ops import wkv; print(wkv._extension('cpu', strict=True).__file__)"
+BUILD = "from rwkv_bench.ops import wkv; print(wkv.KERNELS.extension('cpu', strict=True).__file__)"
 
 
 @pytest.mark.timeout(900)

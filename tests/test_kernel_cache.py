@@ -96,9 +96,9 @@ def test_require_kernel_names_the_kernel_or_says_why_not_in_one_line(monkeypatch
     def broken_build(kind):
         raise RuntimeError("Error building extension 'wkv'\n[1/2] c++ ...\nwkv_cpu.cpp:3: error: boom\nmore")
 
-    monkeypatch.setattr(wkv_ops, "_extensions", {})
-    monkeypatch.setattr(wkv_ops, "_failures", {})
-    monkeypatch.setattr(wkv_ops, "_build", broken_build)
+    monkeypatch.setattr(wkv_ops.KERNELS, "_extensions", {})
+    monkeypatch.setattr(wkv_ops.KERNELS, "_failures", {})
+    monkeypatch.setattr(wkv_ops.KERNELS, "build", broken_build)
     with pytest.raises(wkv_ops.KernelUnavailable) as caught:
         wkv_ops.require_kernel("cpu")
     message = str(caught.value)

@@ -1,14 +1,21 @@
 """WKV-7: the C++ CPU kernel against the PyTorch reference (in float64), in sequence and step mode, with a state
 in and out, B > 1 and a state that lives inside a bigger tensor; the CUDA kernel compiles with nvcc."""
+import os
 import shutil
 import subprocess
+import sys
 import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.cpp_extension import include_paths
 
 from rwkv_bench.ops import wkv7 as ops
+from rwkv_bench.ops.compiled import KernelUnavailable
+from rwkv_bench.ops.kernel_build import CACHE_ENV
+
+from test_kernel_cache import fake_compiler
 
 
 def inputs(B, T, H, N, seed=0):
@@ -32,7 +39,7 @@ def exact(args, state):
 @pytest.fixture(scope="module")
 def kernel():
     assert ops.implementation_name("cpu") == "cpu-kernel"   # the kernel builds here, never silently skipped
-    return ops._select("cpu")[1]
+    return ops.KERNELS.select("cpu")[1]
 
 
 @pytest.mark.parametrize("B,T,H,N", [(1, 1, 12, 64), (3, 57, 2, 64), (2, 33, 3, 32), (1, 300, 1, 64)])
@@ -115,6 +122,58 @@ def test_bad_shapes_are_refused():
 def test_reference_mode_is_forced_by_the_environment(monkeypatch):
     monkeypatch.setenv(ops.ENV_VAR, "reference")
     assert ops.implementation_name("cpu") == "reference"
+
+
+def test_require_kernel_names_the_kernel_or_says_why_not_in_one_line(monkeypatch):
+    assert ops.require_kernel("cpu") == "cpu-kernel"
+    with pytest.raises(KernelUnavailable, match="no WKV-7 kernel for meta tensors.*--allow-reference"):
+        ops.require_kernel("meta")
+    monkeypatch.setenv(ops.ENV_VAR, "reference")
+    with pytest.raises(KernelUnavailable, match="RWKV_BENCH_WKV=reference.*--allow-reference"):
+        ops.require_kernel("cpu")
+    monkeypatch.delenv(ops.ENV_VAR)
+
+    def broken_build(kind):
+        raise RuntimeError("Error building extension 'wkv7'\n[1/2] c++ ...\nwkv7_cpu.cpp:3: error: boom\nmore")
+
+    monkeypatch.setattr(ops.KERNELS, "_extensions", {})
+    monkeypatch.setattr(ops.KERNELS, "_failures", {})
+    monkeypatch.setattr(ops.KERNELS, "build", broken_build)
+    with pytest.raises(KernelUnavailable) as caught:
+        ops.require_kernel("cpu")
+    message = str(caught.value)
+    assert "\n" not in message and "error: boom" in message and "--allow-reference" in message, message
+    assert ops.KERNELS.failure("cpu") and "error: boom" in ops.KERNELS.failure("cpu")
+
+
+FALL_BACK = """
+import torch
+from rwkv_bench.ops import wkv7 as ops
+from test_rwkv7_kernels import inputs
+args, state = inputs(2, 5, 2, 8)
+s_ref = state.clone()
+y_ref = ops.wkv7_reference(*args, s_ref)
+y = ops.wkv7(*args, state)
+ops.wkv7(*args, state.clone())
+assert torch.equal(y, y_ref) and torch.equal(state, s_ref)
+print(ops.implementation_name("cpu"))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_kernel_that_cannot_be_built_falls_back_in_one_plain_line(tmp_path):
+    """Said once on stderr as WKV-4 says it: no Python warning with a source line."""
+    cxx = fake_compiler(tmp_path)
+    env = {**os.environ, CACHE_ENV: str(tmp_path / "cache"), "CXX": cxx,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop(ops.ENV_VAR, None)
+    proc = subprocess.run([sys.executable, "-c", FALL_BACK], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["reference"], proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("rwkv-bench: the WKV-7 cpu kernel is unavailable, using the PyTorch reference instead")
+    assert "fakecc: error: cannot compile anything" in lines[0] and "Warning" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.needs_nvcc

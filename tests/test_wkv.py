@@ -18,7 +18,7 @@ from rwkv_bench.ops.wkv_reference import EMPTY_PP, empty_state, wkv_reference
 
 @pytest.fixture(scope="module")
 def ext():
-    module = wkv_ops._extension("cpu", strict=True)
+    module = wkv_ops.KERNELS.extension("cpu", strict=True)
     assert module.backend == "cpu"
     return module
 
@@ -261,10 +261,10 @@ def test_failed_build_says_so_once_in_one_plain_line_and_falls_back(monkeypatch,
     def broken_build(kind):
         raise RuntimeError("Error building extension 'wkv'\n[1/2] c++ ...\nwkv_cpu.cpp:3: error: boom\nmore")
 
-    monkeypatch.setattr(wkv_ops, "_extensions", {})
-    monkeypatch.setattr(wkv_ops, "_failures", {})
-    monkeypatch.setattr(wkv_ops, "_announced", set())
-    monkeypatch.setattr(wkv_ops, "_build", broken_build)
+    monkeypatch.setattr(wkv_ops.KERNELS, "_extensions", {})
+    monkeypatch.setattr(wkv_ops.KERNELS, "_failures", {})
+    monkeypatch.setattr(wkv_ops.KERNELS, "_announced", set())
+    monkeypatch.setattr(wkv_ops.KERNELS, "build", broken_build)
     w, u, k, v = inputs(1, 5, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")                   # a line on stderr, not a Python warning

@@ -12,33 +12,14 @@ and benchmarks compare both ways). The model then runs its PyTorch ops, which co
 """
 from __future__ import annotations
 
-import sys
-import threading
-
 import torch
 
-from .kernel_build import load_extension
-from .wkv import _cpu_flags, _CPU_FLAGS, _one_line, kernel_source_dir
+from .compiled import CompiledOp
 
-SOURCES, HEADERS = ("rwkv4_cpu.cpp",), ("wkv_step.h",)
+KERNELS = CompiledOp("fused RWKV-4", files=("wkv_step.h", "rwkv4_cpu.cpp"), sources={"cpu": ("rwkv4_cpu.cpp",)},
+                     headers=("wkv_step.h",), fallback="PyTorch ops")
 
 ENABLED = True
-
-_lock = threading.Lock()
-_state: dict[str, object] = {}   # "ext": the loaded module, or "failure": why it could not be built
-
-
-def _extension():
-    with _lock:
-        if "ext" not in _state and "failure" not in _state:
-            try:
-                _state["ext"] = load_extension("cpu", kernel_source_dir(), SOURCES, HEADERS, _cpu_flags,
-                                               flags_key=_CPU_FLAGS)
-            except Exception as exc:  # noqa: BLE001  (any build failure means: use the PyTorch ops)
-                _state["failure"] = f"{type(exc).__name__}: {_one_line(exc)}"
-                print(f"rwkv-bench: the fused RWKV-4 CPU kernels are unavailable, using PyTorch ops instead "
-                      f"({_state['failure']})", file=sys.stderr, flush=True)
-        return _state.get("ext")
 
 
 def _extension_for(*tensors: torch.Tensor):
@@ -49,7 +30,8 @@ def _extension_for(*tensors: torch.Tensor):
     for t in tensors:
         if t.device.type != "cpu" or t.dtype != torch.float32 or (grad and t.requires_grad):
             return None
-    return _extension()
+    # not KERNELS.select: RWKV_BENCH_WKV picks the WKV implementation, these loops are used whenever they build
+    return KERNELS.extension("cpu", strict=False)
 
 
 def shift_mix(x: torch.Tensor, last: torch.Tensor, mus: torch.Tensor) -> torch.Tensor | None:

@@ -14,30 +14,23 @@ Which implementation runs (`implementation_name(device)` says it):
   * CPU tensors  -> the C++ kernel (kernels/wkv7_cpu.cpp), float32 arithmetic; other dtypes are cast to it.
   * CUDA tensors -> the CUDA kernel (kernels/wkv7_cuda.cu); float32 and bfloat16 inputs read as they are
     (the decay w always float32), float32 state and arithmetic.
-  * anything else, or a kernel that failed to build -> the reference, with one warning saying why.
+  * anything else, or a kernel that failed to build -> the reference, with one line on stderr saying why.
   RWKV_BENCH_WKV=reference forces the reference, RWKV_BENCH_WKV=kernel forces the kernel (raising if it
-  cannot be built), as for the WKV-4 kernels (ops/wkv.py). They are built and cached the same way
-  (kernel_build.load_extension: content-keyed, locked, no stale-lock hangs).
+  cannot be built), and `require_kernel(device)` raises KernelUnavailable naming --allow-reference, as for
+  the WKV-4 kernels (ops/wkv.py): both are built, cached and loaded by ops/compiled.py.
 """
 from __future__ import annotations
 
-import threading
-import warnings
 from pathlib import Path
 
 import torch
 
-from .kernel_build import load_extension
+from .compiled import ENV_VAR, CompiledOp, KernelUnavailable  # noqa: F401  (public API)
 
-ENV_VAR = "RWKV_BENCH_WKV"
 KERNEL_FILES = ("wkv7_step.h", "wkv7_cpu.cpp", "wkv7_cuda.cu")
-_SOURCES = {"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu",)}
-_HEADERS = ("wkv7_step.h",)
+KERNELS = CompiledOp("WKV-7", files=KERNEL_FILES, sources={"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu",)},
+                     headers=("wkv7_step.h",))
 _CUDA_DTYPES = (torch.float32, torch.bfloat16)
-
-_lock = threading.Lock()
-_extensions: dict[str, object] = {}
-_failures: dict[str, str] = {}
 
 
 # ------------------------------------------------------------------------------------------------ reference
@@ -57,78 +50,21 @@ def wkv7_reference(r, w, k, v, a, b, state: torch.Tensor) -> torch.Tensor:
     return y.reshape(B, T, C)
 
 
-# ----------------------------------------------------------------------------------------- kernels / build
+# ------------------------------------------------------------------------------------------------- kernels
 def kernel_source_dir() -> Path:
     """<repo>/kernels in a checkout, rwkv_bench/_kernels in a wheel (setup.py copies every .h/.cpp/.cu)."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package.parent / "kernels", package / "_kernels"):
-        if all((candidate / name).is_file() for name in KERNEL_FILES):
-            return candidate
-    raise FileNotFoundError(f"WKV-7 kernel sources ({', '.join(KERNEL_FILES)}) are neither in "
-                            f"{package.parent / 'kernels'} nor in {package / '_kernels'}")
-
-
-def _flags(kind: str) -> dict:
-    """torch's extra_* build arguments: -O3, plus OpenMP (threads and SIMD reductions) and -march=native on
-    the CPU where the compiler takes them (the same probe as the WKV-4 kernel's)."""
-    if kind == "cuda":
-        return dict(extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-lineinfo"])
-    from .wkv import _compiler_accepts
-
-    cflags, ldflags = ["-O3"], []
-    if _compiler_accepts(["-fopenmp"]):
-        cflags.append("-fopenmp")
-        ldflags.append("-fopenmp")  # libgomp.so.1 with gcc: the OpenMP runtime torch has loaded, one pool
-    if _compiler_accepts(["-march=native"]):
-        cflags.append("-march=native")
-    return dict(extra_cflags=cflags, extra_ldflags=ldflags)
-
-
-def _mode() -> str:
-    from .wkv import _mode as wkv_mode
-
-    return wkv_mode()
-
-
-def _extension(kind: str, strict: bool):
-    with _lock:
-        if kind in _extensions:
-            return _extensions[kind]
-        if kind not in _failures:
-            try:
-                if kind == "cuda" and not torch.cuda.is_available():
-                    raise RuntimeError("torch has no usable CUDA")
-                _extensions[kind] = load_extension(kind, kernel_source_dir(), _SOURCES[kind], _HEADERS,
-                                                   lambda: _flags(kind))
-                return _extensions[kind]
-            except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
-                from .wkv import _one_line
-
-                _failures[kind] = f"{type(exc).__name__}: {_one_line(exc)}"
-                if not strict:
-                    warnings.warn(f"rwkv_bench: the WKV-7 {kind} kernel is unavailable, using the PyTorch "
-                                  f"reference instead ({_failures[kind]})", RuntimeWarning, stacklevel=3)
-        if strict:
-            raise RuntimeError(f"{ENV_VAR}=kernel but the WKV-7 {kind} kernel is unavailable: {_failures[kind]}")
-        return None
-
-
-def _select(device) -> tuple[str, object]:
-    device = torch.device(device)
-    mode = _mode()
-    if mode == "reference":
-        return "reference", None
-    if device.type not in _SOURCES:
-        if mode == "kernel":
-            raise RuntimeError(f"{ENV_VAR}=kernel but there is no WKV-7 kernel for {device.type} tensors")
-        return "reference", None
-    ext = _extension(device.type, strict=mode == "kernel")
-    return ("reference", None) if ext is None else (f"{device.type}-kernel", ext)
+    return KERNELS.source_dir()
 
 
 def implementation_name(device: torch.device | str = "cpu") -> str:
     """What `wkv7` runs for tensors on `device`: "cpu-kernel", "cuda-kernel" or "reference"."""
-    return _select(device)[0]
+    return KERNELS.implementation_name(device)
+
+
+def require_kernel(device: torch.device | str = "cpu") -> str:
+    """"cpu-kernel" or "cuda-kernel": the compiled kernel `wkv7` will run on `device` (built or loaded now),
+    or KernelUnavailable in one line saying why and naming --allow-reference."""
+    return KERNELS.require(device)
 
 
 def wkv7(r, w, k, v, a, b, state: torch.Tensor) -> torch.Tensor:
@@ -139,7 +75,7 @@ def wkv7(r, w, k, v, a, b, state: torch.Tensor) -> torch.Tensor:
                          f"{tuple(state.shape)}")
     if state.dtype != torch.float32:
         raise ValueError(f"wkv7: the state must be float32, got {state.dtype}")
-    name, ext = _select(r.device)
+    name, ext = KERNELS.select(r.device)
     if ext is None:
         return wkv7_reference(r, w, k, v, a, b, state)
     out_dtype = r.dtype
