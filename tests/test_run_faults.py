@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 CLI = str(Path(sys.executable).parent / "rwkv-bench")
-TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs far away across the field. " * 12).strip()
+TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs far away across the field. " * 30).strip()
 
 # one cheap offline run per command that writes a run directory
 COMMANDS = {
