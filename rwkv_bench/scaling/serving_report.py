@@ -65,6 +65,10 @@ def capacity_rows(serving: pd.DataFrame, budget: float | None) -> list[dict]:
                "largest B": B, "basis": "measured" if measured else "analytic"}
         tried = rows[(rows["batch"] == B) & (rows["status"] != "ok")] if B else rows.iloc[:0]
         row.update(at_capacity(ok, B, tried.iloc[-1] if len(tried) else None))
+        failed = rows[rows["status"].isin(FAILED) & (rows["batch"] <= (B or 0)) & (rows["batch"] != B)]
+        if len(failed):  # a smaller B already failed: the prediction is not to be trusted as it stands
+            first = failed.sort_values("batch").iloc[0]
+            row["status"] += f"; B={int(first['batch']):,} ended {first['status']}"
         out.append(row)
     return out
 
