@@ -12,6 +12,7 @@ import pytest
 from rwkv_bench.errors import UserError
 from rwkv_bench.ops import kernel_build
 from rwkv_bench.ops import wkv as wkv_ops
+from rwkv_bench.ops import wkv7 as wkv7_ops
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "rwkv-bench")
 KERNELS = [CONSOLE_SCRIPT, "kernels", "--lengths", "8", "--channels", "8", "--json"]
@@ -83,26 +84,29 @@ def test_kernels_stops_with_one_line_when_the_kernel_cannot_be_had(tmp_path, mon
     assert {row["impl"] for row in json.loads(proc.stdout)} == {"reference", "transformers-cpu"}
 
 
-def test_require_kernel_names_the_kernel_or_says_why_not_in_one_line(monkeypatch):
-    assert wkv_ops.require_kernel("cpu") == "cpu-kernel"
-    assert issubclass(wkv_ops.KernelUnavailable, UserError)
-    with pytest.raises(wkv_ops.KernelUnavailable, match="no WKV kernel for meta tensors.*--allow-reference"):
-        wkv_ops.require_kernel("meta")
-    monkeypatch.setenv(wkv_ops.ENV_VAR, "reference")
-    with pytest.raises(wkv_ops.KernelUnavailable, match="RWKV_BENCH_WKV=reference.*--allow-reference"):
-        wkv_ops.require_kernel("cpu")
-    monkeypatch.delenv(wkv_ops.ENV_VAR)
+@pytest.mark.parametrize("op", [wkv_ops, wkv7_ops], ids=["WKV", "WKV-7"])
+def test_require_kernel_names_the_kernel_or_says_why_not_in_one_line(op, monkeypatch):
+    assert op.require_kernel("cpu") == "cpu-kernel"
+    assert issubclass(op.KernelUnavailable, UserError)
+    name = op.KERNELS.name
+    with pytest.raises(op.KernelUnavailable, match=f"no {name} kernel for meta tensors.*--allow-reference"):
+        op.require_kernel("meta")
+    monkeypatch.setenv(op.ENV_VAR, "reference")
+    with pytest.raises(op.KernelUnavailable, match="RWKV_BENCH_WKV=reference.*--allow-reference"):
+        op.require_kernel("cpu")
+    monkeypatch.delenv(op.ENV_VAR)
 
     def broken_build(kind):
         raise RuntimeError("Error building extension 'wkv'\n[1/2] c++ ...\nwkv_cpu.cpp:3: error: boom\nmore")
 
-    monkeypatch.setattr(wkv_ops.KERNELS, "_extensions", {})
-    monkeypatch.setattr(wkv_ops.KERNELS, "_failures", {})
-    monkeypatch.setattr(wkv_ops.KERNELS, "build", broken_build)
-    with pytest.raises(wkv_ops.KernelUnavailable) as caught:
-        wkv_ops.require_kernel("cpu")
+    monkeypatch.setattr(op.KERNELS, "_extensions", {})
+    monkeypatch.setattr(op.KERNELS, "_failures", {})
+    monkeypatch.setattr(op.KERNELS, "build", broken_build)
+    with pytest.raises(op.KernelUnavailable) as caught:
+        op.require_kernel("cpu")
     message = str(caught.value)
-    assert "\n" not in message and "error: boom" in message and "--allow-reference" in message
+    assert "\n" not in message and "error: boom" in message and "--allow-reference" in message, message
+    assert message.startswith(f"the {name} cpu kernel is unavailable") and "error: boom" in op.KERNELS.failure("cpu")
 
 
 def test_a_cached_library_that_does_not_import_is_removed_and_built_again(tmp_path, monkeypatch):

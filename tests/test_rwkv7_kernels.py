@@ -124,27 +124,30 @@ def test_reference_mode_is_forced_by_the_environment(monkeypatch):
     assert ops.implementation_name("cpu") == "reference"
 
 
-def test_require_kernel_names_the_kernel_or_says_why_not_in_one_line(monkeypatch):
-    assert ops.require_kernel("cpu") == "cpu-kernel"
-    with pytest.raises(KernelUnavailable, match="no WKV-7 kernel for meta tensors.*--allow-reference"):
-        ops.require_kernel("meta")
-    monkeypatch.setenv(ops.ENV_VAR, "reference")
-    with pytest.raises(KernelUnavailable, match="RWKV_BENCH_WKV=reference.*--allow-reference"):
-        ops.require_kernel("cpu")
-    monkeypatch.delenv(ops.ENV_VAR)
+def test_a_sweep_with_an_rwkv7_model_requires_the_wkv7_kernel(monkeypatch):
+    from types import SimpleNamespace
+
+    from rwkv_bench.scaling.sweep import wkv_mode
+    from rwkv_bench.specs import parse
+
+    def sweep(*models, allow_reference=False):
+        return SimpleNamespace(specs=[parse(m) for m in models], device="cpu", allow_reference=allow_reference)
+
+    said = []
+    console = SimpleNamespace(print=lambda text, **kwargs: said.append(text))
+    assert wkv_mode(sweep("rwkv7-tiny"), console) == "kernel"
 
     def broken_build(kind):
-        raise RuntimeError("Error building extension 'wkv7'\n[1/2] c++ ...\nwkv7_cpu.cpp:3: error: boom\nmore")
+        raise RuntimeError("Error building extension 'wkv7'\n[1/2] c++ ...\nwkv7_cpu.cpp:3: error: boom")
 
     monkeypatch.setattr(ops.KERNELS, "_extensions", {})
     monkeypatch.setattr(ops.KERNELS, "_failures", {})
     monkeypatch.setattr(ops.KERNELS, "build", broken_build)
-    with pytest.raises(KernelUnavailable) as caught:
-        ops.require_kernel("cpu")
-    message = str(caught.value)
-    assert "\n" not in message and "error: boom" in message and "--allow-reference" in message, message
-    assert ops.KERNELS.failure("cpu") and "error: boom" in ops.KERNELS.failure("cpu")
-
+    with pytest.raises(KernelUnavailable, match="WKV-7 cpu kernel is unavailable.*error: boom"):
+        wkv_mode(sweep("rwkv4-tiny", "rwkv7-tiny"), console)
+    assert wkv_mode(sweep("rwkv4-tiny"), console) == "kernel"         # RWKV-4 alone does not need WKV-7
+    assert wkv_mode(sweep("rwkv7-tiny", allow_reference=True), console) == "reference"
+    assert len(said) == 1 and "WKV-7" in said[0], said
 
 FALL_BACK = """
 import torch

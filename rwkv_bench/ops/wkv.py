@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .compiled import ALLOW_REFERENCE_FLAG, ENV_VAR, CompiledOp, KernelUnavailable  # noqa: F401  (public API)
+from .compiled import ALLOW_REFERENCE_FLAG, ENV_VAR, CompiledOp, KernelUnavailable
 from .wkv_reference import empty_state, wkv_reference  # noqa: F401  (empty_state is public API)
 
-__all__ = ["wkv", "implementation_name", "require_kernel", "KernelUnavailable", "empty_state", "kernel_source_dir"]
+__all__ = ["wkv", "implementation_name", "require_kernel", "KernelUnavailable", "empty_state", "kernel_source_dir",
+           "build_extension", "extension_name", "ENV_VAR", "ALLOW_REFERENCE_FLAG"]
 
 KERNEL_FILES = ("wkv_step.h", "wkv_host.h", "wkv_cpu.cpp", "wkv_cuda.cu")
 KERNELS = CompiledOp("WKV", files=KERNEL_FILES, sources={"cpu": ("wkv_cpu.cpp",), "cuda": ("wkv_cuda.cu",)},

@@ -25,7 +25,10 @@ from pathlib import Path
 
 import torch
 
-from .compiled import ENV_VAR, CompiledOp, KernelUnavailable  # noqa: F401  (public API)
+from .compiled import ENV_VAR, CompiledOp, KernelUnavailable
+
+__all__ = ["wkv7", "wkv7_reference", "implementation_name", "require_kernel", "KernelUnavailable", "kernel_source_dir",
+           "ENV_VAR"]
 
 KERNEL_FILES = ("wkv7_step.h", "wkv7_cpu.cpp", "wkv7_cuda.cu")
 KERNELS = CompiledOp("WKV-7", files=KERNEL_FILES, sources={"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu",)},
