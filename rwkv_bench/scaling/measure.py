@@ -22,19 +22,18 @@ excluded); the launcher allows the child the sum.
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import math
 import os
 import re
 import resource
-import statistics
 import time
 from pathlib import Path
 
 from ..trackers import (CudaPeakMemory, latency, maxrss_bytes, peak_rss_bytes, reset_peak_rss,
                         rss_bytes, sync)
+from .phase_tools import PointFailure, median, random_ids, trim
 from .points import PointSpec, region_files
 from .store import kv_label
 
@@ -52,29 +51,6 @@ OOM_PATTERNS = re.compile(r"out of memory|can't allocate memory|cannot allocate 
                           r"bad_alloc|memoryerror|failed to allocate", re.IGNORECASE)
 CPU_METHOD = "cpu:peak_rss_vmhwm_per_phase+parent_sampled_above_loaded,malloc_trim_per_phase+every_64_generate_steps"
 CPU_METHOD_FALLBACK = "cpu:rss_sampled_by_parent+ru_maxrss_above_loaded,malloc_trim_per_phase+every_64_generate_steps"
-
-
-def _trimmer():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda _pad: 0
-
-
-_TRIM = _trimmer()
-
-
-def trim() -> None:
-    """Freed heap back to the OS (glibc); called outside timed intervals."""
-    _TRIM(0)
-
-
-class PointFailure(Exception):
-    """Ends a point with a status other than ok (timeout, oom, error) and a one-line reason."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class MeasuredRegion:
@@ -173,14 +149,6 @@ def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line}"[:300] if not isinstance(exc, PointFailure) else line[:300]
-
-
-def random_ids(n: int, vocab: int, seed: int):
-    """n random token ids as a 1-D int64 tensor (8 bytes a token; a list of Python ints takes 36)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (n,), generator=g)
 
 
 def vocab_size(backend) -> int:
@@ -303,10 +271,6 @@ def warm_up(backend, spec: PointSpec, ids, vocab: int) -> None:
             token = greedy(logits)
         logits = cache = None  # noqa: F841
     sync(backend.device)
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
 
 
 def measure_prefill(backend, spec: PointSpec, region: MeasuredRegion, clock: Clock, ids,

@@ -41,7 +41,7 @@ def prefill_rows(backend, spec: PointSpec, vocab: int):
     """(last tokens (B,), cache, seconds, "distinct" or "copies") of B sequences at context T."""
     import torch
 
-    from .measure import random_ids
+    from .phase_tools import random_ids
 
     B, T = spec.batch, spec.seq_len
     distinct = B == 1 or B * T <= spec.prefill_token_budget  # one prompt is its own distinct prefill
@@ -58,7 +58,7 @@ def prefill_rows(backend, spec: PointSpec, vocab: int):
 
 
 def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline: int | None) -> dict:
-    from .measure import PointFailure, median
+    from .phase_tools import PointFailure, median
 
     B, T = spec.batch, spec.seq_len
     region.begin(spec.memory_limit_bytes, baseline=baseline)
@@ -90,7 +90,7 @@ def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline:
 def held_now(backend, region, baseline: int | None) -> int | None:
     """Memory held now above the loaded model: CPU the RSS after freed heap goes back to the OS (malloc_trim),
     CUDA the memory allocated."""
-    from .measure import trim
+    from .phase_tools import trim
 
     if baseline is None:
         return None
