@@ -8,7 +8,9 @@ loss_by_position.csv and loss_by_position.png/.svg (mean bits per token against 
 bins, 95% bootstrap intervals over texts, one line per model, each transformer's context marked).
 A run of several sources adds a per-source breakdown: summary_by_source.csv and pairwise_by_source.csv
 (the same statistics within each source, with each model's rank), a "By source" section in summary.md,
-bits_per_byte_by_source.png/.svg, and the paired scatter's points coloured by source.
+bits_per_byte_by_source.png/.svg, the paired scatter's points coloured by source, and loss by position per
+source: loss_by_position.csv gains a `source` column ("all": every text, then each source), the figure one
+column of panels per source and the summary's position table a row per (source, model).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def label(model: str, randoms: set[str]) -> str:
     return model + (RANDOM_MARK if model in randoms else "")
 
 
+ALL_SOURCES = "all"  # the source of loss_by_position.csv's rows over every text
 SOURCE_NAMES = {"arxiv": "arXiv", "wikipedia": "Wikipedia", "github": "GitHub", "biorxiv": "bioRxiv"}
 
 
@@ -104,7 +107,8 @@ def render(run_dir: str | Path) -> list[Path]:
         by_source["random_weights"] = by_source["model"].isin(randoms)
         written.append(write_table(run_dir / "summary_by_source.csv", by_source))
         written.append(write_table(run_dir / "pairwise_by_source.csv", pairs_by_source))
-    positions, decades = loss_by_position(run_dir, models, n_boot=n_boot, level=level, seed=seed)
+    positions, decades = loss_by_position(run_dir, models, n_boot=n_boot, level=level, seed=seed,
+                                          source_of=source_by_paper(rows) if len(sources) > 1 else None)
     md = run_dir / "summary.md"
     write_atomically(md, markdown(summary, pairs, meta, randoms, level, decades, by_source, pairs_by_source))
     written.append(md)
@@ -137,21 +141,33 @@ def per_source(rows: pd.DataFrame, sources: list[str], models: list[str], *, n_b
     return pd.concat(summaries, ignore_index=True), pd.concat(pairs, ignore_index=True)
 
 
-def loss_by_position(run_dir: Path, models: list[str], *, n_boot: int, level: float,
-                     seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def source_by_paper(rows: pd.DataFrame) -> dict[str, str]:
+    """Each text's source, by paper_id."""
+    return dict(zip(rows["paper_id"], rows["source"]))
+
+
+def loss_by_position(run_dir: Path, models: list[str], *, n_boot: int, level: float, seed: int,
+                     source_of: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean bits per token by token position, per model: in log-spaced bins (loss_by_position.csv, the figure)
-    and in decades (the summary's table). Empty frames when the run kept no per-token log-probabilities."""
+    and in decades (the summary's table). With `source_of` (paper_id to source), a `source` column comes first:
+    the rows over every text (source ALL_SOURCES), then each source's. Empty frames when the run kept no
+    per-token log-probabilities."""
     logprobs = read_token_logprobs(run_dir)
     names = [m for m in models if m in logprobs] + [m for m in logprobs if m not in models]
-    texts = {m: [-v.astype(float) / math.log(2) for _, v in logprobs[m]] for m in names}
+    texts = {m: [(pid, -v.astype(float) / math.log(2)) for pid, v in logprobs[m]] for m in names}
+    columns = stats.POSITION_COLUMNS if source_of is None else ["source", *stats.POSITION_COLUMNS]
     if not texts:
-        return pd.DataFrame(columns=stats.POSITION_COLUMNS), pd.DataFrame(columns=stats.POSITION_COLUMNS)
-    longest = max(len(t) for ts in texts.values() for t in ts)
+        return pd.DataFrame(columns=columns), pd.DataFrame(columns=columns)
+    longest = max(len(t) for ts in texts.values() for _, t in ts)
+    groups = {None: texts} if source_of is None else {ALL_SOURCES: texts, **{
+        source: {m: [(pid, t) for pid, t in ts if source_of.get(pid) == source] for m, ts in texts.items()}
+        for source in dict.fromkeys(source_of.values())}}
     tables = []
     for edges in (stats.position_edges(longest), stats.decade_edges(longest)):
-        parts = [stats.loss_by_position(ts, edges, n_boot=n_boot, level=level, seed=seed).assign(model=m)
-                 for m, ts in texts.items()]
-        tables.append(pd.concat(parts, ignore_index=True).reindex(columns=stats.POSITION_COLUMNS))
+        parts = [stats.loss_by_position([t for _, t in ts], edges, n_boot=n_boot, level=level, seed=seed)
+                 .assign(model=m, source=source)
+                 for source, group in groups.items() for m, ts in group.items() if ts]
+        tables.append(pd.concat(parts, ignore_index=True).reindex(columns=columns))
     return tables[0], tables[1]
 
 
@@ -165,9 +181,13 @@ def markdown_positions(decades: pd.DataFrame, meta: dict, randoms: set[str], lev
     pct = f"{level:.0%}"
     spans = list(dict.fromkeys(zip(decades["position_from"], decades["position_to"])))
     table = []
-    for model in dict.fromkeys(decades["model"]):
-        t = decades[decades["model"] == model].set_index(["position_from", "position_to"])
-        row = {"model": label(model, randoms)}
+    for source, model in dict.fromkeys(zip(decades.get("source", [None] * len(decades)), decades["model"])):
+        t = decades[decades["model"] == model]
+        if source is not None:
+            t = t[t["source"] == source]
+        t = t.set_index(["position_from", "position_to"])
+        row = {"model": label(model, randoms)} if source is None else {"source": source,
+                                                                        "model": label(model, randoms)}
         for lo, hi in spans:
             r = t.loc[(lo, hi)] if (lo, hi) in t.index else None
             row[f"tokens {lo}-{hi}"] = "" if r is None else \
@@ -178,7 +198,10 @@ def markdown_positions(decades: pd.DataFrame, meta: dict, randoms: set[str], lev
              f"Mean bits per token over the texts reaching each span of token positions (1 = the first token, "
              f"conditioned on BOS alone), {pct} bootstrap interval over texts; fewer texts reach the later "
              "spans. Log-spaced bins: loss_by_position.csv and loss_by_position.png; per-token log-probabilities: "
-             "token_logprobs.npz.", "", markdown_table(table, right=tuple(k for k in table[0] if k != "model"))]
+             "token_logprobs.npz.", "", markdown_table(table, right=tuple(k for k in table[0]
+                                                                  if k not in ("source", "model")))]
+    if "source" in decades:
+        lines += ["", f"Source {ALL_SOURCES}: every text; then each source's texts alone."]
     if limits:
         lines += ["", "Transformer contexts (a sliding window scores the tokens past them; RWKV carries its state): "
                   + ", ".join(f"`{m}` {n} tokens" for m, n in limits.items()) + "."]
@@ -341,13 +364,40 @@ def figure_scatter(rows: pd.DataFrame, pair, meta: dict, randoms: set[str], run_
 def figure_loss_by_position(table: pd.DataFrame, meta: dict, randoms: set[str], run_dir: Path,
                             level: float) -> list[Path]:
     """Mean bits per token against token position (log x), one line per model with its interval band, a
-    dotted vertical line at each transformer's context; below, the texts reaching each bin."""
-    plt = pyplot()
-    fig, (ax, below) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
+    dotted vertical line at each transformer's context; below, the texts reaching each bin. With a `source`
+    column, one column of panels per source (every text first)."""
+    groups = [(None, table)] if "source" not in table else \
+        [(source, table[table["source"] == source]) for source in dict.fromkeys(table["source"])]
+    fig, axes = pyplot().subplots(2, len(groups), figsize=(8 if len(groups) == 1 else 4.5 * len(groups), 6),
+                                  sharex=True, sharey="row", squeeze=False, gridspec_kw={"height_ratios": [4, 1]})
     models = list(dict.fromkeys(table["model"]))
-    limits = context_limits(meta)
     last = int(table["position_to"].max())
-    beyond = []
+    n = int(table["texts"].max())
+    limits = context_limits(meta)
+    beyond = [f"{m}: context {limits[m]} tokens, past the longest text" for m in models
+              if m in limits and limits[m] > 2 * last]
+    note = ("\n" + "; ".join(beyond)) if beyond else ""
+    title = f"Loss by token position, {n} texts (shaded: {level:.0%} bootstrap interval over texts)\n" \
+            f"{where(meta)}{note}"
+    for k, (source, part) in enumerate(groups):
+        ax, below = axes[0, k], axes[1, k]
+        draw_positions(ax, below, part, models, limits, last, randoms)
+        finish_axes(ax, xlabel="", ylabel="mean bits per token (lower is better)" if k == 0 else "",
+                    title=title if source is None else f"{source}: {int(part['texts'].max())} texts",
+                    legend=k == 0, fontsize=9)
+        finish_axes(below, xlabel="token position in the text (1 = first token after BOS; log-spaced bins)"
+                    if len(groups) == 1 else "token position (log bins)", ylabel="texts" if k == 0 else "",
+                    grid="both", legend=False)
+        below.set_ylim(0, n * 1.1)
+    if len(groups) > 1:
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))  # room for the suptitle above the panels' titles
+    return save_figure(fig, run_dir / "loss_by_position")
+
+
+def draw_positions(ax, below, table: pd.DataFrame, models: list[str], limits: dict[str, int], last: int,
+                   randoms: set[str]) -> None:
+    """One panel of the loss-by-position figure: a line and band per model, each context within reach."""
     for i, model in enumerate(models):
         t = table[table["model"] == model]
         color, rand = f"C{i}", model in randoms
@@ -355,20 +405,8 @@ def figure_loss_by_position(table: pd.DataFrame, meta: dict, randoms: set[str], 
                 ls="--" if rand else "-", label=label(model, randoms))
         ax.fill_between(t["position_mid"], t["ci_low"], t["ci_high"], color=color, alpha=0.2, lw=0)
         below.step(t["position_mid"], t["texts"], where="mid", color=color, lw=1)
-        if model in limits:
-            if limits[model] <= 2 * last:
-                for a in (ax, below):
-                    a.axvline(limits[model], color=color, ls=":", lw=1.5,
-                              label=f"{model}: context {limits[model]} tokens" if a is ax else None)
-            else:
-                beyond.append(f"{model}: context {limits[model]} tokens, past the longest text")
+        if model in limits and limits[model] <= 2 * last:
+            for a in (ax, below):
+                a.axvline(limits[model], color=color, ls=":", lw=1.5,
+                          label=f"{model}: context {limits[model]} tokens" if a is ax else None)
     ax.set_xscale("log")
-    n = int(table["texts"].max())
-    note = ("\n" + "; ".join(beyond)) if beyond else ""
-    finish_axes(ax, xlabel="", ylabel="mean bits per token (lower is better)",
-                title=f"Loss by token position, {n} texts (shaded: {level:.0%} bootstrap interval over texts)\n"
-                      f"{where(meta)}{note}", legend=True, fontsize=9)
-    finish_axes(below, xlabel="token position in the text (1 = first token after BOS; log-spaced bins)",
-                ylabel="texts", grid="both", legend=False)
-    below.set_ylim(0, n * 1.1)
-    return save_figure(fig, run_dir / "loss_by_position")
