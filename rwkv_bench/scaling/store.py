@@ -96,6 +96,7 @@ SERVING_COLUMNS = [
 ]
 # read as text ("" for a missing value); seq_len as int; random_weights as True / False / None; the rest numbers
 TEXT_COLUMNS = ("family", "implementation", "kv_cache", "status", "error", "mem_method")
+SERVING_TEXT_COLUMNS = ("family", "implementation", "status", "error", "mem_method", "prefill", "role")
 
 TOKEN_COLUMNS = ["model", "seq_len", "position", "latency_s", "n_positions", "cumulative_s", "kv_cache"]
 MAX_TOKEN_ROWS = 2048  # beyond this many positions, rows average consecutive positions (n_positions > 1)
@@ -219,18 +220,26 @@ def as_bool(value):
     return bool(value)
 
 
+def typed(rows: pd.DataFrame, text_columns, int_columns) -> pd.DataFrame:
+    """A CSV's columns as the report uses them: model and `text_columns` as strings (empty for a missing
+    value), `int_columns` as integers, random_weights as a bool."""
+    rows["model"] = rows["model"].astype(str)
+    for col in int_columns:
+        rows[col] = rows[col].astype(int)
+    for col in text_columns:
+        if col in rows:
+            rows[col] = rows[col].map(lambda v: "" if pd.isna(v) else str(v))
+    if "random_weights" in rows:
+        rows["random_weights"] = rows["random_weights"].map(as_bool)
+    return rows
+
+
 def read_points(run_dir: Path) -> pd.DataFrame:
     """points.csv with its types (see TEXT_COLUMNS); the last row of a (model, scenario, seq_len) wins."""
     points = read_rows(Path(run_dir) / POINTS_CSV)
     if points.empty:
         return points
-    points["model"] = points["model"].astype(str)
-    points["seq_len"] = points["seq_len"].astype(int)
-    for col in TEXT_COLUMNS:
-        if col in points:
-            points[col] = points[col].map(lambda v: "" if pd.isna(v) else str(v))
-    if "random_weights" in points:
-        points["random_weights"] = points["random_weights"].map(as_bool)
+    points = typed(points, TEXT_COLUMNS, int_columns=("seq_len",))
     return points.drop_duplicates(["model", "scenario", "seq_len"], keep="last")
 
 
@@ -239,14 +248,7 @@ def read_serving(run_dir: Path) -> pd.DataFrame:
     rows = read_rows(Path(run_dir) / SERVING_CSV)
     if rows.empty:
         return rows
-    rows["model"] = rows["model"].astype(str)
-    rows["seq_len"] = rows["seq_len"].astype(int)
-    rows["batch"] = rows["batch"].astype(int)
-    for col in ("family", "implementation", "status", "error", "mem_method", "prefill", "role"):
-        if col in rows:
-            rows[col] = rows[col].map(lambda v: "" if pd.isna(v) else str(v))
-    if "random_weights" in rows:
-        rows["random_weights"] = rows["random_weights"].map(as_bool)
+    rows = typed(rows, SERVING_TEXT_COLUMNS, int_columns=("seq_len", "batch"))
     return rows.drop_duplicates(["model", "seq_len", "batch"], keep="last")
 
 
