@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rwkv_bench import allocator
 from rwkv_bench.models.presets import SIZES, VOCAB
 from rwkv_bench.models.rwkv4 import RWKV4, RWKVConfig, init_random_
 from rwkv_bench.recording import write_json
@@ -28,11 +29,31 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(seconds(fn) for _ in range(repeats))
 
 
+def add_process_options(ap: argparse.ArgumentParser) -> None:
+    """--threads and --default-allocator: how the benchmark's process runs (see `apply_process_options`)."""
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's default thresholds (freed buffers go back to the OS and page-fault in "
+                         "again on the next pass) instead of the policy every scaling child runs under")
+
+
+def apply_process_options(args) -> str:
+    """Set the threads and the allocator policy, as a scaling child does; returns the policy in words."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.default_allocator:
+        return "glibc's default thresholds"
+    allocator.keep_freed_memory()
+    return allocator.policy()
+
+
 def rwkv4_parser() -> argparse.ArgumentParser:
-    """The options every RWKV-4 benchmark takes: the model's --size (a preset) and the forward's --tokens."""
+    """The options every RWKV-4 benchmark takes: the model's --size (a preset), the forward's --tokens, and
+    the process options."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="169m", choices=list(SIZES))
     ap.add_argument("--tokens", type=int, default=4096)
+    add_process_options(ap)
     return ap
 
 

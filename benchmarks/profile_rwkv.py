@@ -20,6 +20,7 @@ calls and inside the head are attributed to them through record_function scopes 
 code is not touched); what the profiler does not see (Python, dispatch) is "framework overhead".
 
 Usage: python benchmarks/profile_rwkv.py [--size 169m] [--tokens 4096] [--rounds 5] [--threads N]
+       [--default-allocator]
 Prints Markdown and writes benchmarks/results/profile_rwkv.json with the environment.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from rwkv_bench.ops import rwkv4_fused
 from rwkv_bench.ops.wkv import implementation_name
 from rwkv_bench.recording import environment, load_average
 
-from _timing import random_rwkv4, rwkv4_body_gemms, rwkv4_body_params, rwkv4_parser, seconds, write_result
+from _timing import apply_process_options, random_rwkv4, rwkv4_body_gemms, rwkv4_body_params, rwkv4_parser, seconds, write_result
 
 CATEGORIES = ("GEMM (body)", "WKV", "layer norms", "token shift and mixing", "fused step's loops (WKV, mixing)",
               "head and log-softmax", "copies and indexing", "framework overhead")
@@ -164,10 +165,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1024, help="forward chunk size (tokens per hidden call)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--decode-steps", type=int, default=16, help="decode steps per round")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    allocator_policy = apply_process_options(args)
     size, T = SIZES[args.size], args.tokens
     C, L = size.n_embd, size.n_layer
     model = random_rwkv4(args.size)
@@ -211,7 +210,7 @@ def main() -> None:
     print(f"{env['cpu']}, {torch.get_num_threads()} threads, rwkv4-{args.size} shape ({L} x {C}), fp32, "
           f"[{implementation_name('cpu')}]; load average {load_before} before, {load_after} after; "
           f"GEMM {flops / 1e9:.1f} GFLOP/s on the model's shapes, copy bandwidth {bandwidth / 1e9:.1f} GB/s "
-          f"(medians of {args.rounds} rounds)\n")
+          f"(medians of {args.rounds} rounds); allocator: {allocator_policy}\n")
     print(f"- forward over {T} tokens (chunks of {args.chunk}) / its GEMMs alone: {spread(forward_x)}; "
           f"as PyTorch ops only (fused kernels off): {spread(forward_ops_x)}")
     print(f"- decode step at context 1024 / memory bound ({step_bytes / 1e6:.0f} MB read): {spread(decode_x)}; "
@@ -219,7 +218,8 @@ def main() -> None:
     print(shares_table(f"forward, {T} tokens", forward_parts) + "\n")
     print(shares_table("decode, one step", decode_parts))
     write_result(f"profile_rwkv_{args.size}.json", {
-        "environment": env, "load_average_before": load_before, "load_average_after": load_after,
+        "environment": env, "allocator": allocator_policy, "load_average_before": load_before,
+        "load_average_after": load_after,
         "size": args.size, "tokens": T, "chunk": args.chunk, "gemm_flops_per_s": gemm_rates,
         "copy_bandwidth_bytes_per_s": bandwidths, "forward_x_roofline": forward_x,
         "forward_ops_x_roofline": forward_ops_x, "decode_x_memory_bound": decode_x,

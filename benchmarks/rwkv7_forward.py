@@ -36,7 +36,7 @@ from rwkv_bench.models.rwkv7_loaders import save_blinkdl_pth  # noqa: E402
 from rwkv_bench.ops.wkv7 import implementation_name  # noqa: E402
 from rwkv_bench.recording import environment  # noqa: E402
 
-from _timing import median_time, write_result  # noqa: E402
+from _timing import add_process_options, apply_process_options, median_time, write_result  # noqa: E402
 
 
 def gemm_flops_per_s(T: int, C: int, repeats: int) -> float:
@@ -104,11 +104,10 @@ def main() -> None:
     ap.add_argument("--late", type=int, default=100_000, help="position of the late decode state")
     ap.add_argument("--steps", type=int, default=400, help="timed decode steps of each state")
     ap.add_argument("--early", type=int, default=50, help="the early state restarts from 1,000 tokens this often")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--skip-decode", action="store_true", help="only the forward (the decode part prefills --late)")
+    add_process_options(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    allocator_policy = apply_process_options(args)
     size, T = SIZES["0.1b"], args.tokens
     config = RWKV7Config(vocab_size=RWKV7_VOCAB, n_layer=size.n_layer, n_embd=size.n_embd)
     ours = init_random_(RWKV7(config), seed=0).eval()
@@ -135,7 +134,7 @@ def main() -> None:
     rows = [(f"ours, last position only [{implementation_name('cpu')}]", ours_s),
             ("rwkv package 0.8.32 (x070, cpu fp32)", theirs_s)]
     print(f"rwkv7-0.1b shape, T={T}, threads={torch.get_num_threads()}, GEMM {flops / 1e9:.1f} GFLOP/s, "
-          f"roofline {roofline:.3f} s, CPU: {environment('cpu')['cpu']}\n")
+          f"roofline {roofline:.3f} s, CPU: {environment('cpu')['cpu']}; allocator: {allocator_policy}\n")
     print("| implementation | forward_s | x roofline |\n|---|---|---|")
     for name, t in rows:
         print(f"| {name} | {t:.3f} | {t / roofline:.2f} |")
@@ -148,7 +147,7 @@ def main() -> None:
               f"{dec['rss_after_decode_mb']:.0f} MiB over {2 * args.steps} steps; state {dec['state_bytes']:,} bytes")
     name = "rwkv7_forward" + (f"-threads{args.threads}" if args.threads else "") + ("-nodecode" if dec is None else "")
     write_result(f"{name}.json", {
-        "environment": environment("cpu", "float32"), "tokens": T, "shape": "rwkv7-0.1b (12 x 768, vocab 50304)",
+        "environment": environment("cpu", "float32"), "allocator": allocator_policy, "tokens": T, "shape": "rwkv7-0.1b (12 x 768, vocab 50304)",
         "gemm_flops_per_s": flops, "roofline_s": roofline, "body_matrix_params": body_params,
         "rows": [{"impl": n, "forward_s": t, "x_roofline": t / roofline} for n, t in rows],
         "ours_speedup_vs_rwkv_package": theirs_s / ours_s, "last_logits_max_rel_diff": agreement,

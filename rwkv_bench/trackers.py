@@ -2,16 +2,13 @@
 
 - `latency(device)`: wall time of a block, with the device synchronised on both sides (CUDA work is
   asynchronous: without the sync a block would time the launch, not the work).
-- `Stopwatch`: the same, accumulated over many blocks (lm-eval's model time, a decode loop).
 - `CudaPeakMemory`: `torch.cuda.max_memory_allocated` above what was allocated when the block began.
 - `RssSampler`: the peak resident set size of *another* process (psutil on its pid), sampled by the parent
   launcher, so no sampling thread runs inside the process being timed (it would compete with the measured
   loop for the GIL).
-- `malloc_trim()`: hand freed heap back to the OS (glibc), so an RSS baseline reflects live memory.
 """
 from __future__ import annotations
 
-import ctypes
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,36 +40,6 @@ def latency(device=None):
         timing.seconds = time.perf_counter() - t0
 
 
-class Stopwatch:
-    """Accumulated time over many `with stopwatch:` blocks."""
-
-    def __init__(self, device=None):
-        self.device = device
-        self.total_s = 0.0
-        self.count = 0
-        self._t0 = 0.0
-
-    def __enter__(self):
-        sync(self.device)
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        sync(self.device)
-        self.total_s += time.perf_counter() - self._t0
-        self.count += 1
-        return False
-
-    def reset(self) -> None:
-        self.total_s, self.count = 0.0, 0
-
-
-def malloc_trim() -> None:
-    """Give freed heap pages back to the OS (glibc only; elsewhere a no-op)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def rss_bytes(pid: int | None = None) -> int:
@@ -80,14 +47,6 @@ def rss_bytes(pid: int | None = None) -> int:
 
     return psutil.Process(pid).memory_info().rss
 
-
-def maxrss_bytes() -> int:
-    """This process's high-water RSS (getrusage; Linux reports KiB, macOS bytes)."""
-    import resource
-    import sys
-
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024
 
 
 class CudaPeakMemory:

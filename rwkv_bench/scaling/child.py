@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     die_with_parent()
     t0 = time.perf_counter()
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()  # before anything is allocated: the same allocator for every model measured
     from ..recording import write_json
     from .measure import PointFailure, is_oom, one_line, run_point
     from .points import PointSpec

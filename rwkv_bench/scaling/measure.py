@@ -33,7 +33,8 @@ from pathlib import Path
 
 from ..trackers import (CudaPeakMemory, latency, maxrss_bytes, peak_rss_bytes, reset_peak_rss,
                         rss_bytes, sync)
-from .phase_tools import PointFailure, median, random_ids, trim
+from ..allocator import trim
+from .phase_tools import PointFailure, median, random_ids
 from .points import PointSpec, region_files
 from .store import kv_label
 

@@ -1,25 +1,8 @@
 """What both kinds of measured phase share inside a child (measure.py's prefill/decode/generate and
-serving_measure.py's serve): the failure that ends a phase, random token ids, the median, and returning
-freed heap to the OS outside timed intervals."""
+serving_measure.py's serve): the failure that ends a phase, random token ids, the median."""
 from __future__ import annotations
 
-import ctypes
 import statistics
-
-
-def _trimmer():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda _pad: 0
-
-
-_TRIM = _trimmer()
-
-
-def trim() -> None:
-    """Freed heap back to the OS (glibc); called outside timed intervals."""
-    _TRIM(0)
 
 
 class PointFailure(Exception):

@@ -1,6 +1,7 @@
 """What each scenario of a sweep measures, in words: meta.json's `protocol`, shown in summary.md."""
 from __future__ import annotations
 
+from .. import allocator
 from .config import ScalingConfig
 
 
@@ -54,5 +55,6 @@ def describe(c: ScalingConfig) -> dict[str, str]:
                       "sequence is gathered) + B x state_bytes, over the median step, against the machine's copy "
                       "bandwidth measured at the start of the run (bandwidth.py, meta.json machine)"),
         "isolation": "every point in a fresh subprocess; the time budget counts from the end of loading",
+        "allocator": f"every child, whatever model it measures: {allocator.policy()}",
         "tokenizer": "none is used: token ids are random",
     }

@@ -90,7 +90,7 @@ def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline:
 def held_now(backend, region, baseline: int | None) -> int | None:
     """Memory held now above the loaded model: CPU the RSS after freed heap goes back to the OS (malloc_trim),
     CUDA the memory allocated."""
-    from .phase_tools import trim
+    from ..allocator import trim
 
     if baseline is None:
         return None
