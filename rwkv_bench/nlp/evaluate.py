@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import distributed
+from ..console import progress_bar
 from ..errors import UserError
 from ..options import as_dict
 from ..specs import OURS, ModelSpec
@@ -259,11 +260,7 @@ def run_nlp(given: dict, *, out=None, resume: bool = False, progress: bool = Tru
         manager = held["manager"] if dist.is_main else task_manager(names, setup.paths)
         device = distributed.device_for(c.device, dist)
 
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn()]
-        with Progress(*columns, disable=not (progress and dist.is_main), transient=False) as bar:
+        with progress_bar(progress and dist.is_main) as bar:
             job = bar.add_task("nlp", total=len(plans) * len(names))
             evaluated, die = 0, distributed.die_after()
             for plan in plans:

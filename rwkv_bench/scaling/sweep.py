@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..console import progress_bar, stderr_console
 from ..options import as_dict
 from ..recording import open_run
 from ..specs import OURS
@@ -89,7 +90,7 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     """The plain function behind `rwkv-bench scaling`. Returns the run directory."""
     run_dir, old_meta = open_run(store.KIND, out=out, resume=resume, results=(store.POINTS_CSV,))
     config = resolve(given, (old_meta or {}).get("options"))
-    console = console or make_console()
+    console = console or stderr_console()
     rows = store.read_points(run_dir)  # before meta.json is touched: a corrupt points.csv leaves the run as it was
     wkv = wkv_mode(config, console)
     machine = measure_machine(config, (old_meta or {}).get("machine") or {})
@@ -111,19 +112,19 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     if todo:
         prepare_peers(config)
     try:
-        with make_progress(console) as progress:
-            task = progress.add_task("starting", total=max(sum(costs.values()), 1e-9), points=f"0/{len(todo)}")
+        with progress_bar(console=console, unit="points") as progress:
+            task = progress.add_task("starting", total=max(sum(costs.values()), 1e-9), done=f"0/{len(todo)}")
             done_points = 0
             for phases, T, model in children(todo):
                 progress.update(task, description=f"{model} {'+'.join(phases)} T={T}",
-                                points=f"{done_points}/{len(todo)}")
+                                done=f"{done_points}/{len(todo)}")
                 for row in run_child(phases, T, model, config, run_dir, failures, families, dims.get(model), wkv,
                                      copy_gbs):
                     store.append_point(run_dir, row)
                     progress.console.print(point_line(row), soft_wrap=True)
                     progress.update(task, advance=costs.get((row["scenario"], T, model), 0.0))
                 done_points += len(phases)
-                progress.update(task, points=f"{done_points}/{len(todo)}")
+                progress.update(task, done=f"{done_points}/{len(todo)}")
             progress.update(task, description="done")
         if SERVE in config.scenarios:
             from .serving import run_serving
@@ -255,16 +256,3 @@ def point_line(row: dict) -> str:
             f"+{mem:.1f} MiB")
 
 
-def make_console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
-def make_progress(console):
-    from rich.progress import (BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(),
-                    TextColumn("{task.fields[points]} points"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console, transient=False)

@@ -5,5 +5,5 @@ The path of a run: `command` (the CLI) -> `evaluate.run` (the loop) -> `settings
 parsed and checked once into a typed Settings: model specs, sources, dates from `cutoffs`) -> `gather`
 (texts from `sources`, prepared by `texts`) -> scoring -> `store` (the run directory's one owner: files,
 columns, readers and writers) -> `report` (tables and figures, read back through `store`; `stats` for the
-bootstrap intervals). `console` holds the warnings and the progress bar.
+bootstrap intervals).
 """

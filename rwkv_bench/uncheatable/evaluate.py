@@ -31,7 +31,7 @@ from ..options import as_dict, merge_options, parse_dtype
 from ..recording import finish_meta, open_run, read_meta, resume_meta, start_meta, write_json
 from . import store
 from .config import UncheatableConfig
-from .console import console, progress_bar, warn
+from ..console import progress_bar, stderr_console, warn
 from .gather import gather, gather_resumed
 from .settings import Settings, settle
 from .texts import Paper
@@ -140,7 +140,7 @@ def score_models(plan: Plan, dist: distributed.Dist, device: str) -> dict:
         todo = [p for p in plan.papers if (spec.text, p.paper_id) not in plan.done]
         if not todo:
             if dist.is_main:
-                console(st.progress).print(f"{spec.text}: all {len(plan.papers)} papers already scored (resumed)")
+                stderr_console(st.progress).print(f"{spec.text}: all {len(plan.papers)} papers already scored (resumed)")
             continue
         share = deal(todo, dist.world_size)[dist.rank]
         if not share:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import store
-from .console import progress_bar, warn
+from ..console import progress_bar, warn
 from .settings import Settings
 from .sources import Source, make_source
 from .texts import Paper, Selector, select
