@@ -1,24 +1,22 @@
 """The commands as a user types them: every bad input ends with one line on stderr and exit code 2.
 
 Each case runs the installed console script in its own process (what a user sees: the real argv parsing,
-the real error mapping of rwkv_bench/cli.py), two at a time. Every case must give exit code 2, exactly one
-non-empty stderr line starting with "error: " and naming the problem, no traceback, and leave the files it
-was given (among them two existing run directories) byte-identical.
+the real error mapping of rwkv_bench/cli.py), two at a time, forked from one process that has done the
+imports (forked_cli.py); the positive control runs as a plain fresh process beside them. Every case must give
+exit code 2, exactly one non-empty stderr line starting with "error: " and naming the problem, no traceback,
+and leave the files it was given (among them two existing run directories) byte-identical.
 """
 import hashlib
 import json
 import os
 import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from rwkv_bench.tokenizer import NEOX_TOKENIZER_FILE as NEOX_TOKENIZER
 
-CLI = str(Path(sys.executable).parent / "rwkv-bench")
+from forked_cli import CLI, run_forked
 TEXT = "RWKV is an RNN with transformer-level performance. It can be trained in parallel like a GPT.\n"
 LONG_TEXT = " ".join(["Receptance weighted key value attention runs as an RNN at inference time."] * 40)
 
@@ -162,11 +160,9 @@ def snapshot(root: Path) -> dict:
             for p in sorted(root.rglob("*"))}
 
 
-def run_case(args, work: Path, env: dict) -> tuple[int, str, str, float]:
-    t0 = time.perf_counter()
-    proc = subprocess.run([CLI, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
-    return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
+def start_fresh(args, work: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([CLI, *args], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
 
 
 def problems(case_id: str, expected: str, result) -> list[str]:
@@ -205,12 +201,10 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     before = snapshot(work)
     env = offline_env(tmp_path)
     legacy_args = ["score", "-m", "legacy.pth", "-i", "text.txt", "--json", "--tokenizer", str(NEOX_TOKENIZER)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        ordered = sorted(CASES, key=lambda case: case[0] not in SLOW_FIRST)
-        futures = {case_id: pool.submit(run_case, args, work, env) for case_id, args, _ in ordered[:1]}
-        legacy = pool.submit(run_case, legacy_args, work, env)
-        futures.update({case_id: pool.submit(run_case, args, work, env) for case_id, args, _ in ordered[1:]})
-        results = {case_id: f.result() for case_id, f in futures.items()}
+    legacy = start_fresh(legacy_args, work, env)
+    ordered = sorted(CASES, key=lambda case: case[0] not in SLOW_FIRST)
+    results = dict(zip([case[0] for case in ordered], run_forked([case[1] for case in ordered], work, env)))
+    legacy_out, legacy_err = legacy.communicate(timeout=300)
     report = []
     for case_id, args, expected in CASES:
         found = problems(case_id, expected, results[case_id])
@@ -224,7 +218,6 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     after = snapshot(work)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not changed, f"bad input changed or created files (the run directories under runs/ among them): {changed}"
-    code, out, err, _ = legacy.result()
-    assert code == 0, f"a legacy .pth does not load: {err.strip()[-800:]}"
-    scored = json.loads(out)
+    assert legacy.returncode == 0, f"a legacy .pth does not load: {legacy_err.strip()[-800:]}"
+    scored = json.loads(legacy_out)
     assert scored["tokens"] > 10 and scored["bits_per_byte"] > 0
