@@ -117,6 +117,11 @@ def option(default: Any, help: str, *, fixed: bool = False, flags: tuple[str, ..
     return dataclasses.field(metadata={"help": help, "fixed": fixed, "flags": flags}, **kw)
 
 
+def parsed(default=None):
+    """A field computed from the options in __post_init__: not a flag, not stored in meta.json."""
+    return dataclasses.field(default=default, init=False, repr=False, compare=False, metadata={"internal": True})
+
+
 def fixed_options(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("fixed"))
 

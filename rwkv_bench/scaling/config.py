@@ -2,18 +2,13 @@
 parsed and checked once, when the config is built, into the typed fields the sweep uses."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..errors import UserError
-from ..options import ModelOptions, canonical_dtype, merge_options, option, parse_device, parse_size, positive
+from ..options import (ModelOptions, canonical_dtype, merge_options, option, parse_device, parse_size, parsed,
+                       positive)
 from ..specs import ModelSpec, parse_models
 from .points import geometric_grid, parse_scenarios
-
-
-def parsed(default=None):
-    """A field computed from the options in __post_init__: not a flag, not stored in meta.json."""
-    return dataclasses.field(default=default, init=False, repr=False, compare=False, metadata={"internal": True})
 
 
 @dataclass
