@@ -220,9 +220,13 @@ def as_bool(value):
     return bool(value)
 
 
-def typed(rows: pd.DataFrame, text_columns, int_columns) -> pd.DataFrame:
-    """A CSV's columns as the report uses them: model and `text_columns` as strings (empty for a missing
-    value), `int_columns` as integers, random_weights as a bool."""
+def read_typed(path: Path, text_columns, int_columns, key) -> pd.DataFrame:
+    """A results CSV as the report uses it: model and `text_columns` as strings (empty for a missing value),
+    `int_columns` as integers, random_weights as a bool; the last row of each `key` wins (a resumed point
+    replaces its earlier row)."""
+    rows = read_rows(path)
+    if rows.empty:
+        return rows
     rows["model"] = rows["model"].astype(str)
     for col in int_columns:
         rows[col] = rows[col].astype(int)
@@ -231,25 +235,19 @@ def typed(rows: pd.DataFrame, text_columns, int_columns) -> pd.DataFrame:
             rows[col] = rows[col].map(lambda v: "" if pd.isna(v) else str(v))
     if "random_weights" in rows:
         rows["random_weights"] = rows["random_weights"].map(as_bool)
-    return rows
+    return rows.drop_duplicates(list(key), keep="last")
 
 
 def read_points(run_dir: Path) -> pd.DataFrame:
-    """points.csv with its types (see TEXT_COLUMNS); the last row of a (model, scenario, seq_len) wins."""
-    points = read_rows(Path(run_dir) / POINTS_CSV)
-    if points.empty:
-        return points
-    points = typed(points, TEXT_COLUMNS, int_columns=("seq_len",))
-    return points.drop_duplicates(["model", "scenario", "seq_len"], keep="last")
+    """points.csv with its types (see TEXT_COLUMNS), one row per (model, scenario, seq_len)."""
+    return read_typed(Path(run_dir) / POINTS_CSV, TEXT_COLUMNS, int_columns=("seq_len",),
+                      key=("model", "scenario", "seq_len"))
 
 
 def read_serving(run_dir: Path) -> pd.DataFrame:
-    """serving.csv with its types; the last row of a (model, seq_len, batch) wins."""
-    rows = read_rows(Path(run_dir) / SERVING_CSV)
-    if rows.empty:
-        return rows
-    rows = typed(rows, SERVING_TEXT_COLUMNS, int_columns=("seq_len", "batch"))
-    return rows.drop_duplicates(["model", "seq_len", "batch"], keep="last")
+    """serving.csv with its types, one row per (model, seq_len, batch)."""
+    return read_typed(Path(run_dir) / SERVING_CSV, SERVING_TEXT_COLUMNS, int_columns=("seq_len", "batch"),
+                      key=("model", "seq_len", "batch"))
 
 
 def read_tokens(run_dir: Path) -> pd.DataFrame:
