@@ -67,19 +67,7 @@ def config_from_state_dict(sd: dict) -> RWKVConfig:
 def model_from_state_dict(sd: dict, config: RWKVConfig | None = None, dtype=torch.float32) -> RWKV4:
     """Build our model from a BlinkDL-named state dict; every expected tensor must be present."""
     config = config or config_from_state_dict(sd)
-    model = RWKV4(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    if missing:
-        raise UserError(f"checkpoint lacks {len(missing)} RWKV-4 tensors, e.g. {missing[0]!r}")
-    fitted = {}
-    for name, ref in expected.items():
-        t = sd[name]
-        if t.numel() != ref.numel():
-            raise UserError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
-        fitted[name] = t.reshape(ref.shape).float()  # time_mix is (1, 1, C) in BlinkDL files
-    model.load_state_dict(fitted)
-    return model.to(dtype).eval()
+    return RWKV4(config).load_checkpoint(sd, dtype)
 
 
 def read_tensors(path: Path) -> dict:

@@ -14,11 +14,14 @@ of states (nlp's shared prefixes, serving many sequences) without knowing what t
 Beside it, the two sequence helpers both RWKVs use: token_shift and last_positions (right-padded rows).
     select_rows / put_rows / cat_rows       rows of a state along the batch dimension
     state_bytes(batch)                      bytes of the state of `batch` sequences
+    load_checkpoint(tensors, dtype)         a checkpoint's weights, checked (the loaders name them as ours first)
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..errors import UserError
 
 
 def token_shift(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -36,6 +39,24 @@ def last_positions(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tenso
 class RecurrentLM(nn.Module):
     version: str                 # "rwkv4", "rwkv7": names the implementation in every table
     state_batch_dim: int         # where the batch lies in this model's state tensor
+
+    def load_checkpoint(self, tensors: dict, dtype: torch.dtype, file_name=lambda name: name) -> "RecurrentLM":
+        """This model holding `tensors` (named as ours), in `dtype`, ready to run. Every tensor it has must be
+        there with as many elements (BlinkDL files store vectors as (1, 1, C)); a missing or misshapen one is
+        one line naming it as the checkpoint does (`file_name`)."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(tensors), key=lambda name: (len(name), name))
+        if missing:
+            raise UserError(f"{self.version} checkpoint lacks {len(missing)} tensor(s), e.g. "
+                            f"{file_name(missing[0])!r}")
+        fitted = {}
+        for name, ref in expected.items():
+            t = tensors[name]
+            if t.numel() != ref.numel():
+                raise UserError(f"tensor {file_name(name)!r} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
+            fitted[name] = t.reshape(ref.shape).float()
+        self.load_state_dict(fitted)
+        return self.to(dtype).eval()
 
     @property
     def d_model(self) -> int:

@@ -109,21 +109,8 @@ def model_from_state_dict(sd: dict, dtype=torch.float32) -> RWKV7:
     if is_fla_naming(sd):
         sd = dict(fla_to_blinkdl(k, v) for k, v in sd.items())
     config = config_from_state_dict(sd)
-    model = RWKV7(config)
-    expected = model.state_dict()
     ours = {blinkdl_to_ours(k): v for k, v in sd.items() if not re.match(r"blocks\.0\.att\.v[012]$", k)}
-    missing = sorted(set(expected) - set(ours), key=lambda n: (len(n), n))
-    if missing:
-        raise UserError(f"RWKV-7 checkpoint lacks {len(missing)} tensor(s), e.g. {ours_to_blinkdl(missing[0])!r}")
-    fitted = {}
-    for name, ref in expected.items():
-        t = ours[name]
-        if t.numel() != ref.numel():
-            raise UserError(f"tensor {ours_to_blinkdl(name)!r} has shape {tuple(t.shape)}, expected "
-                            f"{tuple(ref.shape)} (from the other tensors)")
-        fitted[name] = t.reshape(ref.shape).float()   # x_*, w0, a0, ... are (1, 1, C) in BlinkDL files
-    model.load_state_dict(fitted)
-    return model.to(dtype).eval()
+    return RWKV7(config).load_checkpoint(ours, dtype, file_name=ours_to_blinkdl)
 
 
 def blinkdl_state_dict(model: RWKV7) -> dict:
