@@ -148,3 +148,17 @@ def test_squad_compat_makes_record_loadable():
     assert record_util.squad_metrics.compute_exact("The Eiffel Tower", "eiffel tower!") == 1
     assert squad_compat.compute_f1("a cat sat", "the cat sat down") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
     assert squad_compat.compute_f1("", "") == 1.0 and squad_compat.compute_f1("x", "") == 0.0
+
+
+def test_attention_implementation_reads_what_transformers_chose():
+    """transformers 5 keeps the attention only in the private config._attn_implementation: a config asking
+    for one, and a model built from it, must both answer it (None would unlabel rows and hide eager scores)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from rwkv_bench.nlp.library_internals import attention_implementation
+
+    for wanted in ("eager", "sdpa"):
+        config = GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, attn_implementation=wanted)
+        assert attention_implementation(config) == wanted
+        assert attention_implementation(GPTNeoXForCausalLM(config).config) == wanted

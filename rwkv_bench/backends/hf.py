@@ -7,10 +7,11 @@ Texts longer than the model's context are scored with a sliding window (see `tok
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from ..nlp.library_internals import attention_implementation
 from ..tokenizer import Tokenizer
 from .base import Backend, as_batch, module_bytes
 
@@ -25,7 +26,7 @@ class TransformersBackend(Backend):
         # RWKV's context_length is its training length, not a limit (nor Mamba's); attention models have a hard one
         self.max_context = None if self.family != "transformer" else getattr(cfg, "max_position_embeddings", None)
         self.bos_token_id = bos_token_id if bos_token_id is not None else default_bos(tokenizer, cfg)
-        path = mamba_path() if self.family == "mamba" else attention_implementation(model)
+        path = mamba_path() if self.family == "mamba" else attention_implementation(cfg)
         self.implementation = f"transformers.{type(model).__name__}" + (f"[{path}]" if path else "")
 
     def encode(self, text: str) -> list[int]:
@@ -147,10 +148,10 @@ def state_bytes_of_config(cfg, T: int, dtype_bytes: int) -> int | None:
     (conv: d_inner x conv kernel + SSM: d_inner x state size); Mamba-2: layers x (conv: (d_inner + 2 groups x
     state size) x conv kernel + SSM: heads x head dim x state size); attention: 2 x layers x T x kv width."""
     model_type = getattr(cfg, "model_type", "")
-    layers = getattr(cfg, "num_hidden_layers", None)
-    d = getattr(cfg, "hidden_size", None)
-    if not layers or not d:
+    dims = config_dims(cfg)
+    if dims is None:
         return None
+    layers, d = dims.layers, dims.d
     if model_type == "rwkv":
         return layers * d * (3 * 4 + 2 * dtype_bytes)
     if model_type == "mamba":
@@ -160,10 +161,28 @@ def state_bytes_of_config(cfg, T: int, dtype_bytes: int) -> int | None:
         inner = int(cfg.expand * d)
         conv = (inner + 2 * cfg.n_groups * cfg.state_size) * cfg.conv_kernel
         return layers * (conv + cfg.num_heads * cfg.head_dim * cfg.state_size) * dtype_bytes
+    return 2 * layers * T * dims.kv_width * dtype_bytes
+
+
+class ConfigDims(NamedTuple):
+    layers: int
+    d: int
+    heads: int
+    kv_width: int       # KV heads x head size (d without grouped-query attention)
+
+
+def config_dims(cfg) -> ConfigDims | None:
+    """Layers and widths of a transformers config (any model type), None when it does not give its layers and
+    width; absent attention fields as transformers defaults them (heads: d / 64, head size: d / heads, KV heads:
+    heads)."""
+    layers = getattr(cfg, "num_hidden_layers", None)
+    d = getattr(cfg, "hidden_size", None)
+    if not layers or not d:
+        return None
     heads = getattr(cfg, "num_attention_heads", None) or max(1, d // 64)
     head_dim = getattr(cfg, "head_dim", None) or d // heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    return 2 * layers * T * kv_heads * head_dim * dtype_bytes
+    return ConfigDims(int(layers), int(d), int(heads), int(kv_heads * head_dim))
 
 
 def default_bos(tokenizer: Tokenizer, config) -> int:
@@ -178,9 +197,3 @@ def default_bos(tokenizer: Tokenizer, config) -> int:
         if isinstance(value, int):
             return value
     return 0
-
-
-def attention_implementation(model) -> str | None:
-    """sdpa / eager / ...: transformers 5 exposes the chosen attention only as the private
-    `config._attn_implementation` (no public getter); tests/test_specs.py fails if that goes away."""
-    return getattr(model.config, "_attn_implementation", None)

@@ -1,4 +1,5 @@
-"""Every place the nlp scenario relies on another library beyond its public API, in one module.
+"""Every place rwkv-bench relies on another library beyond its public API, in one module (most of them for
+the nlp scenario).
 
 tests/test_nlp_library_internals.py checks each against the installed release and fails, naming the
 function here, when a release changes what it relies on:
@@ -9,7 +10,10 @@ function here, when a release changes what it relies on:
 - `strip_rank_padding`: lm-eval's evaluator evens out the ranks of a distributed run by appending copies of
   a rank's last request (the same object, repeated) to its request list;
 - `go_offline`: `datasets` and `huggingface_hub` read their offline switches once, at import, and lm-eval
-  passes no `local_files_only` through, so offline mode is set on their module constants.
+  passes no `local_files_only` through, so offline mode is set on their module constants;
+- `attention_implementation`: transformers 5 names the attention a model runs (sdpa, eager, ...) only in the
+  private `config._attn_implementation` (backends/hf.py labels rows with it; scaling/predict.py counts the
+  T x T scores of eager attention).
 
 The stand-in for `transformers.data.metrics.squad_metrics` (gone in transformers 5, still imported by
 lm-eval's ReCoRD) is its own module, squad_compat.py, checked by the same test file.
@@ -59,3 +63,8 @@ def go_offline() -> None:
     datasets.config.HF_HUB_OFFLINE = True
     if hasattr(datasets.config, "HF_DATASETS_OFFLINE"):
         datasets.config.HF_DATASETS_OFFLINE = True
+
+
+def attention_implementation(config) -> str | None:
+    """The attention a transformers config asks for or its model runs ("sdpa", "eager", ...); None when unset."""
+    return getattr(config, "_attn_implementation", None)

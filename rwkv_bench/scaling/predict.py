@@ -51,16 +51,14 @@ def transformer_dims(spec: ModelSpec) -> Dims | None:
         return None
     if getattr(cfg, "model_type", "") in ("rwkv", "mamba", "mamba2"):
         return None
-    d = getattr(cfg, "hidden_size", None)
-    layers = getattr(cfg, "num_hidden_layers", None)
-    if not d or not layers:
+    from ..backends.hf import config_dims
+    from ..nlp.library_internals import attention_implementation
+
+    dims = config_dims(cfg)
+    if dims is None:
         return None
-    heads = getattr(cfg, "num_attention_heads", None) or max(1, d // 64)
-    head_dim = getattr(cfg, "head_dim", None) or d // heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    ffn = getattr(cfg, "intermediate_size", None) or 4 * d
-    eager = getattr(cfg, "_attn_implementation", None) == "eager"
-    return Dims(int(layers), int(d), int(ffn), int(heads), int(kv_heads * head_dim), eager)
+    ffn = getattr(cfg, "intermediate_size", None) or 4 * dims.d
+    return Dims(dims.layers, dims.d, int(ffn), dims.heads, dims.kv_width, attention_implementation(cfg) == "eager")
 
 
 def kv_cache_bytes(dims: Dims, T: int, dtype: str) -> int:
