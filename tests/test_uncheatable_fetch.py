@@ -234,7 +234,7 @@ def test_fetch_pages_retry_fallback_and_cache(tmp_path, fake):
     assert fake.pdf_calls() == ["2501.10005v1", "2501.10004v1", "2501.10004v1", "2501.10003v1",
                                 "2501.10002v1", "2501.10001v1"]
 
-    cache = src.Cache(tmp_path / "cache", "arxiv", src.ArxivRecord)
+    cache = cache_module.Cache(tmp_path / "cache", "arxiv", src.ArxivRecord)
     rec = cache.get("2501.10003")
     assert rec.text_source == "abstract" and "404" in rec.body_note and not rec.retry_body
     assert rec.text.startswith("Notes on Improved Lattice Actions\n\nWe summarise")
@@ -288,14 +288,14 @@ def test_chars_0_keeps_whole_papers_beyond_the_cache_cap(tmp_path, fake, monkeyp
     monkeypatch.setattr(settings_module, "CACHE_MAX_CHARS", 2500)
     papers, _ = gather_arxiv(options(tmp_path / "b", papers=1, chars=0, cache_dir=tmp_path / "b"))
     assert len(whole[0].text) > 2500 and papers[0].text == whole[0].text
-    assert not src.Cache(tmp_path / "b", "arxiv", src.ArxivRecord).get(papers[0].paper_id).truncated
+    assert not cache_module.Cache(tmp_path / "b", "arxiv", src.ArxivRecord).get(papers[0].paper_id).truncated
 
 
 def test_transient_pdf_failure_is_retried_on_the_next_run(tmp_path, fake):
     fake.pdf_status = {"2501.10005v1": [503, 503, 503]}   # retries=2: three tries, all fail
     papers, info = gather_arxiv(options(tmp_path, papers=1, min_chars=100))
     assert papers[0].text_source == "abstract"
-    rec = src.Cache(tmp_path / "cache", "arxiv", src.ArxivRecord).get("2501.10005")
+    rec = cache_module.Cache(tmp_path / "cache", "arxiv", src.ArxivRecord).get("2501.10005")
     assert rec.retry_body and "503" in rec.body_note
     fake.log.clear()
     papers, _ = gather_arxiv(options(tmp_path, papers=1, min_chars=100))
@@ -483,7 +483,7 @@ def test_split_id():
 
 
 def test_cache_round_trip_old_style_id(tmp_path):
-    cache = src.Cache(tmp_path, "arxiv", src.ArxivRecord)
+    cache = cache_module.Cache(tmp_path, "arxiv", src.ArxivRecord)
     text = "Title\n\nAbstract " + "x" * 2500
     rec = src.ArxivRecord(id="hep-th/9901001", version=1, title="Title", published="1999-01-01T00:00:00+00:00",
                           categories=["hep-th"], text_source="pdf", chars=len(text), sha256=sha256(text), text=text)

@@ -19,8 +19,7 @@ import requests
 from ...errors import UserError
 from ..texts import Paper, compose, normalize, sha256
 from .base import FetchedSource, Window, listing_failed
-from .cache import Cache
-from .http import FetchError, base_url, fetch, parse_xml
+from .http import FetchError, fetch, parse_xml
 from .pdf_text import body_from_pdf_text, pdf_text
 
 log = logging.getLogger(__name__)
@@ -205,17 +204,16 @@ def list_entries(session: requests.Session, base: str, window: Window, categorie
 class ArxivSource(FetchedSource):
     name = "arxiv"
     min_delay = MIN_DELAY_S
+    record_type = ArxivRecord
 
     def __init__(self, settings, session=None):
-        super().__init__(settings, session)
-        self.cache = Cache(settings.cache_dir, "arxiv", ArxivRecord)
-        self.base = base_url("arxiv", BASE_URL)
+        super().__init__(settings, session, api=BASE_URL)
 
     def records(self, window: Window) -> Iterator[tuple[ArxivRecord, bool]]:
         """Newest first: (record, came from the cache). Cached records are reused (no PDF request) unless their
         body failed for a passing reason or they hold less text than asked; new ones are cached at once."""
         s = self.settings
-        entries = list_entries(self.session, self.base, window, s.categories, s.page_size, s.retries + 1)
+        entries = list_entries(self.session, self.api, window, s.categories, s.page_size, s.retries + 1)
         while True:
             try:
                 entry = next(entries)
@@ -238,7 +236,7 @@ class ArxivSource(FetchedSource):
     def paper_body(self, paper_id: str, abstract: str) -> tuple[str, str, bool]:
         """(body text or "", why there is none, whether trying again later may help)."""
         try:
-            data = download_pdf(self.session, f"{self.base}/pdf/{paper_id}v1")
+            data = download_pdf(self.session, f"{self.api}/pdf/{paper_id}v1")
         except FetchError as exc:
             return "", exc.note, exc.transient
         try:

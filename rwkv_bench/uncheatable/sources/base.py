@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 from ...errors import UserError
 from ..texts import parse_timestamp
-
-if TYPE_CHECKING:
-    from .cache import Cache
+from .cache import Cache, Record
 
 CACHE_MAX_CHARS = 50_000    # a cached record keeps at most this much text (more if --chars asks for more)
 SOURCES = ("arxiv", "wikipedia", "github", "biorxiv", "file")
@@ -95,6 +94,11 @@ class Source(ABC):
         return {}
 
 
+def base_url(source: str, default: str) -> str:
+    """A source's API root; RWKV_BENCH_<SOURCE>_URL points it at a mirror (or a test server)."""
+    return os.environ.get(f"RWKV_BENCH_{source.upper()}_URL", default).rstrip("/")
+
+
 def listing_failed(api: str, texts: str, note: str) -> UserError:
     """The error that ends a run whose listing request failed: what was fetched is kept for the next run."""
     return UserError(f"the {api} API failed ({note}); {texts} fetched so far are cached: "
@@ -102,8 +106,15 @@ def listing_failed(api: str, texts: str, note: str) -> UserError:
 
 
 class FetchedSource(Source):
-    """A source that fetches over the network and keeps every text in `self.cache` (a cache.Cache)."""
-    cache: "Cache"
+    """A source that fetches over the network from `self.api`, its API root (RWKV_BENCH_<NAME>_URL points it at
+    a mirror or a test server), and keeps every text in `self.cache`: <cache dir>/<cache_folder>/, one
+    `record_type` record a text."""
+    record_type: type = Record
+
+    def __init__(self, settings: FetchSettings, session=None, *, api: str, cache_folder: str | None = None):
+        super().__init__(settings, session)
+        self.api = base_url(self.name, api)
+        self.cache = Cache(settings.cache_dir, cache_folder or self.name, self.record_type)
 
     def timestamp(self, text_id: str, stamp, date_name: str = "creation date") -> dt.datetime | None:
         """The item's timestamp, or None (skipped with a line) when it is malformed."""

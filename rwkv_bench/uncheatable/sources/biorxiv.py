@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..texts import compose, normalize
-from .base import FetchedSource, Window, listing_failed
-from .cache import Cache, Record
-from .http import FetchError, base_url, fetch, parse_xml, read_json
+from .base import FetchedSource, Window, base_url, listing_failed
+from .cache import Record
+from .http import FetchError, fetch, parse_xml, read_json
 
 SITE = "https://www.biorxiv.org"
 
@@ -45,13 +45,10 @@ def jats_body(content: bytes) -> str:
 
 class BiorxivSource(FetchedSource):
     name = "biorxiv"
-    min_delay = 1.0
 
     def __init__(self, settings, session=None):
-        super().__init__(settings, session)
-        self.api = base_url("biorxiv", "https://api.biorxiv.org")
+        super().__init__(settings, session, api="https://api.biorxiv.org")
         self.site = base_url("biorxiv_site", SITE)
-        self.cache = Cache(settings.cache_dir, "biorxiv")
 
     def entries(self, window: Window) -> Iterator[dict]:
         cursor = 0

@@ -24,8 +24,8 @@ from urllib.parse import quote, urlencode
 from ...errors import UserError
 from ..texts import normalize
 from .base import FetchedSource, Window, listing_failed
-from .cache import Cache, Record
-from .http import FetchError, base_url, fetch, read_json
+from .cache import Record
+from .http import FetchError, fetch, read_json
 
 TOKEN_ENV = "GITHUB_TOKEN"
 LANGUAGES = {".py": "Python", ".js": "JavaScript", ".ts": "TypeScript", ".go": "Go", ".rs": "Rust",
@@ -40,17 +40,14 @@ def rate_limit_note(exc: FetchError) -> str:
 
 class GithubSource(FetchedSource):
     name = "github"
-    min_delay = 1.0
 
     def __init__(self, settings, session=None):
-        super().__init__(settings, session)
-        self.api = base_url("github", os.environ.get("GITHUB_API_URL", "https://api.github.com"))
+        super().__init__(settings, session, api=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
         self.extensions = tuple(settings.github_extensions)
         unknown = [e for e in self.extensions if e not in LANGUAGES]
         if unknown:
             raise UserError(f"--github-extensions: no GitHub language for {unknown[0]!r} "
                             f"(known: {', '.join(LANGUAGES)})")
-        self.cache = Cache(settings.cache_dir, "github")
 
     def headers(self) -> dict:
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}

@@ -7,7 +7,6 @@ body arrives cut short or unreadable (`fetch`'s `read` raising ValueError).
 """
 from __future__ import annotations
 
-import os
 import time
 import xml.etree.ElementTree as ET
 from typing import Callable, TypeVar
@@ -19,11 +18,6 @@ from urllib3.util.retry import Retry
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_RETRY_AFTER_S = 60.0
 USER_AGENT = "rwkv-bench/0.1 (uncheatable eval; polite: spaced requests, cached answers)"
-
-
-def base_url(source: str, default: str) -> str:
-    """A source's API root; RWKV_BENCH_<SOURCE>_URL points it at a mirror (or a test server)."""
-    return os.environ.get(f"RWKV_BENCH_{source.upper()}_URL", default).rstrip("/")
 
 
 def read_json(resp: requests.Response, what: str = "the API answer"):

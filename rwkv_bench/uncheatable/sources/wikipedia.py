@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 from ...errors import UserError
 from ..texts import normalize
 from .base import FetchedSource, Window, listing_failed
-from .cache import Cache, Record
-from .http import FetchError, base_url, fetch, read_json
+from .cache import Record
+from .http import FetchError, fetch, read_json
 
 LICENCE = "CC BY-SA 4.0"
 LANG = re.compile(r"[a-z]{2,3}(-[a-z]+)*")
@@ -46,13 +46,11 @@ def read_api(resp) -> dict:
 
 class WikipediaSource(FetchedSource):
     name = "wikipedia"
-    min_delay = 1.0
 
     def __init__(self, settings, session=None):
-        super().__init__(settings, session)
         self.lang = check_lang(settings.wikipedia_lang)
-        self.api = base_url("wikipedia", f"https://{self.lang}.wikipedia.org/w/api.php")
-        self.cache = Cache(settings.cache_dir, f"wikipedia-{self.lang}")
+        super().__init__(settings, session, api=f"https://{self.lang}.wikipedia.org/w/api.php",
+                         cache_folder=f"wikipedia-{self.lang}")
 
     def url(self, **params) -> str:
         return self.api + "?" + urlencode({"action": "query", "format": "json", "formatversion": "2",
