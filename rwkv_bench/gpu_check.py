@@ -37,6 +37,7 @@ Options: --out DIR (the sweep's run directory; default a temporary one), --skip-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -129,14 +130,30 @@ def _max_rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------------------ WKV cases
-def _case_name(kernel: str, dtype: torch.dtype, shape: str, state: str, *options: tuple[str, str]) -> str:
-    """A check's name: kernel, dtype, shape and state, then each (value, default) option not at its default."""
-    extras = [value for value, default in options if value != default]
-    return " ".join([kernel, str(dtype).removeprefix("torch."), shape, state, *extras])
+@dataclass(frozen=True)
+class KernelCase:
+    """B sequences of T tokens in `dtype`, as every kernel check has them; each kernel's case adds its width,
+    the state it starts from and its options (str fields with a default)."""
+    kernel = ""                     # the kernel's name in every check's name
+    dtype: torch.dtype
+    B: int                          # sequences
+    T: int                          # tokens each
+
+    @property
+    def name(self) -> str:
+        """Kernel, dtype, sizes and state, then each option not at its default: "wkv float32 B=2 T=30 C=16 prefix"."""
+        words = [self.kernel, str(self.dtype).removeprefix("torch.")]
+        for f in dataclasses.fields(self)[1:]:
+            value = getattr(self, f.name)
+            if isinstance(value, int):
+                words.append(f"{f.name}={value}")
+            elif f.name == "state" or value != f.default:
+                words.append(value)
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(KernelCase):
     """One kernel check: shapes, the initial state, the input values and the memory layout.
 
     state: "empty", "prefix" (as a real prefix leaves it), "mixed" (even sequences empty, odd ones with a
@@ -147,18 +164,11 @@ class Case:
     layout: "contiguous" or "strided" (k, v, the state and the gradient of y as transposed views, w and u
       as every other element of a wider tensor).
     """
-    dtype: torch.dtype
-    B: int
-    T: int
-    C: int
+    kernel = "wkv"
+    C: int                          # channels
     state: str = "empty"
     values: str = "normal"
     layout: str = "contiguous"
-
-    @property
-    def name(self) -> str:
-        return _case_name("wkv", self.dtype, f"B={self.B} T={self.T} C={self.C}", self.state,
-                          (self.values, "normal"), (self.layout, "contiguous"))
 
 
 def _case_inputs(B: int, T: int, C: int, state: str, values: str, seed: int):
@@ -416,7 +426,7 @@ WKV7_N = 64          # every published RWKV-7's head size, the only one the CUDA
 
 
 @dataclass(frozen=True)
-class Case7:
+class Case7(KernelCase):
     """One WKV-7 kernel check: shapes, the state carried in and where it lives, the inputs' memory layout.
 
     state: "zero" or "carried" (a random state in, which every early token's y reads).
@@ -425,18 +435,11 @@ class Case7:
       "transposed" (each N x N block stored column-major: ops.wkv7 works on a copy and writes it back).
     layout: "contiguous" or "strided" (r, w, k, v, a, b as transposed views).
     """
-    dtype: torch.dtype
-    B: int
-    T: int
-    H: int
+    kernel = "wkv7"
+    H: int                          # heads of WKV7_N channels
     state: str = "carried"
     at: str = "own"
     layout: str = "contiguous"
-
-    @property
-    def name(self) -> str:
-        return _case_name("wkv7", self.dtype, f"B={self.B} T={self.T} H={self.H}", self.state,
-                          (self.at, "own"), (self.layout, "contiguous"))
 
 
 @lru_cache(maxsize=1)
@@ -635,6 +638,14 @@ def _verdict_word(ok: bool | None) -> str:
     return {True: "pass", False: "FAIL", None: "n/a"}[ok]
 
 
+def _kernel_checks(device: str, label: str, build, cases: list[KernelCase], check_case) -> list[Result]:
+    """A kernel's build (a row of its own), then its cases when it built."""
+    built = _timed(f"build {device} {label} kernel", lambda: (True, build(device)))
+    if not built.ok:
+        return [built]
+    return [built] + [_timed(case.name, lambda: check_case(device, case)) for case in cases]
+
+
 def run_checks(device: str, quick: bool = False, model: bool = True, sweep_out: Path | None = None,
                deadline: float | None = None) -> list[Result]:
     """Every check on `device`; the sweep gets what is left until `deadline` (time.perf_counter()).
@@ -642,16 +653,11 @@ def run_checks(device: str, quick: bool = False, model: bool = True, sweep_out: 
     from .ops.wkv import require_kernel
     from .ops.wkv7 import require_kernel as require_wkv7_kernel
 
-    results = [_timed(f"build {device} WKV-4 kernel", lambda: (True, require_kernel(device)))]
-    wkv_built = results[-1].ok
-    if wkv_built:
-        for case in wkv_cases(quick):
-            results.append(_timed(case.name, lambda: check_wkv_case(device, case)))
-    results.append(_timed(f"build {device} WKV-7 kernel", lambda: (True, require_wkv7_kernel(device))))
-    wkv7_built = results[-1].ok
-    if wkv7_built:
-        for case7 in wkv7_cases(quick):
-            results.append(_timed(case7.name, lambda: check_wkv7_case(device, case7)))
+    results = _kernel_checks(device, "WKV-4", require_kernel, wkv_cases(quick), check_wkv_case)
+    wkv_built = results[0].ok
+    wkv7_results = _kernel_checks(device, "WKV-7", require_wkv7_kernel, wkv7_cases(quick), check_wkv7_case)
+    wkv7_built = wkv7_results[0].ok
+    results += wkv7_results
     if device.startswith("cuda"):
         if wkv_built:
             results.append(_timed("wkv on a non-default stream", lambda: check_side_stream(device)))
