@@ -32,10 +32,10 @@ TIMEOUT = dt.timedelta(hours=24)
 @dataclass(frozen=True)
 class Dist:
     """This process's place in the launch (rank 0 of 1 without torchrun)."""
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
+    rank: int = 0                   # RANK: this process's place among all of them
+    world_size: int = 1             # WORLD_SIZE: processes in the launch
+    local_rank: int = 0             # LOCAL_RANK: its place on this machine, which picks its GPU
+    local_world_size: int = 1       # LOCAL_WORLD_SIZE: processes sharing this machine's cores
 
     @property
     def enabled(self) -> bool:

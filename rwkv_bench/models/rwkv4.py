@@ -36,9 +36,9 @@ ATT_SHIFT, AA, BB, PP, FFN_SHIFT = range(5)
 
 @dataclass
 class RWKVConfig:
-    vocab_size: int = 50277
-    n_layer: int = 12
-    n_embd: int = 768
+    vocab_size: int = 50277     # the GPT-NeoX-20B tokenizer's, as in the Pile models
+    n_layer: int = 12           # blocks
+    n_embd: int = 768           # C, the width of each token's vector
     ffn_dim: int = 0            # 0 means 4 * n_embd, as in the paper
     layer_norm_eps: float = 1e-5
 
@@ -96,12 +96,12 @@ class TimeMix(nn.Module):
         super().__init__()
         self.time_decay = nn.Parameter(torch.zeros(C))   # w = -exp(time_decay): per-channel decay
         self.time_first = nn.Parameter(torch.zeros(C))   # u: bonus for the current token
-        self.time_mix_k = nn.Parameter(torch.zeros(C))
-        self.time_mix_v = nn.Parameter(torch.zeros(C))
-        self.time_mix_r = nn.Parameter(torch.zeros(C))
-        self.key = nn.Linear(C, C, bias=False)
-        self.value = nn.Linear(C, C, bias=False)
-        self.receptance = nn.Linear(C, C, bias=False)
+        self.time_mix_k = nn.Parameter(torch.zeros(C))   # mu_k: the key's share of x against the previous token
+        self.time_mix_v = nn.Parameter(torch.zeros(C))   # mu_v: the value's
+        self.time_mix_r = nn.Parameter(torch.zeros(C))   # mu_r: the receptance's
+        self.key = nn.Linear(C, C, bias=False)           # k: a token's log-weight in the average
+        self.value = nn.Linear(C, C, bias=False)         # v: what is averaged
+        self.receptance = nn.Linear(C, C, bias=False)    # r: sigmoid(r) gates the average
         self.output = nn.Linear(C, C, bias=False)
 
     def projections(self, x, last):
@@ -134,11 +134,11 @@ class ChannelMix(nn.Module):
 
     def __init__(self, C: int, ffn_dim: int):
         super().__init__()
-        self.time_mix_k = nn.Parameter(torch.zeros(C))
+        self.time_mix_k = nn.Parameter(torch.zeros(C))   # token-shift mixes, as in TimeMix
         self.time_mix_r = nn.Parameter(torch.zeros(C))
-        self.key = nn.Linear(C, ffn_dim, bias=False)
-        self.receptance = nn.Linear(C, C, bias=False)
-        self.value = nn.Linear(ffn_dim, C, bias=False)
+        self.key = nn.Linear(C, ffn_dim, bias=False)     # up to ffn_dim, then relu^2
+        self.receptance = nn.Linear(C, C, bias=False)    # sigmoid(r) gates the output
+        self.value = nn.Linear(ffn_dim, C, bias=False)   # back down to C
 
     def mix_and_project(self, x, last):
         xk, xr = mix(x, last, torch.stack([self.time_mix_k, self.time_mix_r]))

@@ -42,10 +42,10 @@ HEAD_SIZE = 64
 
 @dataclass
 class RWKV7Config:
-    vocab_size: int = 50304
-    n_layer: int = 12
-    n_embd: int = 768
-    head_size: int = HEAD_SIZE
+    vocab_size: int = 50304       # GPT-NeoX-20B's 50277 tokens padded to a multiple of 64 (the x070 Pile models)
+    n_layer: int = 12             # blocks
+    n_embd: int = 768             # C = heads x head size
+    head_size: int = HEAD_SIZE    # N: channels per head, each head an N x N state
     ffn_dim: int = 0              # 0: 4 x n_embd, as in every published x070 model
     decay_lora: int = 0           # LoRA widths; 0: RWKV-LM's suggestion for this width
     a_lora: int = 0

@@ -1,11 +1,5 @@
 """Counting the work an lm-eval model does, per request type: ours counts itself, lm-eval's `hf` model
-(HFLM) is counted from outside through public seams (`attach_meter`).
-
-tokens_processed   positions the model ran, padding included
-tokens_padding     of which padding (rows of unequal length batched together)
-tokens_reencode    positions a model running every request alone, from scratch, would run
-forward_passes     calls of the network over a batch (each chunk of a long input counts)
-model_time_s       time inside the request method (tokenising included)
+(HFLM) is counted from outside through public seams (`attach_meter`). `Counts` says what each number counts.
 """
 from __future__ import annotations
 
@@ -20,12 +14,13 @@ REQUEST_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 @dataclass
 class Counts:
-    requests: int = 0
-    tokens_processed: int = 0
-    tokens_padding: int = 0
-    tokens_reencode: int = 0
-    forward_passes: int = 0
-    model_time_s: float = 0.0
+    """The work of one request type."""
+    requests: int = 0               # requests lm-eval handed the model
+    tokens_processed: int = 0       # positions the model ran, padding included
+    tokens_padding: int = 0         # of which padding (rows of unequal length batched together)
+    tokens_reencode: int = 0        # positions a model running every request alone, from scratch, would run
+    forward_passes: int = 0         # calls of the network over a batch (each chunk of a long input counts)
+    model_time_s: float = 0.0       # seconds inside the request method (tokenising included)
 
     def count_unshared(self, tokens: int, chunk_size: int) -> None:
         """A text run whole and alone (rolling scores, generation prompts): nothing to share or pad."""

@@ -51,24 +51,24 @@ class PointSpec:
     """Everything the child needs to measure one point; written to a JSON file it reads."""
     model: str                      # the spec the user gave: parsed and loaded in the child, the tables' label
     scenario: str                   # the first of `phases`
-    seq_len: int
+    seq_len: int                    # T, tokens of context
     device: str = "cpu"
     dtype: str = "float32"
-    kv_cache: bool = True
-    repeats: int = 3
-    warmup: int = 1
-    prompt_len: int = 16
-    time_budget_s: float = 300.0
-    memory_limit_bytes: int | None = None
-    seed: int = 0
-    chunk_size: int = 1024
-    tokenizer: str | None = None
-    threads: int | None = None
-    max_token_rows: int = MAX_TOKEN_ROWS
+    kv_cache: bool = True           # transformers decode with their KV cache (else re-run all T per token)
+    repeats: int = 3                # timed prefill passes
+    warmup: int = 1                 # untimed passes before them
+    prompt_len: int = 16            # generate: tokens of prompt before the T generated
+    time_budget_s: float = 300.0    # past it (after loading) the point is a timeout
+    memory_limit_bytes: int | None = None  # cap on what the point needs beyond the loaded model
+    seed: int = 0                   # of the weights and the token ids
+    chunk_size: int = 1024          # tokens per chunk of RWKV's parallel mode
+    tokenizer: str | None = None    # for models without one of their own
+    threads: int | None = None      # torch threads (None: torch's default)
+    max_token_rows: int = MAX_TOKEN_ROWS  # tokens.csv rows per sequence (beyond: averages of positions)
     phases: list[str] | None = None  # scenarios measured in this child, in order (default: [scenario])
-    decode_steps: int = 32
-    decode_ref_len: int = 0
-    repeat_time_s: float = 20.0
+    decode_steps: int = 32          # timed decode steps at context T
+    decode_ref_len: int = 0         # context of the reference state whose steps alternate with them (0: none)
+    repeat_time_s: float = 20.0     # prefill passes stop repeating once the timed ones took this long
     wkv: str | None = None         # RWKV_BENCH_WKV for the child: kernel, or reference when the user allowed it
     check_lengths: list[int] | None = None  # generate: decode grid lengths <= T for the one-process Figure 7 check
     batch: int = 1                  # serve: sequences decoded together
