@@ -361,7 +361,7 @@ def test_every_source_from_the_installed_command_killed_and_resumed(tmp_path):
         point_sources_at(env, server.url)
         cli = [str(Path(sys.executable).parent / "rwkv-bench"), "uncheatable",
                "--sources", "arxiv,wikipedia,github,biorxiv,file", "--papers-file", str(tmp_path / "mine.json"),
-               "--models", "rwkv4-tiny,llama-tiny", "--papers", "2", "--min-chars", "100", "--chars", "1500",
+               "--models", "rwkv4-tiny,llama-tiny", "--papers", "2", "--min-chars", "100", "--chars", "400",
                "--since", "2025-01-01", "--until", "2025-01-14", "--after", "2024-12-31",
                "--cache-dir", str(tmp_path / "cache"), "--page-size", "2", "--retries", "1", "--bootstrap", "200",
                "--out", str(out), "--no-progress"]
