@@ -206,3 +206,27 @@ def test_trim_also_empties_the_blas_buffer_pool_a_batched_step_fills():
     assert held_after_gemms("trim") < 2 ** 20
     if torch.backends.mkl.is_available():
         assert held_after_gemms("malloc_trim") > 2 * 2 ** 20
+
+
+def test_the_plan_estimates_the_serve_points_and_leaves_out_those_predicted_past_memory():
+    from rwkv_bench.scaling.estimate import Size, batch_step_s, serve_cost_s
+    from rwkv_bench.scaling.plan import plan_text, serve_cost_total_s
+
+    rwkv, neox = Size(12, 768), Size(12, 768, transformer=True)
+    # rwkv4-169m on 1 thread of the Xeon here: 65 ms a step at B = 1, 3.4 s at B = 1,024 (serving-169m)
+    assert 0.04 < batch_step_s(rwkv, 1024, 1) < 0.1 and 2 < batch_step_s(rwkv, 1024, 1024) < 5
+    assert batch_step_s(neox, 8192, 4) > 4 * batch_step_s(neox, 1024, 4) > 0  # each row reads its KV cache
+    budgeted = serve_cost_s(32768, 1, neox, True, 8, time_budget_s=150)
+    assert budgeted < serve_cost_s(32768, 1, neox, True, 8, time_budget_s=10 ** 6)  # a budget cuts a point off
+    def config(memory_limit):
+        return ScalingConfig(models="rwkv4-tiny,gptneox-tiny", scenario="serve", serve_lengths="32768",
+                             batch_sizes="1,4", recurrent_max_batch=4, memory_limit=memory_limit)
+
+    c = config("256M")
+    sizes = {"rwkv4-tiny": Size(), "gptneox-tiny": Size(transformer=True)}
+    tiny_rwkv = sum(serve_cost_s(32768, B, Size(), B == 1, c.decode_steps, c.time_budget) for B in (1, 4))
+    neox_b1 = serve_cost_s(32768, 1, Size(transformer=True), True, c.decode_steps, c.time_budget)
+    # gptneox-tiny at 32,768: 256 MiB of KV cache a sequence, and a prefill's 448 MiB of activations
+    assert serve_cost_total_s(c, sizes) == pytest.approx(tiny_rwkv)
+    assert serve_cost_total_s(config("900M"), sizes) == pytest.approx(tiny_rwkv + neox_b1)  # B = 4 needs 1 GiB
+    assert "rough estimate" in plan_text(c, [], {}, sizes)

@@ -30,11 +30,12 @@ import re
 import resource
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from ..trackers import CudaPeakMemory, latency, peak_rss_bytes, reset_peak_rss, rss_bytes, sync
 from ..allocator import trim
-from .phase_tools import PointFailure, median, random_ids
+from .phase_tools import PointFailure, held_now, median, random_ids, timed_steps
 from .points import PointSpec, region_files
 from .store import kv_label
 
@@ -327,25 +328,16 @@ def measure_decode(backend, spec: PointSpec, region: MeasuredRegion, clock: Cloc
     logits = None
     no_cache = backend.family == "transformer" and not spec.kv_cache
     region.begin(spec.memory_limit_bytes, baseline=baseline)
-    times = []
-    for _ in range(max(1, spec.decode_steps)):
-        token, cache, seconds = timed_step(backend, token, cache)
-        times.append(seconds)
-        if clock.over():
-            raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s "
-                                          f"after {len(times)} decode steps at T={T}")
-        if clock.elapsed() + times[-1] > spec.time_budget_s or (no_cache and sum(times) >= spec.repeat_time_s):
-            break
+    enough = (lambda times: sum(times) >= spec.repeat_time_s) if no_cache else None
+    token, cache, times = timed_steps(partial(timed_step, backend), token, cache, spec.decode_steps, clock,
+                                      f"decode steps at T={T}", enough)
     mem = region.end()
     row = {"latency_s": median(times), "latency_mean_s": sum(times) / len(times), "latency_min_s": min(times),
            "latency_max_s": max(times), "repeats": len(times), "tokens_per_s": len(times) / sum(times),
            "prompt_len": T, "prompt_s": prefill_s, **mem}
-    if backend.device.type == "cuda":
-        if baseline is not None:
-            row["held_mem_bytes"] = max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
-    else:
-        trim()  # what is left after the freed heap goes back to the OS: the state or KV cache at T
-        row["held_mem_bytes"] = max(0, rss_bytes() - mem["baseline_bytes"])
+    held = held_now(backend, region, baseline if backend.device.type == "cuda" else mem["baseline_bytes"])
+    if held is not None:  # what the steps left: the state or KV cache at T
+        row["held_mem_bytes"] = held
     ref = spec.decode_ref_len
     if ref and ref != T:
         row.update(interleave(backend, spec, clock, cache, token, ref, len(times)))

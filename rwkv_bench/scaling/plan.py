@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .config import ScalingConfig
 from ..recording import cpu_name
-from .estimate import CALIBRATED_ON, LOAD_S, estimated_cost_s
+from .estimate import CALIBRATED_ON, LOAD_S, estimated_cost_s, serve_cost_s
 from .points import SERVE
 from .predict import memory_refusal, predict
 
@@ -42,6 +42,21 @@ def point_cost_s(point: Point, c: ScalingConfig, sizes: dict, dims: dict) -> flo
     return min(estimated_cost_s(scenario, T, sizes[model]), float(c.time_budget) + LOAD_S)
 
 
+def serve_cost_total_s(c: ScalingConfig, sizes: dict) -> float:
+    """The serve points' estimate: every (T, model, B) that is not predicted past the memory budget."""
+    from .serving import analytic_state_bytes, predicted_bytes, serve_points
+    from .serving_measure import distinct_prompts
+
+    total = 0.0
+    for T, spec, B in serve_points(c):
+        if memory_refusal(predicted_bytes(spec, T, B, c, analytic_state_bytes(spec, T, c.dtype)),
+                          c.memory_limit_bytes):
+            continue
+        total += serve_cost_s(T, B, sizes[spec.text], distinct_prompts(B, T, c.prefill_token_budget),
+                              c.decode_steps, float(c.time_budget))
+    return total
+
+
 def plan_text(c: ScalingConfig, todo: list[Point], costs: dict, sizes: dict) -> str:
     """What the sweep is about to do, and roughly how long it takes, before it starts."""
     models = c.model_names
@@ -50,7 +65,9 @@ def plan_text(c: ScalingConfig, todo: list[Point], costs: dict, sizes: dict) -> 
         grid = c.lengths[scenario]
         if scenario == SERVE:
             lines.append(f"  serve: T = {', '.join(f'{t:,}' for t in grid)}; B = {c.batch_grid(False)} "
-                         f"(recurrent models to {c.batch_grid(True)[-1]:,}), then the capacity at each T")
+                         f"(recurrent models to {c.batch_grid(True)[-1]:,}), then the capacity at each T; rough "
+                         f"estimate {duration(serve_cost_total_s(c, sizes))} (calibrated on {CALIBRATED_ON}; the "
+                         "capacity runs, which depend on the grid's measurements, not counted)")
             continue
         how = {"generate": " (every token decoded and timed one by one: the direct Figure 7)",
                "decode": " (prefill to T in the prefill's child, then timed steps at context T; Figure 7 is "

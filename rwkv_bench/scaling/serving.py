@@ -20,6 +20,7 @@ from .capacity import capacity_batch, measured_bytes_per_sequence
 from .config import ScalingConfig
 from .launcher import launch
 from .points import SERVE, PointSpec
+from .serving_measure import distinct_prompts
 from .predict import DTYPE_BYTES, activation_bytes, memory_refusal, transformer_dims
 from .store import FAILED, serve_key
 
@@ -83,7 +84,7 @@ def predicted_bytes(spec: ModelSpec, T: int, B: int, c: ScalingConfig, state: in
     if state is None:
         return None
     dims = transformer_dims(spec) if not is_recurrent(spec) else None
-    distinct = B == 1 or B * T <= c.prefill_token_budget
+    distinct = distinct_prompts(B, T, c.prefill_token_budget)
     activations = activation_bytes(dims, B * T if distinct else T, c.dtype) if dims is not None else 0
     prefill = (B if distinct else 1) * state + activations
     return max(prefill, B * state) + LOGITS_ROWS * B * 50304 * 4

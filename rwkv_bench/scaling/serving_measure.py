@@ -12,8 +12,9 @@ first step (the states or KV caches alone), `peak_mem_bytes` adds a step's trans
 from __future__ import annotations
 
 import time
+from functools import partial
 
-from ..trackers import rss_bytes, sync
+from ..trackers import sync
 from .points import PointSpec
 
 UNTIMED_STEPS = 2
@@ -26,6 +27,11 @@ def percentile(values: list[float], q: float) -> float:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def distinct_prompts(B: int, T: int, prefill_token_budget: int) -> bool:
+    """Whether B sequences at T start from B prompts prefilled together, or from copies of one."""
+    return B == 1 or B * T <= prefill_token_budget
 
 
 def batch_step(backend, tokens, cache):
@@ -44,7 +50,7 @@ def prefill_rows(backend, spec: PointSpec, vocab: int):
     from .phase_tools import random_ids
 
     B, T = spec.batch, spec.seq_len
-    distinct = B == 1 or B * T <= spec.prefill_token_budget  # one prompt is its own distinct prefill
+    distinct = distinct_prompts(B, T, spec.prefill_token_budget)
     ids = random_ids((B if distinct else 1) * T, vocab, spec.seed).reshape(-1, T)
     t0 = time.perf_counter()
     logits, cache = backend.start_batch(ids)
@@ -58,7 +64,7 @@ def prefill_rows(backend, spec: PointSpec, vocab: int):
 
 
 def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline: int | None) -> dict:
-    from .phase_tools import PointFailure, median
+    from .phase_tools import held_now, median, timed_steps
 
     B, T = spec.batch, spec.seq_len
     region.begin(spec.memory_limit_bytes, baseline=baseline)
@@ -66,15 +72,8 @@ def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline:
     states_held = held_now(backend, region, baseline)  # the B states or KV caches alone, before any step
     for _ in range(UNTIMED_STEPS):  # the first steps at a new batch size allocate their buffers
         tokens, cache, _ = batch_step(backend, tokens, cache)
-    times = []
-    for _ in range(max(1, spec.decode_steps)):
-        tokens, cache, seconds = batch_step(backend, tokens, cache)
-        times.append(seconds)
-        if clock.over():
-            raise PointFailure("timeout", f"exceeded the time budget of {spec.time_budget_s:g} s after "
-                                          f"{len(times)} steps of {B} sequences at T={T}")
-        if clock.elapsed() + seconds > spec.time_budget_s:
-            break
+    tokens, cache, times = timed_steps(partial(batch_step, backend), tokens, cache, spec.decode_steps, clock,
+                                       f"steps of {B} sequences at T={T}")
     mem = region.end()
     row = {"batch": B, "prefill": how, "prefill_s": prefill_s,
            "prefill_tokens_per_s": B * T / prefill_s if how == "distinct" and prefill_s > 0 else None,
@@ -86,15 +85,3 @@ def measure_serve(backend, spec: PointSpec, region, clock, vocab: int, baseline:
     del cache
     return row
 
-
-def held_now(backend, region, baseline: int | None) -> int | None:
-    """Memory held now above the loaded model: CPU the RSS after freed heap goes back to the OS (malloc_trim),
-    CUDA the memory allocated."""
-    from ..allocator import trim
-
-    if baseline is None:
-        return None
-    if backend.device.type == "cuda":
-        return max(0, region.cuda_memory.torch.cuda.memory_allocated(backend.device) - baseline)
-    trim()
-    return max(0, rss_bytes() - baseline)
