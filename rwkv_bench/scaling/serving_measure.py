@@ -5,9 +5,10 @@ Prefill: B different prompts of T random tokens in one batched call while B x T 
 copies: a decode step costs the same whatever the state holds, and the copies take the memory B sequences
 take). Then two untimed batched steps, and `decode_steps` timed ones, each advancing all B rows by one
 greedy token. Memory, as for decode (measure.py): from the loaded model, so the B states or KV caches count;
-`held_mem_bytes` is the RSS after the steps and a malloc_trim (what serving B sequences keeps: their states
-and whatever the batched step keeps, such as a BLAS library's buffers), `states_held_bytes` the same before the
-first step (the states or KV caches alone), `peak_mem_bytes` adds a step's transients.
+`held_mem_bytes` is the RSS after the steps and a trim (allocator.trim: glibc's free heap and MKL's GEMM buffer
+pool go back to the OS; both are caches of the process, bounded whatever B), so what serving B sequences keeps:
+their states and whatever else the steps left alive; `states_held_bytes` the same before the first step (the
+states or KV caches alone); `peak_mem_bytes` adds a step's transients, its GEMM buffers among them.
 """
 from __future__ import annotations
 

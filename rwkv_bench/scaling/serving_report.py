@@ -207,10 +207,11 @@ def capacity_section(serving: pd.DataFrame, meta: dict, budget: float | None, he
     return [f"{heading} Sequences that fit in {gib} at context T", "",
             f"Budget {gib} ({source}) for the states or KV caches beyond the loaded model. Largest B = budget / "
             "bytes per sequence, measured over the batch grid (the held memory's growth from the smallest to the "
-            "largest B over their difference; held after the steps, so it counts what a batched step keeps, such "
-            "as BLAS buffers; `states alone` measures the same before the first step) or, without a measurement, "
-            "analytic. A B beyond the largest one "
-            "run is a prediction and says so; one run to confirm it says `confirmed`.", "",
+            "largest B over their difference; held after the steps and a trim, which returns glibc's free heap and "
+            "MKL's GEMM buffer pool, caches of the process bounded whatever B; what a step needs while it runs is "
+            "in peak_mem_bytes; `states alone` measures the same before the first step) or, without a "
+            "measurement, analytic. A B beyond the largest one run is a prediction and says so; one run to "
+            "confirm it says `confirmed`.", "",
             markdown_table(rows) if rows else "No serve rows.", ""]
 
 
