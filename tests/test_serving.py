@@ -164,6 +164,9 @@ def test_the_report_of_a_serve_only_run(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "Sequences that fit in 8 GiB" in (tmp_path / "capacity.md").read_text()
     assert "**r** fits" in summary and "as many sequences as **t**" in summary
+    # neither largest B ran (r: tens of thousands, t: 8 at 1 GiB each): each at the largest B it ran, said so
+    assert ("aggregate decode tokens/s 4x (800 at B=64, the largest B run (not B=46,6" in summary
+            and "against 200 at B=4, the largest B run (not B=8))" in summary), summary
     assert "aggregate decode tokens/s at B=64 is 8x that at B=1" in summary
     assert [r["S_PP t/s"] for r in batched_rows(read_serving(tmp_path)) if r["model"] == "t"] == [None, None]
 

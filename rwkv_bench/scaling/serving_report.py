@@ -65,6 +65,9 @@ def capacity_rows(serving: pd.DataFrame, budget: float | None) -> list[dict]:
                "largest B": B, "basis": "measured" if measured else "analytic"}
         tried = rows[(rows["batch"] == B) & (rows["status"] != "ok")] if B else rows.iloc[:0]
         row.update(at_capacity(ok, B, tried.iloc[-1] if len(tried) else None))
+        fits = ok if B is None else ok[ok["batch"] <= B]
+        last = fits.sort_values("batch").iloc[-1] if len(fits) else None
+        row["_run"] = (int(last["batch"]), float(last["decode_tokens_per_s"])) if last is not None else None
         failed = rows[rows["status"].isin(FAILED) & (rows["batch"] <= (B or 0)) & (rows["batch"] != B)]
         if len(failed):  # a smaller B already failed: the prediction is not to be trusted as it stands
             first = failed.sort_values("batch").iloc[0]
@@ -257,6 +260,17 @@ def largest(B) -> str:
     return f"{int(B):,}" if B is not None else MISSING
 
 
+def tokens_at(row: dict) -> tuple[float | None, str]:
+    """A capacity row's aggregate decode tokens/s at its largest B, or, where that B did not run, at the largest
+    B that ran within it, saying which."""
+    if row["_tps"]:
+        return row["_tps"], f"at B={row['largest B']:,}"
+    if row["_run"]:
+        B, tps = row["_run"]
+        return tps, f"at B={B:,}, the largest B run (not B={row['largest B']:,})"
+    return None, ""
+
+
 def ratio_lines(serving: pd.DataFrame, meta: dict) -> list[str]:
     """At the longest T: each recurrent model's largest B and tokens/s against each transformer's, as ratios."""
     rows = capacity_rows(serving, budget_of(meta))
@@ -267,8 +281,9 @@ def ratio_lines(serving: pd.DataFrame, meta: dict) -> list[str]:
     out = []
     for a in (r for r in at_t if r["family"] in ("rwkv", "mamba")):
         for b in (r for r in at_t if r["family"] == "transformer"):
-            tps = (f"; aggregate decode tokens/s {a['_tps'] / b['_tps']:.3g}x" if a["_tps"] and b["_tps"] else
-                   "; tokens/s not comparable (a largest B was not run)")
+            (a_tps, a_at), (b_tps, b_at) = tokens_at(a), tokens_at(b)
+            tps = (f"; aggregate decode tokens/s {a_tps / b_tps:.3g}x ({fmt(a_tps, '.4g')} {a_at} against "
+                   f"{fmt(b_tps, '.4g')} {b_at})" if a_tps and b_tps else "; tokens/s not comparable (no B ran)")
             ratio = a["largest B"] / b["largest B"]
             times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
             out.append(f"- At T={T:,}: **{a['model']}** fits {times}x as many sequences as **{b['model']}** "
