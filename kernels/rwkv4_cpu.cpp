@@ -7,14 +7,16 @@
 //  * shift_mix, relu_square_, sigmoid_mul_: the parallel forward's token shift and mixes, squared ReLU and
 //    receptance gate, each one pass over memory instead of two or three.
 // Same formulas as rwkv4.py.
-#include <torch/extension.h>
-
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "torch_binding.h"
 #include "wkv_step.h"
 
 namespace {
@@ -45,13 +47,13 @@ void mix_and_shift(const float* x, float* shift, const std::vector<const float*>
   }
 }
 
-const float* ptr(const torch::Tensor& t) { return t.data_ptr<float>(); }
+const float* ptr(const at::Tensor& t) { return t.data_ptr<float>(); }
 
 // x (B, C): the layer's input, updated in place to its output. S: this layer's state (5, B, C).
-void time_mix(torch::Tensor& x, float* S, const torch::Tensor* p, double eps) {
+void time_mix(at::Tensor& x, float* S, const at::Tensor* p, double eps) {
   const int64_t B = x.size(0), C = x.size(1), BC = B * C;
   auto xa = at::layer_norm(x, {C}, p[kLn1W], p[kLn1B], eps);
-  auto mixed = torch::empty({3, B, C}, x.options());
+  auto mixed = at::empty({3, B, C}, x.options());
   mix_and_shift(ptr(xa), S + kAttShift * BC, {ptr(p[kAttMixK]), ptr(p[kAttMixV]), ptr(p[kAttMixR])},
                 mixed.data_ptr<float>(), B, C);
   auto k = at::linear(mixed[0], p[kAttKey]);
@@ -73,10 +75,10 @@ void time_mix(torch::Tensor& x, float* S, const torch::Tensor* p, double eps) {
   x.add_(at::linear(r, p[kAttOutput]));
 }
 
-void channel_mix(torch::Tensor& x, float* S, const torch::Tensor* p, double eps) {
+void channel_mix(at::Tensor& x, float* S, const at::Tensor* p, double eps) {
   const int64_t B = x.size(0), C = x.size(1), BC = B * C;
   auto xf = at::layer_norm(x, {C}, p[kLn2W], p[kLn2B], eps);
-  auto mixed = torch::empty({2, B, C}, x.options());
+  auto mixed = at::empty({2, B, C}, x.options());
   mix_and_shift(ptr(xf), S + kFfnShift * BC, {ptr(p[kFfnMixK]), ptr(p[kFfnMixR])}, mixed.data_ptr<float>(), B, C);
   auto k = at::linear(mixed[0], p[kFfnKey]);
   float* kp = k.data_ptr<float>();
@@ -90,15 +92,15 @@ void channel_mix(torch::Tensor& x, float* S, const torch::Tensor* p, double eps)
 
 // x (B, C) float32: the embedded token after block 0's ln0. state (L, 5, B, C) float32, updated in place.
 // params: kParamsPerLayer float32 contiguous tensors per layer. Returns the last block's output (B, C).
-torch::Tensor body_step(torch::Tensor x, torch::Tensor state, std::vector<torch::Tensor> params, double eps) {
+at::Tensor body_step(at::Tensor x, at::Tensor state, std::vector<at::Tensor> params, double eps) {
   const int64_t L = state.size(0);
   TORCH_CHECK(static_cast<int64_t>(params.size()) == L * kParamsPerLayer, "rwkv4 step: expected ",
               L * kParamsPerLayer, " parameter tensors, got ", params.size());
-  TORCH_CHECK(state.is_contiguous() && state.scalar_type() == torch::kFloat32, "rwkv4 step: state must be float32");
-  x = x.to(torch::kFloat32).contiguous().clone();
+  TORCH_CHECK(state.is_contiguous() && state.scalar_type() == at::kFloat, "rwkv4 step: state must be float32");
+  x = x.to(at::kFloat).contiguous().clone();
   TORCH_CHECK(x.dim() == 2 && state.size(2) == x.size(0) && state.size(3) == x.size(1), "rwkv4 step: shapes");
   for (const auto& t : params) {
-    TORCH_CHECK(t.scalar_type() == torch::kFloat32 && t.is_contiguous(), "rwkv4 step: float32 contiguous weights");
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous(), "rwkv4 step: float32 contiguous weights");
   }
   float* S = state.data_ptr<float>();
   const int64_t layer_stride = state.stride(0);
@@ -115,12 +117,12 @@ int64_t grain(int64_t row) { return std::max<int64_t>(1, 32768 / std::max<int64_
 
 // x (B, T, C), last (B, C): the position before x[:, 0]; mus (n, C). Returns (n, B, T, C) with
 // out[i, b, t] = s + (x[b, t] - s) * mus[i], s = x[b, t - 1] (last[b] at t = 0): token shift and mixes.
-torch::Tensor shift_mix(torch::Tensor x, torch::Tensor last, torch::Tensor mus) {
-  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == torch::kFloat32, "shift_mix: x must be (B, T, C) float32");
-  x = x.contiguous(), last = last.to(torch::kFloat32).contiguous(), mus = mus.contiguous();
+at::Tensor shift_mix(at::Tensor x, at::Tensor last, at::Tensor mus) {
+  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kFloat, "shift_mix: x must be (B, T, C) float32");
+  x = x.contiguous(), last = last.to(at::kFloat).contiguous(), mus = mus.contiguous();
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), n = mus.size(0);
   TORCH_CHECK(last.sizes() == at::IntArrayRef({B, C}) && mus.size(1) == C, "shift_mix: shapes");
-  auto out = torch::empty({n, B, T, C}, x.options());
+  auto out = at::empty({n, B, T, C}, x.options());
   const float *xp = ptr(x), *lp = ptr(last), *mp = ptr(mus);
   float* op = out.data_ptr<float>();
   at::parallel_for(0, B * T, grain(C), [&](int64_t begin, int64_t end) {
@@ -139,8 +141,8 @@ torch::Tensor shift_mix(torch::Tensor x, torch::Tensor last, torch::Tensor mus) 
 }
 
 // k = relu(k)^2, in place
-void relu_square_(torch::Tensor k) {
-  TORCH_CHECK(k.is_contiguous() && k.scalar_type() == torch::kFloat32, "relu_square_: float32 contiguous");
+void relu_square_(at::Tensor k) {
+  TORCH_CHECK(k.is_contiguous() && k.scalar_type() == at::kFloat, "relu_square_: float32 contiguous");
   float* kp = k.data_ptr<float>();
   at::parallel_for(0, k.numel(), 32768, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) kp[i] = kp[i] > 0.0f ? kp[i] * kp[i] : 0.0f;
@@ -148,10 +150,10 @@ void relu_square_(torch::Tensor k) {
 }
 
 // r = sigmoid(r) * v, in place in r
-void sigmoid_mul_(torch::Tensor r, torch::Tensor v) {
-  TORCH_CHECK(r.is_contiguous() && r.scalar_type() == torch::kFloat32 && r.sizes() == v.sizes(),
+void sigmoid_mul_(at::Tensor r, at::Tensor v) {
+  TORCH_CHECK(r.is_contiguous() && r.scalar_type() == at::kFloat && r.sizes() == v.sizes(),
               "sigmoid_mul_: float32 contiguous, same shapes");
-  v = v.to(torch::kFloat32).contiguous();
+  v = v.to(at::kFloat).contiguous();
   float* rp = r.data_ptr<float>();
   const float* vp = ptr(v);
   at::parallel_for(0, r.numel(), 32768, [&](int64_t begin, int64_t end) {

@@ -7,14 +7,14 @@
 // Layouts: r, w, k, v, a, b, y (B, T, C) contiguous, C = H * N; state (B, H, N, N) float32, updated in place,
 // each sequence's H * N * N block contiguous but the batch stride free (the model's state tensor packs the
 // token-shift rows next to it).
-#include <torch/extension.h>
-
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
 
 #include <algorithm>
 #include <atomic>
 #include <vector>
 
+#include "torch_binding.h"
 #include "wkv7_step.h"
 
 namespace wkv7 {

@@ -5,6 +5,7 @@
 #include "wkv_host.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
 
 #include <algorithm>
 #include <atomic>

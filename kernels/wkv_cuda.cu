@@ -5,13 +5,14 @@
 // No compile-time limit on T: the forward keeps the state in registers and (only when a backward will
 // follow) writes it to the scratch tensor, the backward reads it back from there, so T is bounded only by
 // memory. Consecutive threads own consecutive channels, so every load and store of a time step is coalesced.
-#include "wkv_host.h"
+//
+// Device code and its launchers only, with no torch header beyond c10's two 16-bit float types: nvcc parses
+// every header of a .cu at least three times (host and device front ends, then the host compiler), so the
+// tensor checks and the bindings live in wkv_cuda_host.cpp, which the C++ compiler builds once.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
-// c10's headers only (not ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers that a bare
-// nvcc install lacks), so the file compiles wherever nvcc and torch's headers are
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include "wkv_cuda.h"
 
 namespace wkv {
 namespace {
@@ -89,29 +90,23 @@ __global__ void backward_kernel(const BackwardArgs a) {
 
 unsigned int blocks_for(const Dims& d) { return static_cast<unsigned int>((d.B * d.C + kThreads - 1) / kThreads); }
 
-struct CudaBackend {
-  static constexpr c10::DeviceType kDevice = c10::DeviceType::CUDA;
-  static constexpr bool kHalfTypes = true;
-  static constexpr const char* kName = "cuda";
-  struct Guard {
-    explicit Guard(const at::Tensor& t) : guard(t.device()) {}
-    c10::cuda::CUDAGuard guard;
-  };
-
-  template <typename scalar_t>
-  static void forward(const ForwardArgs& a) {
-    forward_kernel<scalar_t><<<blocks_for(a.d), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-
-  template <typename scalar_t>
-  static void backward(const BackwardArgs& a) {
-    backward_kernel<scalar_t><<<blocks_for(a.d), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-};
-
 }  // namespace
-}  // namespace wkv
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { wkv::host::bind<wkv::CudaBackend>(m); }
+template <typename scalar_t>
+void launch_forward(const ForwardArgs& a, cudaStream_t stream) {
+  forward_kernel<scalar_t><<<blocks_for(a.d), kThreads, 0, stream>>>(a);
+}
+
+template <typename scalar_t>
+void launch_backward(const BackwardArgs& a, cudaStream_t stream) {
+  backward_kernel<scalar_t><<<blocks_for(a.d), kThreads, 0, stream>>>(a);
+}
+
+template void launch_forward<float>(const ForwardArgs&, cudaStream_t);
+template void launch_forward<c10::Half>(const ForwardArgs&, cudaStream_t);
+template void launch_forward<c10::BFloat16>(const ForwardArgs&, cudaStream_t);
+template void launch_backward<float>(const BackwardArgs&, cudaStream_t);
+template void launch_backward<c10::Half>(const BackwardArgs&, cudaStream_t);
+template void launch_backward<c10::BFloat16>(const BackwardArgs&, cudaStream_t);
+
+}  // namespace wkv

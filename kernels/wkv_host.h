@@ -1,4 +1,4 @@
-// Host side of the WKV extensions, shared by the CPU (wkv_cpu.cpp) and the CUDA (wkv_cuda.cu) module:
+// Host side of the WKV extensions, shared by the CPU (wkv_cpu.cpp) and the CUDA (wkv_cuda_host.cpp) module:
 // argument checks, output allocation, dtype dispatch and the Python bindings. A backend only supplies
 //
 //   struct Backend {
@@ -10,58 +10,17 @@
 //     struct Guard { explicit Guard(const at::Tensor&); };   // e.g. a CUDA device guard
 //   };
 //
-// Layouts (all contiguous): w, u (C); k, v, y, gy, gk, gv (B, T, C) in scalar_t; state (B, 3, C) with
-// rows aa, bb, pp; scratch (B, T + 1, 3, C) holding the state before each token and the final state;
-// per-batch partial gradients of w and u (B, C), summed over the batch here. Everything but k, v, y and
-// their gradients is float32.
+// The layouts and argument structs are wkv_args.h's.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/ops/empty.h>
 
 #include <vector>
 
-#include "wkv_step.h"
+#include "torch_binding.h"
+#include "wkv_args.h"
 
 namespace wkv {
-
-struct Dims {
-  int64_t B, T, C;
-};
-
-struct ForwardArgs {
-  Dims d;
-  const float* w;
-  const float* u;
-  const void* k;         // scalar_t (B, T, C)
-  const void* v;         // scalar_t (B, T, C)
-  const float* state0;   // (B, 3, C)
-  void* y;               // scalar_t (B, T, C)
-  float* state1;         // (B, 3, C)
-  float* scratch;        // (B, T + 1, 3, C), or nullptr when no backward will follow
-};
-
-struct BackwardArgs {
-  Dims d;
-  const float* w;
-  const float* u;
-  const void* k;         // scalar_t (B, T, C)
-  const void* v;         // scalar_t (B, T, C)
-  const float* scratch;  // (B, T + 1, 3, C) from the forward
-  const void* gy;        // scalar_t (B, T, C)
-  const float* gstate1;  // (B, 3, C): upstream gradient of the returned state
-  float* gw;             // (B, C) per-batch partial sums
-  float* gu;             // (B, C)
-  void* gk;              // scalar_t (B, T, C)
-  void* gv;              // scalar_t (B, T, C)
-  float* gstate0;        // (B, 3, C)
-};
-
-// Offsets into the (B, T + 1, 3, C) scratch and the (B, 3, C) state.
-WKV_HD int64_t scratch_offset(const Dims& d, int64_t b, int64_t t, int row) {
-  return ((b * (d.T + 1) + t) * 3 + row) * d.C;
-}
-WKV_HD int64_t state_offset(const Dims& d, int64_t b, int row) { return (b * 3 + row) * d.C; }
-
 namespace host {
 
 inline void check_common(const char* what, const at::Tensor& w, const at::Tensor& u, const at::Tensor& k,

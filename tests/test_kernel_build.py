@@ -12,32 +12,97 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from torch.utils.cpp_extension import include_paths
+from torch.utils.cpp_extension import COMMON_NVCC_FLAGS, include_paths
 
+from rwkv_bench.ops import kernel_build
+from rwkv_bench.ops import wkv as wkv_ops
 from rwkv_bench.ops.wkv import KERNEL_FILES, kernel_source_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.needs_nvcc
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH (it is on the dev machines and CI)")
-def test_cuda_kernel_compiles_with_nvcc(tmp_path):
+def cuda_include_dir() -> Path:
+    """The CUDA runtime's headers, where torch's build finds them (CUDA_HOME/include), else beside nvcc."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME:
+        return Path(CUDA_HOME) / "include"
+    plan = subprocess.run(["nvcc", "--dryrun", "-c", "x.cu"], capture_output=True, text=True).stderr
+    (top,) = [line.split("=", 1)[1] for line in plan.splitlines() if line.startswith("#$ TOP=")]
+    return Path(top) / "include"
+
+
+def compile_cuda_extension(op, tmp_path: Path, src_dir: Path | None = None,
+                           only: str | None = None) -> dict[str, subprocess.CompletedProcess]:
+    """Compiles (-c: a CPU build of torch has no CUDA libraries to link) each source of `op`'s CUDA extension
+    (or the one named `only`) as torch's build does: .cu with nvcc and torch's nvcc flags, .cpp with the C++
+    compiler. Returns each source's process; the objects go to tmp_path / "<source>.o"."""
     # A CPU build of torch ships c10/cuda's headers but not the one CMake generates for CUDA builds; it only
     # says whether c10_cuda is a shared library, so the test supplies it (a CUDA torch install has it).
     shim = tmp_path / "shim" / "c10" / "cuda" / "impl"
-    shim.mkdir(parents=True)
+    shim.mkdir(parents=True, exist_ok=True)
     (shim / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
-    includes = [*include_paths(), sysconfig.get_paths()["include"], str(kernel_source_dir()), str(tmp_path / "shim")]
-    cmd = ["nvcc", "-c", str(kernel_source_dir() / "wkv_cuda.cu"), "-o", str(tmp_path / "wkv_cuda.o"),
-           "-std=c++20", "-O3", "--expt-relaxed-constexpr", "-DTORCH_EXTENSION_NAME=rwkv_bench_wkv_cuda",
-           *[f"-I{p}" for p in includes]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert (tmp_path / "wkv_cuda.o").stat().st_size > 0
-    # both template instantiations the host dispatches to exist in the object (fp32, fp16, bf16)
-    symbols = subprocess.run(["nm", "-C", str(tmp_path / "wkv_cuda.o")], capture_output=True, text=True).stdout
+    src_dir = src_dir or op.kernel_source_dir()
+    includes = [*include_paths(), sysconfig.get_paths()["include"], str(src_dir), str(tmp_path / "shim")]
+    common = ["-std=c++20", "-DTORCH_EXTENSION_NAME=rwkv_bench_cuda_test", *[f"-I{p}" for p in includes]]
+    flags = op.KERNELS.cuda_flags
+    procs = {}
+    for name in [only] if only else op.KERNELS.sources["cuda"]:
+        out = tmp_path / f"{name}.o"
+        if name.endswith(".cu"):
+            cmd = ["nvcc", "-c", *COMMON_NVCC_FLAGS, *flags["extra_cuda_cflags"], *common]
+        else:
+            cmd = [kernel_build.cxx(), "-c", "-fPIC", *flags["extra_cflags"], *common, f"-I{cuda_include_dir()}"]
+        procs[name] = subprocess.run([*cmd, str(src_dir / name), "-o", str(out)], capture_output=True, text=True,
+                                     timeout=600)
+    return procs
+
+
+def symbols(obj: Path, *nm_flags: str) -> set[str]:
+    """The demangled names in an object file that `nm -C *nm_flags` lists."""
+    out = subprocess.run(["nm", "-C", *nm_flags, str(obj)], capture_output=True, text=True, check=True).stdout
+    # "<address> <type> <name>" for a defined symbol, "<spaces> U <name>" for an undefined one
+    return {line.split(maxsplit=1 if line.startswith(" ") else 2)[-1] for line in out.splitlines() if line.strip()}
+
+
+def compiled_cuda_extension(op, tmp_path: Path) -> dict[str, Path]:
+    """Each source of `op`'s CUDA extension -> its object file, all compiled or the test fails."""
+    procs = compile_cuda_extension(op, tmp_path)
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"{name}:\n{proc.stderr[-4000:]}"
+    return {name: tmp_path / f"{name}.o" for name in procs}
+
+
+def assert_the_halves_link(objects: dict[str, Path], namespace: str) -> None:
+    """Every function of `namespace` that the host half (.cpp) calls is defined by the kernels' half (.cu)."""
+    (kernels,) = [obj for name, obj in objects.items() if name.endswith(".cu")]
+    (host,) = [obj for name, obj in objects.items() if not name.endswith(".cu")]
+    called = {s for s in symbols(host, "--undefined-only") if f"{namespace}::" in s}
+    assert called, f"the host half calls no {namespace}:: launcher"
+    assert called <= symbols(kernels, "--defined-only"), called - symbols(kernels, "--defined-only")
+
+
+def assert_nvcc_rejects_a_type_error_in_the_kernels(op, tmp_path: Path) -> None:
+    src = tmp_path / "broken"
+    shutil.copytree(op.kernel_source_dir(), src)
+    (cu,) = [name for name in op.KERNELS.sources["cuda"] if name.endswith(".cu")]
+    with open(src / cu, "a") as f:
+        f.write("\n__global__ void broken_kernel(float* y) { int* p = y; p[threadIdx.x] = 0; }\n")
+    proc = compile_cuda_extension(op, tmp_path / "out", src, only=cu)[cu]
+    assert proc.returncode != 0 and "error" in proc.stderr and "int *" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.needs_nvcc
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH (it is on the dev machines and CI)")
+def test_cuda_kernel_compiles_with_nvcc(tmp_path):
+    objects = compiled_cuda_extension(wkv_ops, tmp_path)
+    kernels = symbols(objects["wkv_cuda.cu"], "--defined-only")
+    # every instantiation the host dispatches to (fp32, fp16, bf16), forward and backward
     for dtype in ("float", "c10::Half", "c10::BFloat16"):
-        assert f"forward_kernel<{dtype}>" in symbols and f"backward_kernel<{dtype}>" in symbols, dtype
+        for name in ("forward_kernel", "backward_kernel", "launch_forward", "launch_backward"):
+            assert any(f"{name}<{dtype}>(" in s for s in kernels), (name, dtype)
+    assert_the_halves_link(objects, "wkv")
+    assert_nvcc_rejects_a_type_error_in_the_kernels(wkv_ops, tmp_path / "negative")
 
 
 def test_wheel_carries_the_kernel_sources_and_finds_them(tmp_path):
@@ -69,8 +134,6 @@ def test_wheel_carries_the_kernel_sources_and_finds_them(tmp_path):
 
 
 # ------------------------------------------------------------------------ one build per machine, never stuck
-from rwkv_bench.ops import kernel_build  # noqa: E402
-from rwkv_bench.ops import wkv as wkv_ops  # noqa: E402
 
 CPU_FILES = (*wkv_ops.KERNELS.headers, *wkv_ops.KERNELS.sources["cpu"])
 

@@ -4,17 +4,17 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.cpp_extension import include_paths
 
 from rwkv_bench.ops import wkv7 as ops
 from rwkv_bench.ops.compiled import KernelUnavailable
 from rwkv_bench.ops.kernel_build import CACHE_ENV
 
+from test_kernel_build import (assert_nvcc_rejects_a_type_error_in_the_kernels, assert_the_halves_link,
+                               compiled_cuda_extension, symbols)
 from test_kernel_cache import fake_compiler
 
 
@@ -182,20 +182,13 @@ def test_a_kernel_that_cannot_be_built_falls_back_in_one_plain_line(tmp_path):
 @pytest.mark.needs_nvcc
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH (it is on the dev machines and CI)")
 def test_cuda_kernel_compiles_with_nvcc(tmp_path):
-    # a CPU build of torch lacks the CMake-generated c10/cuda macro header; the test supplies it
-    shim = tmp_path / "shim" / "c10" / "cuda" / "impl"
-    shim.mkdir(parents=True)
-    (shim / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
-    src = ops.kernel_source_dir()
-    includes = [*include_paths(), sysconfig.get_paths()["include"], str(src), str(tmp_path / "shim")]
-    out = tmp_path / "wkv7_cuda.o"
-    cmd = ["nvcc", "-c", str(src / "wkv7_cuda.cu"), "-o", str(out), "-std=c++20", "-O3",
-           "--expt-relaxed-constexpr", "-DTORCH_EXTENSION_NAME=rwkv_bench_wkv7_cuda", *[f"-I{p}" for p in includes]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    symbols = subprocess.run(["nm", "-C", str(out)], capture_output=True, text=True).stdout
+    objects = compiled_cuda_extension(ops, tmp_path)
+    kernels = symbols(objects["wkv7_cuda.cu"], "--defined-only")
     for dtype in ("float", "c10::BFloat16"):
-        assert f"forward_kernel<{dtype}>" in symbols, dtype
+        for name in ("forward_kernel", "launch_forward"):
+            assert any(f"{name}<{dtype}>(" in s for s in kernels), (name, dtype)
+    assert_the_halves_link(objects, "wkv7")
+    assert_nvcc_rejects_a_type_error_in_the_kernels(ops, tmp_path / "negative")
 
 
 def test_kernels_command_times_and_checks_wkv7(kernel):

@@ -3,7 +3,6 @@ and the rows say cpu-kernel; a kernel that cannot be had stops the sweep in one 
 measured, unless --allow-reference asks for the PyTorch reference, which every row and summary.md then name.
 Run as a user types it, through the installed console script, with the kernel cache in a folder of its own."""
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rwkv_bench.ops.kernel_build import CACHE_ENV, cache_root
+from rwkv_bench.ops import rwkv4_fused
+from rwkv_bench.ops import wkv as wkv_ops
+from rwkv_bench.ops.kernel_build import CACHE_ENV
+
+from test_kernel_cache import copy_this_machines_builds
 
 CLI = str(Path(sys.executable).with_name("rwkv-bench"))
 TINY = ["scaling", "--models", "rwkv4-tiny", "--scenario", "prefill", "--min-len", "8", "--max-len", "8",
@@ -29,17 +32,11 @@ def isolated_env(tmp_path: Path, **extra) -> dict:
 
 @pytest.mark.slow
 def test_a_truncated_cached_kernel_is_rebuilt_and_the_sweep_measures_the_kernel(tmp_path):
-    from rwkv_bench.ops.wkv import extension_name
-
     env = isolated_env(tmp_path)
-    name = extension_name("cpu")
-    cached = cache_root() / name  # a build this machine already has saves one compile; otherwise build it
-    if cached.is_dir():
-        shutil.copytree(cached, tmp_path / "kernels" / name)
-    else:
-        assert scaling(["--out", str(tmp_path / "first"), "--no-report"], env).returncode == 0
-    (library,) = (tmp_path / "kernels" / name).glob("*.so")
-    library.write_bytes(library.read_bytes()[:4096])          # a cached library cut short
+    # the sweep loads the WKV kernel and RWKV-4's fused loops: both start intact, then WKV's is cut short
+    copy_this_machines_builds(tmp_path / "kernels", wkv_ops, rwkv4_fused)
+    (library,) = (tmp_path / "kernels" / wkv_ops.extension_name("cpu")).glob("*.so")
+    library.write_bytes(library.read_bytes()[:4096])
 
     proc = scaling(["--out", str(tmp_path / "run"), "--no-report"], env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -60,6 +57,7 @@ def test_without_the_kernel_the_sweep_stops_in_one_line_before_measuring(tmp_pat
 @pytest.mark.slow
 def test_allow_reference_measures_the_reference_and_says_so(tmp_path):
     env = isolated_env(tmp_path, RWKV_BENCH_WKV="reference")
+    copy_this_machines_builds(tmp_path / "kernels", rwkv4_fused)   # used whatever RWKV_BENCH_WKV says
     proc = scaling(["--out", str(tmp_path / "run"), "--allow-reference"], env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--allow-reference" in proc.stderr                  # the choice is said, not silent

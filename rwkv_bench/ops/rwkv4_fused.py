@@ -16,8 +16,9 @@ import torch
 
 from .compiled import CompiledOp
 
-KERNELS = CompiledOp("fused RWKV-4", files=("wkv_step.h", "rwkv4_cpu.cpp"), sources={"cpu": ("rwkv4_cpu.cpp",)},
-                     headers=("wkv_step.h",), fallback="PyTorch ops")
+KERNELS = CompiledOp("fused RWKV-4", files=("torch_binding.h", "wkv_step.h", "rwkv4_cpu.cpp"),
+                     sources={"cpu": ("rwkv4_cpu.cpp",)}, headers=("torch_binding.h", "wkv_step.h"),
+                     fallback="PyTorch ops")
 
 ENABLED = True
 

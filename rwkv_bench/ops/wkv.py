@@ -31,9 +31,12 @@ from .wkv_reference import empty_state, wkv_reference  # noqa: F401  (empty_stat
 __all__ = ["wkv", "implementation_name", "require_kernel", "KernelUnavailable", "empty_state", "kernel_source_dir",
            "build_extension", "extension_name", "ENV_VAR", "ALLOW_REFERENCE_FLAG"]
 
-KERNEL_FILES = ("wkv_step.h", "wkv_host.h", "wkv_cpu.cpp", "wkv_cuda.cu")
-KERNELS = CompiledOp("WKV", files=KERNEL_FILES, sources={"cpu": ("wkv_cpu.cpp",), "cuda": ("wkv_cuda.cu",)},
-                     headers=("wkv_step.h", "wkv_host.h"))
+# the CUDA build is wkv_cuda.cu (the kernels, nvcc, no torch headers) and wkv_cuda_host.cpp (the rest)
+KERNEL_FILES = ("torch_binding.h", "wkv_step.h", "wkv_args.h", "wkv_host.h", "wkv_cuda.h", "wkv_cpu.cpp",
+                "wkv_cuda.cu", "wkv_cuda_host.cpp")
+KERNELS = CompiledOp("WKV", files=KERNEL_FILES,
+                     sources={"cpu": ("wkv_cpu.cpp",), "cuda": ("wkv_cuda.cu", "wkv_cuda_host.cpp")},
+                     headers=("torch_binding.h", "wkv_step.h", "wkv_args.h", "wkv_host.h", "wkv_cuda.h"))
 _CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 

@@ -30,9 +30,11 @@ from .compiled import ENV_VAR, CompiledOp, KernelUnavailable
 __all__ = ["wkv7", "wkv7_reference", "implementation_name", "require_kernel", "KernelUnavailable", "kernel_source_dir",
            "ENV_VAR"]
 
-KERNEL_FILES = ("wkv7_step.h", "wkv7_cpu.cpp", "wkv7_cuda.cu")
-KERNELS = CompiledOp("WKV-7", files=KERNEL_FILES, sources={"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu",)},
-                     headers=("wkv7_step.h",))
+KERNEL_FILES = ("torch_binding.h", "wkv7_step.h", "wkv7_cuda.h", "wkv7_cpu.cpp", "wkv7_cuda.cu",
+                "wkv7_cuda_host.cpp")
+KERNELS = CompiledOp("WKV-7", files=KERNEL_FILES,
+                     sources={"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu", "wkv7_cuda_host.cpp")},
+                     headers=("torch_binding.h", "wkv7_step.h", "wkv7_cuda.h"))
 _CUDA_DTYPES = (torch.float32, torch.bfloat16)
 
 
