@@ -55,7 +55,8 @@ EXIT_NO_CUDA = 3
 # for the T = 100,000 case (measured on the project's shared 2-core Xeon: B = 4, its empty and prefix
 # states in one batch, 6.6 GB peak memory) and 4 s for all the others; the kernel cases (with their
 # comparisons on the CPU), the stream and device checks ~20 s; the model ~15 s. WKV-7 (issue 19): its CUDA
-# build ~70 s (nvcc -c of kernels/wkv7_cuda.cu took 68 s of CPU on the Xeon); its float64 references 17 s
+# build ~15 s (nvcc -c of kernels/wkv7_cuda.cu 2 s, g++ of its host side wkv7_cuda_host.cpp 9 s of CPU on the
+# Xeon, once the torch headers left the .cu); its float64 references 17 s
 # on the Xeon (16.5 s of it the T = 4,096 case), its kernel runs and stream checks a few seconds;
 # rwkv7-168m ~15 s (building it and drawing its 168M random weights on the CPU: 4.5 s on the Xeon; 256
 # recurrent steps of 12 layers, kernel launches mostly). The sweep comes last and gets what is left of

@@ -52,11 +52,11 @@ def _implementations(device: str):
 def run_kernel_benchmark(lengths: list[int], channels: int = 768, batch: int = 1, device: str = "cpu",
                          progress: bool = True) -> list[dict]:
     """One row per (implementation, T): impl, device, B, T, C, ms, speedup_vs_transformers, max_abs_err."""
-    from rich.progress import Progress
+    from ..console import progress_bar
 
     rows: list[dict] = []
     impls = _implementations(device)
-    with Progress(transient=True, disable=not progress) as bar, torch.no_grad():
+    with progress_bar(progress, transient=True) as bar, torch.no_grad():
         task = bar.add_task("WKV implementations", total=len(lengths) * len(impls))
         for T in lengths:
             td, u, k, v = random_inputs(batch, T, channels, device)
