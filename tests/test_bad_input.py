@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from rwkv_bench.tokenizer import NEOX_TOKENIZER_FILE as NEOX_TOKENIZER
@@ -192,6 +193,7 @@ def test_case_ids_are_unique_and_cover_every_command():
     assert {case[1][0] for case in CASES} >= {"score", "scaling", "uncheatable", "nlp", "kernels", "report"}
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     work = tmp_path / "work"
     work.mkdir()

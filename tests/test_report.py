@@ -27,6 +27,7 @@ def files(run_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", REFERENCE_RUNS)
 def test_rebuilding_a_committed_run_changes_no_byte(tmp_path, run, capsys):
     committed = files(REFERENCE / run)

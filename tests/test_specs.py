@@ -61,6 +61,7 @@ def test_parse_reads_what_a_spec_names_without_loading(spec_table):
             parse(bad)
 
 
+@pytest.mark.slow
 def test_the_same_specs_work_identically_in_every_command(spec_table, tmp_path):
     specs = list(spec_table)
     text_file = tmp_path / "text.txt"

@@ -82,6 +82,7 @@ def assert_same_results(a: Path, b: Path) -> None:
 # ---- torchrun, 2 processes ----
 
 @needs_torchrun
+@pytest.mark.slow
 def test_two_ranks_write_what_one_process_writes(single, texts_file, tmp_path):
     out = tmp_path / "run"
     done = launch([*options(texts_file), "--out", str(out)])
@@ -101,6 +102,7 @@ def test_two_ranks_write_what_one_process_writes(single, texts_file, tmp_path):
 
 
 @needs_torchrun
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_launch_and_resume_completes_it(single, texts_file, tmp_path):
     out = tmp_path / "run"
     killed = launch([*options(texts_file), "--out", str(out)], RWKV_BENCH_TEST_DIE_AFTER="2")
@@ -120,6 +122,7 @@ def test_a_killed_rank_fails_the_launch_and_resume_completes_it(single, texts_fi
 
 
 @needs_torchrun
+@pytest.mark.slow
 def test_an_error_on_rank_0_fails_the_launch_in_one_line(texts_file, tmp_path):
     done = launch([*options(texts_file), "--chars", "-1", "--out", str(tmp_path / "run")])
     assert done.returncode != 0

