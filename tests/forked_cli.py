@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +28,17 @@ def run_forked(argvs: list[list[str]], cwd: Path, env: dict, parallel: int = 2, 
     """(exit code, stdout, stderr, seconds) of `rwkv-bench *argv` for each argv, run `parallel` at a time."""
     request = json.dumps({"cli": CLI, "argvs": argvs, "parallel": parallel, "preload": list(preload),
                           "scratch": str(Path(cwd).resolve().parent / f".forked-cli-{os.getpid()}")})
-    done = subprocess.run([sys.executable, __file__], input=request, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, f"the fork server failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
-    return [tuple(r) for r in json.loads(done.stdout)]
+    # its own session, so that a timeout ends the server and every child it forked
+    server = subprocess.Popen([sys.executable, __file__], cwd=cwd, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = server.communicate(request, timeout=timeout)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert server.returncode == 0, f"the fork server failed (exit {server.returncode}):\n{err[-3000:]}"
+    return [tuple(r) for r in json.loads(out)]
 
 
 # ---- the server (run as a script by run_forked) ----
