@@ -2,13 +2,12 @@
 keep their own states, the state is float32 and as big as the interface says; checkpoints load in every naming
 we support, and everything else is one line."""
 import json
-import subprocess
-import sys
-from pathlib import Path
+import os
 
 import pytest
 import torch
 
+from forked_cli import run_forked
 from rwkv_bench.errors import UserError
 from rwkv_bench.models import loaders
 from rwkv_bench.models.rwkv7 import DECAY_SCALE, RWKV7, RWKV7Config, init_random_, init_x070_
@@ -247,9 +246,10 @@ def test_truncated_and_v6_files_exit_2_with_one_line(blinkdl, tmp_path):
     torch.save({"emb.weight": torch.zeros(4, 64), "blocks.0.att.time_maa_x": torch.zeros(1, 1, 64),
                 "blocks.0.att.ln_x.weight": torch.zeros(64)}, tmp_path / "v6.pth")
     (tmp_path / "t.txt").write_text("hello world\n")
-    cli = str(Path(sys.executable).parent / "rwkv-bench")
-    for name, expected in (("truncated.pth", "cannot read checkpoint"), ("v6.pth", "RWKV-6")):
-        proc = subprocess.run([cli, "score", "-m", str(tmp_path / name), "-i", str(tmp_path / "t.txt")],
-                              capture_output=True, text=True, timeout=300)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]
+    cases = (("truncated.pth", "cannot read checkpoint"), ("v6.pth", "RWKV-6"))
+    # both through the installed console script, side by side, forked from one imported process
+    runs = run_forked([["score", "-m", str(tmp_path / name), "-i", str(tmp_path / "t.txt")] for name, _ in cases],
+                      tmp_path, dict(os.environ))
+    for (_, expected), (code, _, err, _) in zip(cases, runs):
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and expected in lines[0], err[-2000:]
