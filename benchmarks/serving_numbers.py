@@ -2,9 +2,9 @@
 sequence against its analytic size, batching's gain in aggregate decode tokens/s, and the capacity ratio of each
 recurrent model against each transformer at the longest context.
 
-Usage: python benchmarks/serving_numbers.py RUN_DIR [--small-batch 1] [--large-batch 64]
-The run: rwkv-bench scaling --scenario serve -m rwkv4-169m,gptneox-169m --serve-lengths 1024,8192,32768
-         --memory-limit 8G (see README).
+Usage: python benchmarks/serving_numbers.py RUN_DIR [--large-batch 64]
+The runs: results/reference/serving-169m (T = 1,024 and 8,192) and serving-32k (T = 32,768), whose commands
+the README's serving section gives.
 """
 from __future__ import annotations
 
