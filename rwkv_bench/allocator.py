@@ -1,4 +1,5 @@
-"""glibc's heap, set the way a measured process needs it (glibc only; elsewhere both calls do nothing).
+"""glibc's heap and MKL's buffer pool, set the way a measured process needs them (where the process has
+them; elsewhere the calls do nothing).
 
 - `keep_freed_memory()`: by default glibc hands large freed blocks straight back to the OS (mmap for blocks
   over a threshold, trimming the heap's top past another), so the next forward pass page-faults every
