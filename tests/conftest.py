@@ -13,6 +13,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    # pytest-xdist starts one worker per core; at torch's default of one thread per core each, workers x cores
+    # threads share the cores and wait on each other's time slices (the suite ran 2.5x slower on 2 cores).
+    # A test that needs more threads sets them itself.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        from rwkv_bench.distributed import usable_cores
+
+        torch.set_num_threads(max(1, usable_cores() // workers))
+
+
 @pytest.fixture(scope="session")
 def neox_tokenizer_path():
     return NEOX_TOKENIZER
