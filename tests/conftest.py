@@ -15,15 +15,18 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 def pytest_configure(config):
     # pytest-xdist starts one worker per core; at torch's default of one thread per core each, workers x cores
-    # threads share the cores and wait on each other's time slices (the suite ran 2.5x slower on 2 cores).
-    # A test that needs more threads sets them itself.
+    # threads share the cores and wait on each other's time slices (two workers' model tests ran 2.5x slower
+    # on 2 cores). So each worker, and every process it starts, gets its share of the cores; a test that
+    # needs more threads sets them itself.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         import torch
 
         from rwkv_bench.distributed import usable_cores
 
-        torch.set_num_threads(max(1, usable_cores() // workers))
+        share = max(1, usable_cores() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 @pytest.fixture(scope="session")
