@@ -34,6 +34,13 @@ def neox_tokenizer_path():
     return NEOX_TOKENIZER
 
 
+def pytest_collection_modifyitems(config, items):
+    # a CUDA compile takes tens of seconds: the quick loop (-m "not slow") leaves it out with the end-to-end runs
+    for item in items:
+        if item.get_closest_marker("needs_nvcc"):
+            item.add_marker(pytest.mark.slow)
+
+
 # CI (.ci/run sets RWKV_BENCH_FORBID_SKIPS=1) fails on any skip except those of tests marked needs_gpu or
 # needs_nvcc: a check that silently skips itself on a user's machine is a check that never runs.
 ALLOWED_SKIP_MARKERS = ("needs_gpu", "needs_nvcc")
