@@ -39,6 +39,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("needs_nvcc"):
             item.add_marker(pytest.mark.slow)
+    # modules with slow tests first (a stable sort keeps the order within a module): pytest-xdist (loadscope)
+    # hands modules out in this order, and a long module handed out last keeps one worker busy alone
+    heavy = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in heavy)
 
 
 # CI (.ci/run sets RWKV_BENCH_FORBID_SKIPS=1) fails on any skip except those of tests marked needs_gpu or
