@@ -26,8 +26,7 @@ PRELOAD = ("torch", "safetensors.torch", "pandas", "transformers", "rwkv_bench.c
 def run_forked(argvs: list[list[str]], cwd: Path, env: dict, parallel: int = 2, timeout: float = 300,
                preload: tuple[str, ...] = PRELOAD) -> list[tuple[int, str, str, float]]:
     """(exit code, stdout, stderr, seconds) of `rwkv-bench *argv` for each argv, run `parallel` at a time."""
-    request = json.dumps({"cli": CLI, "argvs": argvs, "parallel": parallel, "preload": list(preload),
-                          "scratch": str(Path(cwd).resolve().parent / f".forked-cli-{os.getpid()}")})
+    request = json.dumps({"cli": CLI, "argvs": argvs, "parallel": parallel, "preload": list(preload)})
     # its own session, so that a timeout ends the server and every child it forked
     server = subprocess.Popen([sys.executable, __file__], cwd=cwd, env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -93,6 +92,8 @@ def exit_code(status: int) -> int:
 
 def serve(request: dict) -> list:
     import importlib
+    import shutil
+    import tempfile
     import time
 
     import gc
@@ -100,8 +101,7 @@ def serve(request: dict) -> list:
     for name in request["preload"]:
         importlib.import_module(name)
     gc.freeze()  # the collector of a child then leaves the imported objects (and their pages) alone
-    scratch = Path(request["scratch"])
-    scratch.mkdir()
+    scratch = Path(tempfile.mkdtemp(prefix="forked-cli-"))  # the children's stdout and stderr files
     argvs, parallel = request["argvs"], request["parallel"]
     results: list = [None] * len(argvs)
     running: dict[int, tuple[int, float]] = {}
@@ -115,9 +115,7 @@ def serve(request: dict) -> list:
         i, started = running.pop(pid)
         out, err = (scratch / f"{i}.out").read_text(errors="replace"), (scratch / f"{i}.err").read_text(errors="replace")
         results[i] = [exit_code(status), out, err, time.perf_counter() - started]
-    for path in scratch.iterdir():
-        path.unlink()
-    scratch.rmdir()
+    shutil.rmtree(scratch)
     return results
 
 
