@@ -294,6 +294,7 @@ def test_file_texts_published_before_the_cutoff_are_left_out(tmp_path, capsys):
     (dict(sources="arxiv,gopher"), "unknown source 'gopher'"),
     (dict(sources="file"), "--sources file needs --papers-file"),
     (dict(sources="wikipedia", delay=0.5), "--delay must be at least 1 seconds for wikipedia"),
+    (dict(sources="wikipedia", delay=-1.0), "--delay must be zero or more"),
     (dict(sources="wikipedia", categories="cs.CL"), "--categories applies to the arxiv source only"),
     (dict(sources="github", github_extensions=".xyz"), "no GitHub language for '.xyz'"),
     (dict(sources="wikipedia", chunk_tokens=-1), "--chunk-tokens must be zero or more"),
@@ -303,6 +304,15 @@ def test_bad_source_options_are_one_line(args, message):
     base = dict(models="rwkv4-tiny", progress=False)
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
         settle(UncheatableConfig(**{**base, **args}))
+
+
+def test_a_mirror_sets_its_own_pace(monkeypatch):
+    """min_delay is the public API's terms: pointed at a mirror, --delay may go below it (not below 0)."""
+    base = dict(models="rwkv4-tiny", progress=False, sources="wikipedia", delay=0.0)
+    with pytest.raises(UserError, match="--delay must be at least 1 seconds for wikipedia"):
+        settle(UncheatableConfig(**base))
+    monkeypatch.setenv("RWKV_BENCH_WIKIPEDIA_URL", "http://127.0.0.1:9/")
+    assert settle(UncheatableConfig(**base)).fetch.delay == 0.0
 
 
 # ---- the report, per source ----
@@ -364,7 +374,7 @@ def test_every_source_from_the_installed_command_killed_and_resumed(tmp_path):
                "--models", "rwkv4-tiny,llama-tiny", "--papers", "2", "--min-chars", "100", "--chars", "400",
                "--since", "2025-01-01", "--until", "2025-01-14", "--after", "2024-12-31",
                "--cache-dir", str(tmp_path / "cache"), "--page-size", "2", "--retries", "1", "--bootstrap", "200",
-               "--out", str(out), "--no-progress"]
+               "--delay", "0", "--out", str(out), "--no-progress"]   # a mirror: no politeness floor
         killed = subprocess.run(cli, env={**env, "RWKV_BENCH_TEST_DIE_AFTER": "5", "RWKV_BENCH_TEST_DIE_RANK": "0"},
                                 capture_output=True, text=True, timeout=300)
         assert killed.returncode != 0 and "killed by RWKV_BENCH_TEST_DIE_AFTER=5" in killed.stderr

@@ -44,7 +44,7 @@ class UncheatableConfig(ModelOptions):
     stride: int | None = option(None, "Sliding-window stride for transformers (default: half the context).",
                                 fixed=True)
     delay: float | None = option(None, "Seconds between requests to a source (default and least: 3 for arXiv, "
-                                       "1 for the others).")
+                                       "1 for the others; any on a mirror set by RWKV_BENCH_<SOURCE>_URL).")
     page_size: int = option(100, "Results per API page.")
     retries: int = option(3, "Retries of a failed request.")
     bootstrap: int = option(10_000, "Bootstrap resamples for the intervals.")

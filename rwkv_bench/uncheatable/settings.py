@@ -124,6 +124,8 @@ def settle(o: UncheatableConfig) -> Settings:
     if o.page_size <= 0 or o.page_size > 2000:
         raise UserError(f"--page-size must be in 1..2000 (the arXiv API's limit), got {o.page_size}")
     positive(o.retries, "--retries", zero_ok=True)
+    if o.delay is not None:
+        positive(o.delay, "--delay", zero_ok=True)
     sources = parse_sources(o)
     fetched = [s for s in sources if s in FETCHED]
     specs = parse_models(o.models)
@@ -136,7 +138,7 @@ def settle(o: UncheatableConfig) -> Settings:
                           papers_file=Path(o.papers_file) if o.papers_file else None)
     for name in fetched:
         source = make_source(name, fetch)  # a source checks its own options (a language code, an extension) here
-        if o.delay is not None and o.delay < source.min_delay:
+        if o.delay is not None and o.delay < source.min_delay and not getattr(source, "on_mirror", False):
             raise UserError(f"--delay must be at least {source.min_delay:g} seconds for {name} (its API's terms), "
                             f"got {o.delay:g}")
     check_reachable(specs, hint="pass local models instead, e.g. --models rwkv4-tiny,rwkv7-tiny,smollm2-135m")

@@ -114,6 +114,8 @@ class FetchedSource(Source):
     def __init__(self, settings: FetchSettings, session=None, *, api: str, cache_folder: str | None = None):
         super().__init__(settings, session)
         self.api = base_url(self.name, api)
+        # a mirror's owner sets its own pace: min_delay is the public API's terms, so it floors --delay there only
+        self.on_mirror = self.api != api.rstrip("/")
         self.cache = Cache(settings.cache_dir, cache_folder or self.name, self.record_type)
 
     def timestamp(self, text_id: str, stamp, date_name: str = "creation date") -> dt.datetime | None:
