@@ -256,6 +256,7 @@ def test_the_lock_is_filelocks_flock(tmp_path):
 BUILD = "from rwkv_bench.ops import wkv; print(wkv.KERNELS.extension('cpu', strict=True).__file__)"
 
 
+@pytest.mark.slow   # a real compile, as the nvcc tests (conftest marks those)
 @pytest.mark.timeout(900)
 def test_a_build_killed_midway_does_not_block_or_poison_the_next(tmp_path):
     env = {**os.environ, kernel_build.CACHE_ENV: str(tmp_path / "cache"), kernel_build.TIMEOUT_ENV: "600"}

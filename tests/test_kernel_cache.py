@@ -45,6 +45,7 @@ def run(cmd, env) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow   # a real compile, then the installed `rwkv-bench kernels` end to end
 @pytest.mark.timeout(900)
 def test_a_truncated_cached_library_is_rebuilt_and_the_kernel_runs(tmp_path):
     cache = tmp_path / "cache"
