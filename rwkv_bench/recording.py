@@ -122,6 +122,9 @@ def open_run(kind: str, *, out: str | Path | None, resume: bool, results: tuple[
     if resume:
         run_dir = Path(out) if out else latest_run(kind, results_root)
         refuse_if_held(run_dir)
+        if run_dir.is_dir() and not (run_dir / "meta.json").exists():
+            raise UserError(f"--resume: {run_dir} holds no meta.json, so no run began there (or it was stopped "
+                            "before its first write): start it without --resume")
         meta = read_meta(run_dir)
         if meta.get("kind") != kind:
             raise UserError(f"--resume: {run_dir} is not a {kind} run directory (no meta.json of kind {kind!r})")

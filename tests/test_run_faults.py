@@ -102,6 +102,9 @@ def test_a_run_killed_while_holding_its_directory_can_be_resumed(work: Path):
     args = COMMANDS["scaling"] + ["--out", "run"]
     first = start_cli(args, work)
     wait_until_holding(first, work / "run")
+    while not (work / "run" / "meta.json").is_file():   # mid-run: begun, not finished (it takes seconds)
+        assert first.poll() is None, first.stderr.read()
+        time.sleep(0.05)
     first.kill()
     first.wait()
     resumed = run_cli(COMMANDS["scaling"][:1] + ["--resume", "--out", "run"], work)
@@ -128,3 +131,14 @@ def test_a_full_disk_names_the_file_keeps_the_rows_and_says_how_to_finish(work: 
     assert not (run_dir / "index.md").exists()
     assert run_cli(["report", "run"], work).returncode == 0
     assert (run_dir / "index.md").is_file()
+
+
+def test_resuming_a_directory_where_no_run_began_says_to_start_it(tmp_path: Path):
+    """A run killed between taking its directory and writing meta.json left nothing to resume: say so."""
+    from rwkv_bench.errors import UserError
+    from rwkv_bench.recording import open_run
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UserError, match="holds no meta.json.*start it without --resume"):
+        open_run("scaling", out=tmp_path / "run", resume=True, results=("points.csv",))
+    assert open_run("scaling", out=tmp_path / "run", resume=False, results=("points.csv",))[1] is None
