@@ -19,12 +19,15 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 
 from .errors import UserError
 from .fileio import naming, write_atomically
 from .runlock import hold, refuse_if_held, release
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PACKAGES = ("rwkv-bench", "torch", "transformers", "tokenizers", "lm_eval", "pandas", "numpy", "scipy", "pypdfium2")
 
@@ -246,6 +249,8 @@ def widen_header(path: Path, columns: list[str]) -> None:
 
 def read_rows(path: str | Path, columns: list[str] | None = None, **read_csv) -> pd.DataFrame:
     """Read an append-only CSV, dropping a last line cut short by a kill (`columns`: of an empty result)."""
+    import pandas as pd  # here: a scaling child imports this module, and pandas costs it 0.3 s
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8") if path.is_file() else ""

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..recording import append_rows, finish_meta, read_meta, read_rows, resume_meta, rewrite_rows, start_meta
+
+if TYPE_CHECKING:  # pandas is imported where used: a scaling child imports this module, and needs no pandas
+    import pandas as pd
 
 KIND = "scaling"
 POINTS_CSV = "points.csv"
@@ -168,6 +170,8 @@ def finish(run_dir: Path, wall_s: float) -> None:
 
 
 def model_info(points: pd.DataFrame, serving: pd.DataFrame | None = None) -> dict:
+    import pandas as pd
+
     info = {}
     rows = pd.concat([df for df in (points, serving) if df is not None and not df.empty], ignore_index=True) \
         if not (points.empty and (serving is None or serving.empty)) else points
@@ -186,6 +190,8 @@ def model_info(points: pd.DataFrame, serving: pd.DataFrame | None = None) -> dic
 
 def serving_as_points(serving: pd.DataFrame | None) -> pd.DataFrame:
     """serve rows with the columns state_sizes reads (their context is T)."""
+    import pandas as pd
+
     if serving is None or serving.empty:
         return pd.DataFrame()
     return serving.assign(scenario="serve", prompt_len=0)
@@ -194,6 +200,8 @@ def serving_as_points(serving: pd.DataFrame | None) -> pd.DataFrame:
 def state_sizes(points: pd.DataFrame) -> dict:
     """model -> {"per_sequence": bytes at its longest context, "at_seq_len": that context, "per_token": bytes
     per token of context (0 for a fixed-size state)} from the state_bytes column (ok rows)."""
+    import pandas as pd
+
     out = {}
     if points.empty or "state_bytes" not in points:
         return out
@@ -224,6 +232,8 @@ def read_typed(path: Path, text_columns, int_columns, key) -> pd.DataFrame:
     """A results CSV as the report uses it: model and `text_columns` as strings (empty for a missing value),
     `int_columns` as integers, random_weights as a bool; the last row of each `key` wins (a resumed point
     replaces its earlier row)."""
+    import pandas as pd
+
     rows = read_rows(path)
     if rows.empty:
         return rows
