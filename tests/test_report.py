@@ -30,10 +30,13 @@ def files(run_dir: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 @pytest.mark.parametrize("run", REFERENCE_RUNS)
 def test_rebuilding_a_committed_run_changes_no_byte(tmp_path, run, capsys):
+    """Every committed run rebuilds byte-identical. The cases run one after another in one process, so state
+    one rebuild leaves (matplotlib's, pandas') would show in the next; serving-tiny (scaling's and serving's
+    figures) is also rebuilt twice over itself."""
     committed = files(REFERENCE / run)
     copy = tmp_path / run
     shutil.copytree(REFERENCE / run, copy)
-    for _ in range(2):
+    for _ in range(2 if run == "serving-tiny" else 1):
         report_runs([copy])
         rebuilt = files(copy)
         assert sorted(rebuilt) == sorted(committed), "rebuild wrote files the run does not hold"

@@ -197,7 +197,7 @@ def write_tables(serving: pd.DataFrame, points: pd.DataFrame, meta: dict, run_di
         "and S_TG = B x TG / T_TG in tokens/s, T and S over both. prefill = copies: one prompt prefilled and its "
         "state or KV cache copied B times (B x T past --prefill-token-budget), so S_PP and S are not given. "
         "Random token ids; each sequence greedy-decodes its own tokens.", "",
-        markdown_table(batched.fillna(MISSING)) if len(batched) else "No serve point succeeded.", ""]))
+        markdown_table(batched.astype(object).fillna(MISSING)) if len(batched) else "No serve point succeeded.", ""]))
     budget = budget_of(meta)
     write_atomically(cap_path, "\n".join(capacity_section(serving, meta, budget, "#")) + "\n")
     return [csv_path, md_path, cap_path]
