@@ -112,7 +112,7 @@ def run_sweep(given: dict, *, out: str | None = None, resume: bool = False, repo
     if todo:
         prepare_peers(config)
     try:
-        with progress_bar(console=console, unit="points") as progress:
+        with progress_bar(bool(todo), console=console, unit="points") as progress:
             task = progress.add_task("starting", total=max(sum(costs.values()), 1e-9), done=f"0/{len(todo)}")
             done_points = 0
             for phases, T, model in children(todo):
