@@ -18,7 +18,9 @@ Shared homes: specs.py (one grammar for model specs: `parse` -> ModelSpec), back
 a Backend: our models/rwkv4.py and models/rwkv7.py, both models/recurrent.py's RecurrentLM, or transformers),
 options.py (dtype, device, lists; config dataclasses behind every command's flags), recording.py (run
 directories: new, latest, resume, append-only CSVs, meta.json), runlock.py (one live writer per run
-directory), fileio.py (atomic writes), trackers.py (latency and memory), allocator.py (glibc's heap as measurements need
-it), console.py (warnings and the one progress bar), hub.py (the Hugging Face hub, given up on quickly offline).
+directory), fileio.py (atomic writes), trackers.py (latency and memory), allocator.py (glibc's heap as
+measurements need it), console.py (warnings and the one progress bar), library_internals.py (what we rely on
+in other libraries beyond their public API, each checked by a test), hub.py (the Hugging Face hub, given up
+on quickly offline).
 """
 __version__ = "0.1.0"

@@ -48,6 +48,16 @@ def rss_bytes(pid: int | None = None) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+def maxrss_bytes() -> int:
+    """This process's high-water RSS (getrusage; Linux reports KiB, macOS bytes): the fallback peak where
+    /proc/self/clear_refs is not allowed."""
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
 
 class CudaPeakMemory:
     """`torch.cuda.max_memory_allocated` above what was allocated when `reset()` was called."""

@@ -105,7 +105,7 @@ def test_the_same_specs_work_identically_in_every_command(spec_table, tmp_path):
 
 def test_attention_implementation_is_still_readable():
     # transformers 5 names the attention only in the private config._attn_implementation
-    # (read in nlp/library_internals.attention_implementation)
+    # (read in library_internals.attention_implementation)
     from rwkv_bench.backends import resolve
 
     assert resolve("gptneox-tiny").implementation.endswith("[sdpa]")

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..nlp.library_internals import attention_implementation
+from ..library_internals import attention_implementation
 from ..tokenizer import Tokenizer
 from .base import Backend, as_batch, module_bytes
 

@@ -16,7 +16,6 @@ runs lm-eval's own CLI with it. The modules:
     shared_prefix.py      scoring loglikelihood requests with shared contexts and prefixes run once
     prefix_batches.py     prefix trees and right-padded batches of token lists (no model)
     meter.py              counting tokens, passes and time, also on lm-eval's own hf model
-    library_internals.py  what we rely on in other libraries beyond their public API, in one place
     squad_compat.py       the SQuAD metrics module lm-eval's ReCoRD imports from transformers (gone in 5.x)
     lm_eval_cli.py        lm-eval's own CLI with our model registered
 """

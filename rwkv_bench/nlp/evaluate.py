@@ -36,7 +36,7 @@ from ..options import as_dict
 from ..specs import OURS, ModelSpec
 from . import store
 from .config import NlpConfig, resolve
-from .library_internals import go_offline
+from ..library_internals import go_offline
 from .store import HF_LM, RWKV_BENCH_LM
 from .tasks import PAPER_METRICS, check_tasks, expand_tags, include_paths, prepare_network, task_manager
 

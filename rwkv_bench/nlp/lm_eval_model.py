@@ -41,7 +41,7 @@ from ..errors import UserError
 from ..models.recurrent import RecurrentLM
 from ..options import parse_number, positive
 from . import MODEL_NAME
-from .library_internals import strip_rank_padding
+from ..library_internals import strip_rank_padding
 from .meter import TokenMeter
 from .shared_prefix import SharedPrefixScorer
 

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from ..errors import UserError
-from .library_internals import go_offline
+from ..library_internals import go_offline
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 

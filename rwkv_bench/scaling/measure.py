@@ -28,13 +28,12 @@ import math
 import os
 import re
 import resource
-import sys
 import time
 from functools import partial
 from pathlib import Path
 
-from ..trackers import CudaPeakMemory, latency, peak_rss_bytes, reset_peak_rss, rss_bytes, sync
 from ..allocator import trim
+from ..trackers import CudaPeakMemory, latency, maxrss_bytes, peak_rss_bytes, reset_peak_rss, rss_bytes, sync
 from .phase_tools import PointFailure, held_now, median, random_ids, timed_steps
 from .points import PointSpec, region_files
 from .store import kv_label
@@ -53,13 +52,6 @@ OOM_PATTERNS = re.compile(r"out of memory|can't allocate memory|cannot allocate 
                           r"bad_alloc|memoryerror|failed to allocate", re.IGNORECASE)
 CPU_METHOD = "cpu:peak_rss_vmhwm_per_phase+parent_sampled_above_loaded,malloc_trim_per_phase+every_64_generate_steps"
 CPU_METHOD_FALLBACK = "cpu:rss_sampled_by_parent+ru_maxrss_above_loaded,malloc_trim_per_phase+every_64_generate_steps"
-
-
-def maxrss_bytes() -> int:
-    """This process's high-water RSS (getrusage; Linux reports KiB, macOS bytes): the fallback peak where
-    /proc/self/clear_refs is not allowed."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024
 
 
 class MeasuredRegion:

@@ -52,7 +52,7 @@ def transformer_dims(spec: ModelSpec) -> Dims | None:
     if getattr(cfg, "model_type", "") in ("rwkv", "mamba", "mamba2"):
         return None
     from ..backends.hf import config_dims
-    from ..nlp.library_internals import attention_implementation
+    from ..library_internals import attention_implementation
 
     dims = config_dims(cfg)
     if dims is None:

@@ -1,4 +1,4 @@
-"""What rwkv_bench/nlp/library_internals.py and squad_compat.py rely on in other libraries beyond their public
+"""What rwkv_bench/library_internals.py and nlp/squad_compat.py rely on in other libraries beyond their public
 API, checked against the installed releases: each test fails, naming what changed, when a release changes it."""
 from pathlib import Path
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 
-from rwkv_bench.nlp.library_internals import encode_pair, go_offline, reencode_positions, strip_rank_padding
+from rwkv_bench.library_internals import encode_pair, go_offline, reencode_positions, strip_rank_padding
 from rwkv_bench.tokenizer import neox_tokenizer
 
 
@@ -155,7 +155,7 @@ def test_attention_implementation_reads_what_transformers_chose():
     for one, and a model built from it, must both answer it (None would unlabel rows and hide eager scores)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from rwkv_bench.nlp.library_internals import attention_implementation
+    from rwkv_bench.library_internals import attention_implementation
 
     for wanted in ("eager", "sdpa"):
         config = GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

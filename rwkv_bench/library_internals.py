@@ -1,7 +1,8 @@
 """Every place rwkv-bench relies on another library beyond its public API, in one module (most of them for
-the nlp scenario).
+the nlp scenario). It sits beside the packages that use it, so the model layer (backends/hf.py) need not
+import the nlp scenario for the one transformers reach-in.
 
-tests/test_nlp_library_internals.py checks each against the installed release and fails, naming the
+tests/test_library_internals.py checks each against the installed release and fails, naming the
 function here, when a release changes what it relies on:
 
 - `encode_pair`: how lm-eval's TemplateLM.loglikelihood tokenises a (context, continuation) request
@@ -16,7 +17,7 @@ function here, when a release changes what it relies on:
   T x T scores of eager attention).
 
 The stand-in for `transformers.data.metrics.squad_metrics` (gone in transformers 5, still imported by
-lm-eval's ReCoRD) is its own module, squad_compat.py, checked by the same test file.
+lm-eval's ReCoRD) is its own module, nlp/squad_compat.py, checked by the same test file.
 """
 from __future__ import annotations
 
