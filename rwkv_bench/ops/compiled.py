@@ -1,6 +1,6 @@
 """One loader for every compiled op: build or load its extension, remember a failure, say which code runs.
 
-    KERNELS = CompiledOp("WKV", files=..., sources={"cpu": (...), "cuda": (...)}, headers=(...))
+    KERNELS = CompiledOp("WKV", sources={"cpu": (...), "cuda": (...)}, headers=(...))
     name, ext = KERNELS.select(device)        # ("cpu-kernel", module) or ("reference", None)
 
 A kernel that cannot be built is said once, in one plain line on stderr, and the op runs its PyTorch
@@ -111,7 +111,6 @@ class CompiledOp:
     """One op's compiled extensions ("cpu" / "cuda"), built on first use, and what to run when they fail."""
 
     name: str                                  # as the messages say it: "WKV", "WKV-7"
-    files: tuple[str, ...]                     # every source file the op's folder must hold
     sources: dict[str, tuple[str, ...]]        # kind -> the .cpp / .cu files compiled for it
     headers: tuple[str, ...]
     cpu_flags: dict = field(default_factory=lambda: CPU_FLAGS)
@@ -121,6 +120,12 @@ class CompiledOp:
     _extensions: dict = field(default_factory=dict, init=False, repr=False)   # kind -> loaded module
     _failures: dict = field(default_factory=dict, init=False, repr=False)     # kind -> why it failed
     _announced: set = field(default_factory=set, init=False, repr=False)      # kinds said on stderr
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file the op's folder must hold: its headers and the sources of every kind."""
+        sources = (name for kind in self.sources.values() for name in kind)
+        return tuple(dict.fromkeys((*self.headers, *sources)))
 
     # ---------------------------------------------------------------------------------------- the build
     def source_dir(self) -> Path:

@@ -16,8 +16,7 @@ import torch
 
 from .compiled import CompiledOp
 
-KERNELS = CompiledOp("fused RWKV-4", files=("torch_binding.h", "wkv_step.h", "rwkv4_cpu.cpp"),
-                     sources={"cpu": ("rwkv4_cpu.cpp",)}, headers=("torch_binding.h", "wkv_step.h"),
+KERNELS = CompiledOp("fused RWKV-4", sources={"cpu": ("rwkv4_cpu.cpp",)}, headers=("torch_binding.h", "wkv_step.h"),
                      fallback="PyTorch ops")
 
 ENABLED = True

@@ -32,11 +32,9 @@ __all__ = ["wkv", "implementation_name", "require_kernel", "KernelUnavailable", 
            "build_extension", "extension_name", "ENV_VAR", "ALLOW_REFERENCE_FLAG"]
 
 # the CUDA build is wkv_cuda.cu (the kernels, nvcc, no torch headers) and wkv_cuda_host.cpp (the rest)
-KERNEL_FILES = ("torch_binding.h", "wkv_step.h", "wkv_args.h", "wkv_host.h", "wkv_cuda.h", "wkv_cpu.cpp",
-                "wkv_cuda.cu", "wkv_cuda_host.cpp")
-KERNELS = CompiledOp("WKV", files=KERNEL_FILES,
-                     sources={"cpu": ("wkv_cpu.cpp",), "cuda": ("wkv_cuda.cu", "wkv_cuda_host.cpp")},
+KERNELS = CompiledOp("WKV", sources={"cpu": ("wkv_cpu.cpp",), "cuda": ("wkv_cuda.cu", "wkv_cuda_host.cpp")},
                      headers=("torch_binding.h", "wkv_step.h", "wkv_args.h", "wkv_host.h", "wkv_cuda.h"))
+KERNEL_FILES = KERNELS.files
 _CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 

@@ -30,11 +30,9 @@ from .compiled import ENV_VAR, CompiledOp, KernelUnavailable
 __all__ = ["wkv7", "wkv7_reference", "implementation_name", "require_kernel", "KernelUnavailable", "kernel_source_dir",
            "ENV_VAR"]
 
-KERNEL_FILES = ("torch_binding.h", "wkv7_step.h", "wkv7_cuda.h", "wkv7_cpu.cpp", "wkv7_cuda.cu",
-                "wkv7_cuda_host.cpp")
-KERNELS = CompiledOp("WKV-7", files=KERNEL_FILES,
-                     sources={"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu", "wkv7_cuda_host.cpp")},
+KERNELS = CompiledOp("WKV-7", sources={"cpu": ("wkv7_cpu.cpp",), "cuda": ("wkv7_cuda.cu", "wkv7_cuda_host.cpp")},
                      headers=("torch_binding.h", "wkv7_step.h", "wkv7_cuda.h"))
+KERNEL_FILES = KERNELS.files
 _CUDA_DTYPES = (torch.float32, torch.bfloat16)
 
 
